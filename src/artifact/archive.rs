@@ -1,0 +1,1 @@
+//! TODO(archive): being written.

@@ -1,0 +1,1 @@
+//! The tresor command line.

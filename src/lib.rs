@@ -1,0 +1,19 @@
+//! tresor: GitOps without Git in the cluster.
+//!
+//! CI packages rendered manifests into signed, digest-pinned OCI artifacts (`tresor push`);
+//! agents next to the target pull, verify and reconcile them. The library is split by domain:
+//!
+//! - [`digest`]: content addressing (`sha256:…`), hashing while streaming.
+//! - [`reference`]: `oci://…` registry references and `oci-layout:…` directories.
+//! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
+//!   manifest objects and object-level diffs, push and pull.
+//! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`cli`]: the `tresor` subcommands and how results are printed.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod artifact;
+pub mod cli;
+pub mod digest;
+pub mod reference;
+pub mod registry;

@@ -1,0 +1,1 @@
+//! Registries and local OCI layouts.
