@@ -1,1 +1,391 @@
-//! References.
+//! Where an artifact lives: `oci://host[:port]/repo[:tag][@sha256:…]` in a registry, or
+//! `oci-layout:PATH[:tag|@sha256:…]` in a local OCI image layout directory.
+//!
+//! A bare `host/repo:tag` is accepted too when its first component looks like a host (it has
+//! a dot or a port, or is `localhost`). Parsing is strict: repository components and tags
+//! follow the OCI distribution grammar, so a typo fails here instead of at the registry.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::digest::{Digest, DigestError};
+
+/// A reference that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The reference text is malformed; `reason` says which part.
+    #[error("invalid reference {reference:?}: {reason}")]
+    Invalid {
+        /// The text as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The digest part is malformed.
+    #[error("invalid reference {reference:?}: {source}")]
+    Digest {
+        /// The text as given.
+        reference: String,
+        /// The digest error.
+        source: DigestError,
+    },
+}
+
+impl ReferenceError {
+    /// Stable CamelCase reason.
+    pub fn reason(&self) -> &'static str {
+        "InvalidReference"
+    }
+}
+
+/// A registry repository location: `host[:port]/repository`, plus an optional tag and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryReference {
+    /// Registry host with optional port, e.g. `ghcr.io` or `127.0.0.1:5000`.
+    pub host: String,
+    /// Repository path, e.g. `acme/manifests`.
+    pub repository: String,
+    /// Tag, if given.
+    pub tag: Option<String>,
+    /// Digest, if given; it wins over the tag for every read.
+    pub digest: Option<Digest>,
+}
+
+/// A local OCI image layout directory plus an optional tag and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutReference {
+    /// The layout directory.
+    pub path: PathBuf,
+    /// Tag (`org.opencontainers.image.ref.name` in `index.json`), if given.
+    pub tag: Option<String>,
+    /// Digest, if given.
+    pub digest: Option<Digest>,
+}
+
+/// An artifact reference in a registry or an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `oci://host/repo[:tag][@digest]`.
+    Registry(RegistryReference),
+    /// `oci-layout:PATH[:tag|@digest]`.
+    Layout(LayoutReference),
+}
+
+const LAYOUT_SCHEME: &str = "oci-layout:";
+const REGISTRY_SCHEME: &str = "oci://";
+
+impl Reference {
+    /// The tag, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Self::Registry(r) => r.tag.as_deref(),
+            Self::Layout(l) => l.tag.as_deref(),
+        }
+    }
+
+    /// The digest, if any.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Self::Registry(r) => r.digest.as_ref(),
+            Self::Layout(l) => l.digest.as_ref(),
+        }
+    }
+
+    /// The same location with `tag` and without a digest.
+    pub fn with_tag(&self, tag: &str) -> Result<Self, ReferenceError> {
+        check_tag(tag).map_err(|reason| ReferenceError::Invalid {
+            reference: tag.to_string(),
+            reason,
+        })?;
+        let mut out = self.clone();
+        match &mut out {
+            Self::Registry(r) => {
+                r.tag = Some(tag.to_string());
+                r.digest = None;
+            }
+            Self::Layout(l) => {
+                l.tag = Some(tag.to_string());
+                l.digest = None;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The same location pinned to `digest` (the tag is kept for display).
+    pub fn with_digest(&self, digest: Digest) -> Self {
+        let mut out = self.clone();
+        match &mut out {
+            Self::Registry(r) => r.digest = Some(digest),
+            Self::Layout(l) => l.digest = Some(digest),
+        }
+        out
+    }
+
+    /// The repository without tag or digest: `oci://host/repo` or `oci-layout:PATH`.
+    pub fn repository(&self) -> String {
+        match self {
+            Self::Registry(r) => format!("{REGISTRY_SCHEME}{}/{}", r.host, r.repository),
+            Self::Layout(l) => format!("{LAYOUT_SCHEME}{}", l.path.display()),
+        }
+    }
+
+    /// The digest-pinned form without tag: `oci://host/repo@sha256:…`.
+    pub fn pinned(&self, digest: &Digest) -> String {
+        format!("{}@{digest}", self.repository())
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repository())?;
+        if let Some(tag) = self.tag() {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = self.digest() {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Reference {
+    type Err = ReferenceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| ReferenceError::Invalid {
+            reference: text.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(rest) = text.strip_prefix(LAYOUT_SCHEME) {
+            return parse_layout(text, rest);
+        }
+        let (rest, explicit) = match text.strip_prefix(REGISTRY_SCHEME) {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
+        if rest.contains("://") {
+            return Err(invalid(
+                "unknown scheme; use oci://host/repo:tag or oci-layout:PATH:tag",
+            ));
+        }
+        let (rest, digest) = split_digest(text, rest)?;
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| invalid("expected host/repository"))?;
+        if !explicit && !looks_like_host(host) {
+            return Err(invalid(
+                "the first component is not a registry host; write oci://host/repo:tag \
+                 (registries are never guessed) or oci-layout:PATH for a local layout",
+            ));
+        }
+        check_host(host).map_err(|r| invalid(&r))?;
+        // A ':' after the last '/' separates the tag.
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+            _ => (path, None),
+        };
+        check_repository(repository).map_err(|r| invalid(&r))?;
+        if let Some(tag) = tag {
+            check_tag(tag).map_err(|r| invalid(&r))?;
+        }
+        Ok(Self::Registry(RegistryReference {
+            host: host.to_string(),
+            repository: repository.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        }))
+    }
+}
+
+fn parse_layout(text: &str, rest: &str) -> Result<Reference, ReferenceError> {
+    let invalid = |reason: String| ReferenceError::Invalid {
+        reference: text.to_string(),
+        reason,
+    };
+    let (rest, digest) = split_digest(text, rest)?;
+    // PATH[:tag]: a ':' is a tag separator when what follows is a valid tag and no path.
+    let (path, tag) = match rest.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') && !path.is_empty() => {
+            check_tag(tag).map_err(invalid)?;
+            (path, Some(tag.to_string()))
+        }
+        _ => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(invalid("missing layout directory path".to_string()));
+    }
+    Ok(Reference::Layout(LayoutReference {
+        path: PathBuf::from(path),
+        tag,
+        digest,
+    }))
+}
+
+fn split_digest<'a>(
+    text: &str,
+    rest: &'a str,
+) -> Result<(&'a str, Option<Digest>), ReferenceError> {
+    match rest.split_once('@') {
+        Some((before, digest)) => {
+            let digest = digest.parse().map_err(|source| ReferenceError::Digest {
+                reference: text.to_string(),
+                source,
+            })?;
+            Ok((before, Some(digest)))
+        }
+        None => Ok((rest, None)),
+    }
+}
+
+fn looks_like_host(host: &str) -> bool {
+    host.contains('.') || host.contains(':') || host == "localhost"
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !name_ok {
+        return Err(format!("invalid registry host {host:?}"));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("invalid port in registry host {host:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_repository(repository: &str) -> Result<(), String> {
+    if repository.is_empty() {
+        return Err("missing repository".to_string());
+    }
+    for component in repository.split('/') {
+        let ok = !component.is_empty()
+            && component
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && component
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && component
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(format!(
+                "invalid repository component {component:?}: use lower-case letters, digits \
+                 and separators . _ -"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a tag against the OCI grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&tag.len())
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tag {tag:?}: at most 128 of A-Z a-z 0-9 . _ -, not starting with . or -"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn registry(text: &str) -> RegistryReference {
+        match text.parse::<Reference>().unwrap() {
+            Reference::Registry(r) => r,
+            other => panic!("not a registry reference: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_oci_scheme_with_port_tag_and_digest() {
+        let r = registry(&format!("oci://127.0.0.1:5000/team/app:v1.2@{D}"));
+        assert_eq!(r.host, "127.0.0.1:5000");
+        assert_eq!(r.repository, "team/app");
+        assert_eq!(r.tag.as_deref(), Some("v1.2"));
+        assert_eq!(r.digest.unwrap().to_string(), D);
+    }
+
+    #[test]
+    fn port_is_not_mistaken_for_a_tag() {
+        let r = registry("oci://localhost:5000/app");
+        assert_eq!(r.host, "localhost:5000");
+        assert_eq!(r.repository, "app");
+        assert_eq!(r.tag, None);
+    }
+
+    #[test]
+    fn bare_reference_needs_a_host_like_first_component() {
+        assert_eq!(registry("ghcr.io/acme/app:1").repository, "acme/app");
+        let err = "acme/app:1".parse::<Reference>().unwrap_err();
+        assert!(err.to_string().contains("not a registry host"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_parts() {
+        for bad in [
+            "oci://ghcr.io/Acme/app:1",
+            "oci://ghcr.io/acme/app:-bad",
+            "oci://ghcr.io/acme//app",
+            "oci://ghcr.io:99999/app",
+            "oci://ghcr.io/app@sha256:xyz",
+            "https://ghcr.io/app:1",
+            "oci://ghcr.io",
+        ] {
+            assert!(bad.parse::<Reference>().is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn parses_layout_references() {
+        let r: Reference = "oci-layout:./out/layout:v1".parse().unwrap();
+        assert_eq!(
+            r,
+            Reference::Layout(LayoutReference {
+                path: PathBuf::from("./out/layout"),
+                tag: Some("v1".into()),
+                digest: None
+            })
+        );
+        let r: Reference = format!("oci-layout:/tmp/l@{D}").parse().unwrap();
+        assert_eq!(r.digest().unwrap().to_string(), D);
+        assert_eq!(r.tag(), None);
+        let r: Reference = "oci-layout:/tmp/l".parse().unwrap();
+        assert_eq!(r.tag(), None);
+    }
+
+    #[test]
+    fn display_round_trips_and_pinned_drops_the_tag() {
+        let text = format!("oci://ghcr.io/acme/app:v1@{D}");
+        let r: Reference = text.parse().unwrap();
+        assert_eq!(r.to_string(), text);
+        assert_eq!(
+            r.pinned(r.digest().unwrap()),
+            format!("oci://ghcr.io/acme/app@{D}")
+        );
+    }
+}

@@ -1,2 +1,29 @@
 //! The `tresor` command line (thin: parse, telemetry, call the library, map to an exit code).
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tresor::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tresor::telemetry::init(cli.verbose, false);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -3,9 +3,94 @@
 //!
 //! The format is Flux's (`flux push artifact`): one OCI image manifest, a config blob with
 //! media type [`format::CONFIG_MEDIA_TYPE`] and exactly one deterministic tar+gzip layer with
-//! media type [`format::CONTENT_MEDIA_TYPE`].
+//! media type [`format::CONTENT_MEDIA_TYPE`]. [`push`] builds and uploads one, [`fetch`]
+//! resolves, downloads and unpacks one, [`inspect`] describes one.
 
 pub mod archive;
 pub mod diff;
+pub mod fetch;
 pub mod format;
+pub mod inspect;
+pub mod metadata;
 pub mod objects;
+pub mod push;
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::registry::RegistryError;
+
+/// Errors of artifact operations; each wraps the domain error that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// Talking to the registry or layout failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Packing or unpacking the content layer failed.
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    /// The manifests in the tree are invalid.
+    #[error(transparent)]
+    Objects(#[from] objects::ObjectsError),
+    /// The tag already points at different content (immutability).
+    #[error(
+        "{reference} already points at {existing} with different content; tags are immutable \
+         by default: push under a new tag, or pass --overwrite to move it"
+    )]
+    TagExists {
+        /// The tag reference.
+        reference: String,
+        /// What the tag points at now.
+        existing: Digest,
+    },
+    /// The reference names something that is not a single-manifest artifact.
+    #[error("{reference} is not an artifact: {reason}")]
+    NotAnArtifact {
+        /// The reference.
+        reference: String,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The output directory exists and is not empty.
+    #[error("output directory {path} exists and is not empty; choose a new or empty directory")]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A user annotation is invalid or collides with one tresor sets.
+    #[error("invalid annotation {annotation:?}: {reason}")]
+    Annotation {
+        /// The annotation as given.
+        annotation: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// `SOURCE_DATE_EPOCH` or a similar input is malformed.
+    #[error("{0}")]
+    Input(String),
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl ArtifactError {
+    /// Stable CamelCase reason for conditions, events, metrics and JSON output.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Registry(e) => e.reason(),
+            Self::Archive(e) => e.reason(),
+            Self::Objects(e) => e.reason(),
+            Self::TagExists { .. } => "TagExists",
+            Self::NotAnArtifact { .. } => "NotAnArtifact",
+            Self::OutputExists { .. } => "OutputExists",
+            Self::Annotation { .. } => "InvalidAnnotation",
+            Self::Input(_) => "InvalidInput",
+            Self::Io { .. } => "IoError",
+        }
+    }
+}

@@ -1,1 +1,106 @@
-//! The tresor command line.
+//! The `tresor` command line: one module per subcommand, a [`Printer`] for results.
+//!
+//! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
+//! 2 an error (bad input, registry trouble, …).
+
+mod args;
+mod diff;
+mod inspect;
+mod list;
+pub mod printer;
+mod pull;
+mod push;
+mod tag;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use args::{parse_size, LimitArgs, RegistryArgs};
+pub use printer::{Format, Printer};
+
+use crate::artifact::ArtifactError;
+use crate::reference::ReferenceError;
+use crate::registry::RegistryError;
+
+/// tresor: signed, digest-pinned OCI artifacts for GitOps without Git in the cluster.
+#[derive(Debug, Parser)]
+#[command(name = "tresor", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); or set TRESOR_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Package a directory of manifests as an artifact and push it.
+    Push(push::PushArgs),
+    /// Download an artifact and unpack it into a new directory.
+    Pull(pull::PullArgs),
+    /// Show an artifact's digest, media types, provenance and files.
+    Inspect(inspect::InspectArgs),
+    /// Compare a directory with an artifact object by object (exit 1 when they differ).
+    Diff(diff::DiffArgs),
+    /// Give an artifact another tag (same digest).
+    Tag(tag::TagArgs),
+    /// List the tags of a repository with their digests and creation times.
+    List(list::ListArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A reference could not be parsed.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Registry or layout access failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// An artifact operation failed.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// The content was refused because it could not be verified (exit code 1).
+    #[error("{0}")]
+    Unverified(String),
+    /// Bad command-line input that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// Stable CamelCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Reference(e) => e.reason(),
+            Self::Registry(e) => e.reason(),
+            Self::Artifact(e) => e.reason(),
+            Self::Unverified(_) => "Unverified",
+            Self::Usage(_) => "InvalidArguments",
+        }
+    }
+
+    /// The process exit code for this error: 1 for refused content, 2 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Unverified(_) => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        }
+    }
+}
+
+/// Runs the parsed command line. `Ok` carries the exit code of a completed check.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Push(a) => push::run(a).await,
+        Command::Pull(a) => pull::run(a).await,
+        Command::Inspect(a) => inspect::run(a).await,
+        Command::Diff(a) => diff::run(a).await,
+        Command::Tag(a) => tag::run(a).await,
+        Command::List(a) => list::run(a).await,
+    }
+}

@@ -1,0 +1,208 @@
+//! Reading an artifact back: resolve the reference to a digest, read the manifest (only the
+//! manifest: this is where signature verification will sit, before any layer is fetched),
+//! then download the content layer checked while it streams and unpack it with limits.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::archive::{self, Limits};
+use super::format::{
+    Descriptor, ImageManifest, DOCKER_MANIFEST_LIST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
+};
+use super::objects::{self, ContentMode, Object};
+use super::ArtifactError;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::registry::{Repository, RegistryError};
+
+/// An artifact whose manifest has been read and whose digest is known.
+#[derive(Debug, Clone)]
+pub struct ResolvedArtifact {
+    /// The reference as given, pinned to the digest.
+    pub reference: Reference,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The exact manifest bytes.
+    pub manifest_bytes: Bytes,
+    /// The manifest media type.
+    pub media_type: String,
+    /// The parsed manifest.
+    pub manifest: ImageManifest,
+    /// The content layer (Flux media type, else the first tar+gzip layer).
+    pub layer: Descriptor,
+}
+
+/// Reads the manifest `reference` points at and picks its content layer. Downloads nothing
+/// but the manifest.
+pub async fn resolve(
+    repo: &Repository,
+    reference: &Reference,
+) -> Result<ResolvedArtifact, ArtifactError> {
+    let at = Repository::manifest_ref(reference)?;
+    let fetched = repo.fetch_manifest(at).await?;
+    if fetched.media_type == OCI_INDEX_MEDIA_TYPE
+        || fetched.media_type == DOCKER_MANIFEST_LIST_MEDIA_TYPE
+    {
+        return Err(ArtifactError::NotAnArtifact {
+            reference: reference.to_string(),
+            reason: format!("it is an image index ({})", fetched.media_type),
+        });
+    }
+    let manifest: ImageManifest =
+        serde_json::from_slice(&fetched.bytes).map_err(|e| {
+            ArtifactError::Registry(RegistryError::Invalid {
+                what: reference.to_string(),
+                kind: "manifest".into(),
+                message: e.to_string(),
+            })
+        })?;
+    let layer = manifest
+        .content_layer()
+        .cloned()
+        .ok_or_else(|| ArtifactError::NotAnArtifact {
+            reference: reference.to_string(),
+            reason: format!(
+                "no content layer (expected {} or a tar+gzip layer; found {})",
+                super::format::CONTENT_MEDIA_TYPE,
+                if manifest.layers.is_empty() {
+                    "no layers".to_string()
+                } else {
+                    manifest
+                        .layers
+                        .iter()
+                        .map(|l| l.media_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        })?;
+    Ok(ResolvedArtifact {
+        reference: reference.with_digest(fetched.digest.clone()),
+        digest: fetched.digest,
+        manifest_bytes: fetched.bytes,
+        media_type: fetched.media_type,
+        manifest,
+        layer,
+    })
+}
+
+/// Downloads the content layer into a temporary file (size and digest checked).
+pub async fn fetch_layer(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+) -> Result<File, ArtifactError> {
+    Ok(repo.fetch_blob(&artifact.layer).await?)
+}
+
+/// Result of `tresor pull`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullOutcome {
+    /// Digest-pinned reference.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Output directory.
+    pub output: PathBuf,
+    /// Files written.
+    pub files: Vec<String>,
+}
+
+/// Pulls the artifact into `output` atomically: it is unpacked into a staging directory next
+/// to `output` and renamed into place only when everything succeeded. `output` must not exist
+/// or be an empty directory.
+pub async fn pull_to_dir(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+    output: &Path,
+    limits: &Limits,
+) -> Result<PullOutcome, ArtifactError> {
+    check_output(output)?;
+    let layer = fetch_layer(repo, artifact).await?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| ArtifactError::Io {
+        path: parent.clone(),
+        source,
+    })?;
+    let stage = tempfile::Builder::new()
+        .prefix(".tresor-pull-")
+        .tempdir_in(&parent)
+        .map_err(|source| ArtifactError::Io {
+            path: parent.clone(),
+            source,
+        })?;
+    let size = artifact.layer.size;
+    let stage_path = stage.path().to_path_buf();
+    let limits = limits.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        archive::extract_to_dir(std::io::BufReader::new(layer), size, &stage_path, &limits)
+    })
+    .await
+    .map_err(|e| ArtifactError::Input(format!("extraction failed unexpectedly: {e}")))??;
+    // Re-check right before the switch: another process may have created it meanwhile.
+    check_output(output)?;
+    if output.exists() {
+        std::fs::remove_dir(output).map_err(|source| ArtifactError::Io {
+            path: output.to_path_buf(),
+            source,
+        })?;
+    }
+    let staged = stage.keep();
+    std::fs::rename(&staged, output).map_err(|source| {
+        let _ = std::fs::remove_dir_all(&staged);
+        ArtifactError::Io {
+            path: output.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(PullOutcome {
+        reference: artifact.reference.pinned(&artifact.digest),
+        digest: artifact.digest.clone(),
+        output: output.to_path_buf(),
+        files,
+    })
+}
+
+fn check_output(output: &Path) -> Result<(), ArtifactError> {
+    match std::fs::read_dir(output) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                Err(ArtifactError::OutputExists {
+                    path: output.to_path_buf(),
+                })
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ArtifactError::Io {
+            path: output.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Downloads the layer and parses the objects in it (in memory, with limits): what `diff`
+/// compares a directory against.
+pub async fn read_objects(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+    limits: &Limits,
+    mode: ContentMode,
+) -> Result<Vec<Object>, ArtifactError> {
+    let layer = fetch_layer(repo, artifact).await?;
+    let size = artifact.layer.size;
+    let limits = limits.clone();
+    tokio::task::spawn_blocking(move || {
+        let files = archive::read_files(std::io::BufReader::new(layer), size, &limits)?;
+        let files: Vec<(String, Vec<u8>)> = files.into_iter().map(|f| (f.path, f.data)).collect();
+        Ok(objects::parse_tree(&files, mode)?)
+    })
+    .await
+    .map_err(|e| ArtifactError::Input(format!("reading the artifact failed unexpectedly: {e}")))?
+}

@@ -1,0 +1,108 @@
+//! Option groups shared by several subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::artifact::archive::Limits;
+use crate::registry::{auth, RegistryError, RegistryOptions};
+
+/// How to reach the registry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP instead of HTTPS (only for registries you trust on the network path).
+    #[arg(long, global = true)]
+    pub plain_http: bool,
+    /// PEM file with CA certificates to trust for the registry, besides the system roots.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Registry credentials as USER:PASSWORD (default: docker's config.json and its
+    /// credential helpers).
+    #[arg(long, value_name = "USER:PASSWORD", env = "TRESOR_CREDS", hide_env_values = true, global = true)]
+    pub creds: Option<String>,
+    /// Timeout for connecting and for each read from the registry.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+    /// Retries on transient registry failures (connection errors, 5xx, 429).
+    #[arg(long, value_name = "N", default_value_t = 3, global = true)]
+    pub retries: u32,
+}
+
+impl RegistryArgs {
+    /// The options for [`crate::registry::Repository::open`].
+    pub fn options(&self) -> Result<RegistryOptions, RegistryError> {
+        Ok(RegistryOptions {
+            plain_http: self.plain_http,
+            ca_file: self.ca_file.clone(),
+            creds: self.creds.as_deref().map(auth::parse_creds).transpose()?,
+            timeout: self.timeout,
+            retries: self.retries,
+            ..RegistryOptions::default()
+        })
+    }
+}
+
+/// Limits applied when unpacking an artifact.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Largest total unpacked size (e.g. 512MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Most entries in the artifact.
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u64>,
+    /// Largest single file (e.g. 128MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// Largest ratio of unpacked to packed size (gzip bombs).
+    #[arg(long, value_name = "N")]
+    pub max_ratio: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The limits, defaults filled in.
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_total_bytes: self.max_size.unwrap_or(d.max_total_bytes),
+            max_files: self.max_files.unwrap_or(d.max_files),
+            max_file_bytes: self.max_file_size.unwrap_or(d.max_file_bytes),
+            max_ratio: self.max_ratio.unwrap_or(d.max_ratio),
+        }
+    }
+}
+
+/// Parses `1234`, `10KiB`, `512MiB`, `1GiB`, `100MB`, `2G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 512MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gi" | "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

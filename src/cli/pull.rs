@@ -1,0 +1,46 @@
+//! `tresor pull REF --output DIR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::artifact::fetch;
+use crate::reference::Reference;
+use crate::registry::Repository;
+
+use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
+
+/// Arguments of `tresor pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
+    pub reference: String,
+    /// Directory to create with the artifact's files (must not exist or be empty).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Accept content without verifying a signature. Required until trust material is given.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
+    let printer = Printer::new(args.format);
+    let reference: Reference = args.reference.parse()?;
+    if !args.allow_unsigned {
+        return Err(CliError::Unverified(format!(
+            "refusing to pull {reference}: no trust material given, so its signature cannot be \
+             verified; pass --allow-unsigned to accept unverified content explicitly"
+        )));
+    }
+    let repo = Repository::open(&reference, &args.registry.options()?)?;
+    let artifact = fetch::resolve(&repo, &reference).await?;
+    let outcome = fetch::pull_to_dir(&repo, &artifact, &args.output, &args.limits.limits()).await?;
+    printer.result(&outcome, || format!("{}\n", outcome.reference));
+    Ok(ExitCode::SUCCESS)
+}

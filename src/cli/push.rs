@@ -1,0 +1,152 @@
+//! `tresor push DIR REF`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::artifact::metadata::{self, Created};
+use crate::artifact::objects::ContentMode;
+use crate::artifact::push::{self, PushOptions};
+use crate::artifact::ArtifactError;
+use crate::reference::Reference;
+use crate::registry::Repository;
+
+use super::{CliError, Format, Printer, RegistryArgs};
+
+/// What the content of the directory is.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Content {
+    /// Kubernetes manifests: every YAML/JSON document must be an object with apiVersion,
+    /// kind and metadata.name, without duplicates.
+    Kubernetes,
+    /// Any files (docker compose, systemd units, …): YAML/JSON must parse, nothing more.
+    Files,
+}
+
+/// Arguments of `tresor push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Directory with the rendered manifests.
+    pub dir: PathBuf,
+    /// Where to push: oci://host/repo:tag or oci-layout:PATH:tag.
+    pub reference: String,
+    /// Source repository URL (default: from CI variables or the git checkout).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Source revision, e.g. main@sha1:<sha> (default: from CI variables or git).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Extra manifest annotation KEY=VALUE (repeatable).
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Set the created time to the Unix epoch, so the same tree and source/revision give
+    /// the same manifest digest (otherwise SOURCE_DATE_EPOCH or now).
+    #[arg(long)]
+    pub reproducible: bool,
+    /// Allow moving an existing tag to different content.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Pack the targets of symlinks instead of refusing them.
+    #[arg(long)]
+    pub resolve_symlinks: bool,
+    /// What the directory holds.
+    #[arg(long, value_enum, default_value = "kubernetes")]
+    pub content: Content,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
+    let printer = Printer::new(args.format);
+    let reference: Reference = args.reference.parse()?;
+    if reference.tag().is_none() || reference.digest().is_some() {
+        return Err(CliError::Usage(format!(
+            "{reference}: push needs a tag and no digest, e.g. oci://host/repo:v1 \
+             (the digest is computed from the content)"
+        )));
+    }
+    let mut annotations = BTreeMap::new();
+    for a in &args.annotations {
+        let (k, v) = a.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| {
+            ArtifactError::Annotation {
+                annotation: a.clone(),
+                reason: "expected KEY=VALUE".into(),
+            }
+        })?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    let detected = if args.source.is_none() || args.revision.is_none() {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        metadata::detect(&env, &args.dir)
+    } else {
+        metadata::Provenance::default()
+    };
+    let source = args.source.clone().or(detected.source);
+    let revision = args.revision.clone().or(detected.revision);
+    if source.is_none() || revision.is_none() {
+        printer.note(format!(
+            "warning: no {} found (not in GitHub Actions or GitLab CI, and no git checkout at {}); \
+             pass --source and --revision to record provenance",
+            match (&source, &revision) {
+                (None, None) => "source or revision",
+                (None, _) => "source",
+                _ => "revision",
+            },
+            args.dir.display()
+        ));
+    }
+    let options = PushOptions {
+        source,
+        revision,
+        annotations,
+        created: if args.reproducible {
+            Created::Epoch
+        } else {
+            Created::FromEnvironment
+        },
+        overwrite: args.overwrite,
+        resolve_symlinks: args.resolve_symlinks,
+        content: match args.content {
+            Content::Kubernetes => ContentMode::Kubernetes,
+            Content::Files => ContentMode::Files,
+        },
+    };
+    let registry = args.registry.options()?;
+    let repo = Repository::open(&reference, &registry)?;
+
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(3),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:20} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message(format!("packaging {}", args.dir.display()));
+    let dir = args.dir.clone();
+    let package = tokio::task::spawn_blocking(move || push::package(&dir, &options))
+        .await
+        .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
+    progress.inc(1);
+    progress.set_message(format!(
+        "uploading {} ({} bytes) to {}",
+        package.digest,
+        package.layer.len(),
+        reference.repository()
+    ));
+    let outcome = push::upload(&repo, &reference, &package, args.overwrite).await?;
+    progress.inc(2);
+    progress.finish_and_clear();
+
+    if outcome.unchanged {
+        printer.note(format!(
+            "{} already holds this content; nothing pushed",
+            reference
+        ));
+    }
+    printer.result(&outcome, || format!("{}\n", outcome.reference));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,716 @@
+//! The OCI distribution API over HTTP(S), written for tresor's rules: bounded reads, digest
+//! checks on everything, one-piece blob uploads, explicit `Accept` headers, the bearer-token
+//! and basic-auth challenge flows, timeouts and retries with backoff on transient failures.
+//!
+//! Credentials are only ever put into `Authorization` headers; errors name where they came
+//! from (`--creds`, docker's config file, a credential helper), never their value.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::sync::Mutex;
+
+use super::auth::{self, CredentialSource, Credentials};
+use super::{
+    check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError,
+    RegistryOptions,
+};
+use crate::artifact::format::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use crate::digest::{Digest, DigestError, Hasher};
+use crate::reference::RegistryReference;
+
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
+const MAX_TAG_LIST_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_TAG_PAGES: usize = 100;
+const MAX_ERROR_BODY: u64 = 4096;
+
+/// Which permission a request needs; decides the bearer-token scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Pull,
+    Push,
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// The `Authorization` header value currently in use.
+    header: Option<String>,
+    /// Whether `header` was obtained with push scope.
+    push_scope: bool,
+    /// Credentials, looked up on the first challenge.
+    creds: Option<Option<(Credentials, CredentialSource)>>,
+}
+
+/// One repository in an OCI registry.
+pub struct RemoteRepository {
+    http: reqwest::Client,
+    base: String,
+    host: String,
+    repository: String,
+    explicit_creds: Option<Credentials>,
+    auth: Mutex<AuthState>,
+    retries: u32,
+    max_blob_bytes: u64,
+}
+
+impl RemoteRepository {
+    /// Prepares a client for `reference` (no request is sent yet).
+    pub fn new(
+        reference: &RegistryReference,
+        options: &RegistryOptions,
+    ) -> Result<Self, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.timeout)
+            .read_timeout(options.timeout)
+            .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::CaFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(RegistryError::CaFile {
+                    path: path.clone(),
+                    message: "no PEM certificate found".to_string(),
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| RegistryError::Unreachable {
+            host: reference.host.clone(),
+            message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+        })?;
+        let scheme = if options.plain_http { "http" } else { "https" };
+        Ok(Self {
+            http,
+            base: format!("{scheme}://{}", reference.host),
+            host: reference.host.clone(),
+            repository: reference.repository.clone(),
+            explicit_creds: options.creds.clone(),
+            auth: Mutex::new(AuthState::default()),
+            retries: options.retries,
+            max_blob_bytes: options.max_blob_bytes,
+        })
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v2/{}/{tail}", self.base, self.repository)
+    }
+
+    fn display(&self, at: ManifestRef<'_>) -> String {
+        match at {
+            ManifestRef::Tag(t) => format!("oci://{}/{}:{t}", self.host, self.repository),
+            ManifestRef::Digest(d) => format!("oci://{}/{}@{d}", self.host, self.repository),
+        }
+    }
+
+    /// Fetches a manifest, bounded to 4 MiB, and checks its digest.
+    pub async fn fetch_manifest(
+        &self,
+        at: ManifestRef<'_>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let url = self.url(&format!("manifests/{at}"));
+        let resp = self
+            .send(Action::Pull, || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::ManifestNotFound {
+                reference: self.display(at),
+            });
+        }
+        let resp = self.expect_success(Method::GET, &url, resp).await?;
+        let headers = resp.headers().clone();
+        let what = format!("manifest {}", self.display(at));
+        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what).await?;
+        let digest = Digest::of(&bytes);
+        let claimed = header_digest(&headers);
+        let expected = match at {
+            ManifestRef::Digest(d) => Some(d.clone()),
+            ManifestRef::Tag(_) => claimed,
+        };
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(RegistryError::Digest {
+                    what,
+                    source: DigestError::Mismatch {
+                        expected,
+                        actual: digest,
+                    },
+                });
+            }
+        }
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .filter(|v| MANIFEST_ACCEPT.contains(v.as_str()))
+            .or_else(|| sniff_media_type(&bytes))
+            .unwrap_or_default();
+        Ok(FetchedManifest {
+            bytes,
+            digest,
+            media_type,
+        })
+    }
+
+    /// One HEAD request: the digest the tag or digest resolves to, `None` when absent.
+    pub async fn head_manifest(
+        &self,
+        at: ManifestRef<'_>,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let url = self.url(&format!("manifests/{at}"));
+        let resp = self
+            .send(Action::Pull, || {
+                self.http.head(&url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = self.expect_success(Method::HEAD, &url, resp).await?;
+        match (header_digest(resp.headers()), at) {
+            (Some(found), ManifestRef::Digest(asked)) if &found != asked => {
+                Err(RegistryError::Digest {
+                    what: format!("manifest {}", self.display(at)),
+                    source: DigestError::Mismatch {
+                        expected: asked.clone(),
+                        actual: found,
+                    },
+                })
+            }
+            (Some(found), _) => Ok(Some(found)),
+            // Registries without the header: fall back to hashing the manifest.
+            (None, _) => Ok(Some(self.fetch_manifest(at).await?.digest)),
+        }
+    }
+
+    /// Whether the blob exists (HEAD).
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let resp = self.send(Action::Pull, || self.http.head(&url)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.expect_success(Method::HEAD, &url, resp).await?;
+        Ok(true)
+    }
+
+    /// Uploads a blob in one piece: POST to open the upload, one PUT with all bytes.
+    pub async fn push_blob(&self, digest: &Digest, data: Bytes) -> Result<(), RegistryError> {
+        let start = self.url("blobs/uploads/");
+        let resp = self.send(Action::Push, || self.http.post(&start)).await?;
+        let resp = self.expect_success(Method::POST, &start, resp).await?;
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Status {
+                method: "POST".into(),
+                url: start.clone(),
+                status: resp.status().as_u16(),
+                body: "upload started without a Location header".into(),
+            })?;
+        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.base)
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={digest}"));
+        let len = data.len();
+        let resp = self
+            .send(Action::Push, || {
+                self.http
+                    .put(&put)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, len)
+                    .body(data.clone())
+            })
+            .await?;
+        self.expect_success(Method::PUT, &strip_query(&put), resp)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a manifest under a tag, or under its digest when `tag` is `None`.
+    pub async fn push_manifest(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let target = tag.map_or_else(|| digest.to_string(), str::to_string);
+        let url = self.url(&format!("manifests/{target}"));
+        let body = Bytes::copy_from_slice(bytes);
+        let resp = self
+            .send(Action::Push, || {
+                self.http
+                    .put(&url)
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone())
+            })
+            .await?;
+        let resp = self.expect_success(Method::PUT, &url, resp).await?;
+        if let Some(stored) = header_digest(resp.headers()) {
+            if stored != digest {
+                return Err(RegistryError::Digest {
+                    what: format!("manifest pushed to {url}"),
+                    source: DigestError::Mismatch {
+                        expected: digest,
+                        actual: stored,
+                    },
+                });
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Streams a blob into a temporary file, checking size and digest on the way.
+    pub async fn fetch_blob(&self, descriptor: &Descriptor) -> Result<File, RegistryError> {
+        let what = format!("blob {}", descriptor.digest);
+        if descriptor.size > self.max_blob_bytes {
+            return Err(RegistryError::TooLarge {
+                what,
+                limit: self.max_blob_bytes,
+            });
+        }
+        let url = self.url(&format!("blobs/{}", descriptor.digest));
+        let mut resp = self.send(Action::Pull, || self.http.get(&url)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::BlobNotFound {
+                repository: format!("oci://{}/{}", self.host, self.repository),
+                digest: descriptor.digest.clone(),
+            });
+        }
+        resp = self.expect_success(Method::GET, &url, resp).await?;
+        let temp_err = |source| RegistryError::Io {
+            path: PathBuf::from("<temporary blob file>"),
+            source,
+        };
+        let mut file = tempfile::tempfile().map_err(temp_err)?;
+        let mut hasher = Hasher::default();
+        {
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
+            while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+                hasher.update(&chunk);
+                if hasher.len() > descriptor.size {
+                    return Err(RegistryError::SizeMismatch {
+                        what,
+                        expected: descriptor.size,
+                        actual: hasher.len(),
+                    });
+                }
+                out.write_all(&chunk).map_err(temp_err)?;
+            }
+            out.flush().map_err(temp_err)?;
+        }
+        let size = hasher.len();
+        check_content(&what, descriptor, hasher.finish(), size)?;
+        file.rewind().map_err(temp_err)?;
+        Ok(file)
+    }
+
+    /// All tags, following `Link` pagination (bounded).
+    pub async fn list_tags(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut next = Some(self.url("tags/list?n=1000"));
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_TAG_PAGES {
+                return Err(RegistryError::TooLarge {
+                    what: format!("tag list of {}", self.repository),
+                    limit: (MAX_TAG_PAGES * 1000) as u64,
+                });
+            }
+            let resp = self.send(Action::Pull, || self.http.get(&url)).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(RegistryError::RepositoryNotFound {
+                    repository: format!("oci://{}/{}", self.host, self.repository),
+                });
+            }
+            let resp = self.expect_success(Method::GET, &url, resp).await?;
+            next = next_link(resp.headers()).map(|link| {
+                if link.starts_with("http") {
+                    link
+                } else {
+                    format!("{}{link}", self.base)
+                }
+            });
+            let body = read_bounded(resp, MAX_TAG_LIST_BYTES, "tag list").await?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
+                    what: url.clone(),
+                    kind: "tag list".into(),
+                    message: e.to_string(),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+        }
+        Ok(tags)
+    }
+
+    /// Sends a request, answering auth challenges once and retrying transient failures
+    /// with exponential backoff. `build` is called for every attempt.
+    async fn send(
+        &self,
+        action: Action,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        let mut challenged = false;
+        loop {
+            let header = {
+                let state = self.auth.lock().await;
+                state.header.clone()
+            };
+            let mut request = build();
+            if let Some(header) = header {
+                request = request.header(AUTHORIZATION, header);
+            }
+            let result = request.send().await;
+            let transient = match &result {
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+                Ok(resp) => {
+                    resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS
+                }
+            };
+            if transient && attempt < self.retries {
+                attempt += 1;
+                let backoff = Duration::from_millis(200 * (1 << attempt.min(6)));
+                tracing::debug!(host = %self.host, attempt, ?backoff, "transient failure, retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            let resp = result.map_err(|e| self.unreachable(&e))?;
+            let needs_auth = resp.status() == StatusCode::UNAUTHORIZED
+                || (resp.status() == StatusCode::FORBIDDEN && action == Action::Push && {
+                    let state = self.auth.lock().await;
+                    !state.push_scope && state.header.is_some()
+                });
+            if needs_auth && !challenged {
+                challenged = true;
+                self.authenticate(&resp, action).await?;
+                continue;
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let state = self.auth.lock().await;
+                let detail = match state.creds.as_ref().and_then(Option::as_ref) {
+                    Some((_, source)) => format!(
+                        "the registry rejected the credentials from {}; check user name and password",
+                        describe(source)
+                    ),
+                    None => "the registry requires credentials: pass --creds user:password or run `docker login`".into(),
+                };
+                return Err(RegistryError::Unauthorized {
+                    host: self.host.clone(),
+                    repository: self.repository.clone(),
+                    detail,
+                });
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: basic credentials, or a bearer token from
+    /// the realm the registry names.
+    async fn authenticate(&self, resp: &Response, action: Action) -> Result<(), RegistryError> {
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(Challenge::parse);
+        let mut state = self.auth.lock().await;
+        if state.creds.is_none() {
+            let found = match &self.explicit_creds {
+                Some(c) => Some((c.clone(), CredentialSource::Explicit)),
+                None => auth::lookup(&self.host)?,
+            };
+            state.creds = Some(found);
+        }
+        let creds = state.creds.clone().flatten();
+        let unauthorized = |detail: String| RegistryError::Unauthorized {
+            host: self.host.clone(),
+            repository: self.repository.clone(),
+            detail,
+        };
+        match challenge {
+            Some(Challenge::Bearer { realm, service }) => {
+                let scope = match action {
+                    Action::Pull => format!("repository:{}:pull", self.repository),
+                    Action::Push => format!("repository:{}:pull,push", self.repository),
+                };
+                let mut request = self.http.get(&realm).query(&[("scope", scope.as_str())]);
+                if let Some(service) = &service {
+                    request = request.query(&[("service", service.as_str())]);
+                }
+                if let Some((c, _)) = &creds {
+                    request = request.basic_auth(&c.username, Some(c.password()));
+                }
+                let token_resp = request.send().await.map_err(|e| self.unreachable(&e))?;
+                if !token_resp.status().is_success() {
+                    let status = token_resp.status().as_u16();
+                    return Err(unauthorized(match &creds {
+                        Some((_, source)) => format!(
+                            "the token service {realm} answered HTTP {status} for the credentials from {}",
+                            describe(source)
+                        ),
+                        None => format!("the token service {realm} answered HTTP {status}; pass --creds user:password or run `docker login`"),
+                    }));
+                }
+                let body = read_bounded(token_resp, MAX_TOKEN_BYTES, "token response").await?;
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let token: Token =
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
+                        what: realm.clone(),
+                        kind: "token response".into(),
+                        message: e.to_string(),
+                    })?;
+                let token = token.token.or(token.access_token).ok_or_else(|| {
+                    unauthorized(format!("the token service {realm} returned no token"))
+                })?;
+                state.header = Some(format!("Bearer {token}"));
+                state.push_scope = action == Action::Push;
+            }
+            Some(Challenge::Basic) | None => {
+                let (c, _) = creds.ok_or_else(|| {
+                    unauthorized(
+                        "the registry requires credentials: pass --creds user:password or run `docker login`"
+                            .into(),
+                    )
+                })?;
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.password()));
+                state.header = Some(format!("Basic {encoded}"));
+                state.push_scope = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expect_success(
+        &self,
+        method: Method,
+        url: &str,
+        resp: Response,
+    ) -> Result<Response, RegistryError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(RegistryError::Denied {
+                host: self.host.clone(),
+                repository: self.repository.clone(),
+                action: if method == Method::GET || method == Method::HEAD {
+                    "pull".into()
+                } else {
+                    "push".into()
+                },
+            });
+        }
+        let body = read_bounded(resp, MAX_ERROR_BODY, "error body")
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        Err(RegistryError::Status {
+            method: method.to_string(),
+            url: url.to_string(),
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> RegistryError {
+        RegistryError::Unreachable {
+            host: self.host.clone(),
+            message: error_chain(error),
+        }
+    }
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+impl Challenge {
+    fn parse(header: &str) -> Self {
+        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Self::Basic;
+        }
+        let mut realm = None;
+        let mut service = None;
+        for (key, value) in parse_params(params) {
+            match key.to_ascii_lowercase().as_str() {
+                "realm" => realm = Some(value),
+                "service" => service = Some(value),
+                _ => {}
+            }
+        }
+        match realm {
+            Some(realm) => Self::Bearer { realm, service },
+            None => Self::Basic,
+        }
+    }
+}
+
+/// Parses `key="value", key2=value2` (quoted values may contain commas).
+fn parse_params(params: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().trim_start_matches(',').trim().to_string();
+        let after = after.trim_start();
+        let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (
+                    quoted.get(..end).unwrap_or_default().to_string(),
+                    quoted.get(end + 1..).unwrap_or_default(),
+                ),
+                None => (quoted.to_string(), ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (
+                    after.get(..end).unwrap_or_default().trim().to_string(),
+                    after.get(end..).unwrap_or_default(),
+                ),
+                None => (after.trim().to_string(), ""),
+            }
+        };
+        out.push((key, value));
+        rest = remainder.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+fn describe(source: &CredentialSource) -> String {
+    match source {
+        CredentialSource::Explicit => "--creds".to_string(),
+        CredentialSource::DockerConfig { path } => format!("docker config {}", path.display()),
+        CredentialSource::Helper { helper } => format!("credential helper docker-credential-{helper}"),
+    }
+}
+
+fn header_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let (target, rel) = link.split_once(';')?;
+    if !rel.contains("next") {
+        return None;
+    }
+    Some(target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+}
+
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// Reads a response body, failing as soon as it passes `limit` bytes.
+async fn read_bounded(mut resp: Response, limit: u64, what: &str) -> Result<Bytes, RegistryError> {
+    let too_large = || RegistryError::TooLarge {
+        what: what.to_string(),
+        limit,
+    };
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Unreachable {
+        host: resp.url().host_str().unwrap_or_default().to_string(),
+        message: error_chain(&e),
+    })? {
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The error with its causes, e.g. "error sending request: dns error: failed to lookup".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge_with_quoted_commas() {
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into())
+            }
+        );
+    }
+
+    #[test]
+    fn basic_challenge_and_garbage_fall_back_to_basic() {
+        assert_eq!(Challenge::parse(r#"Basic realm="Registry""#), Challenge::Basic);
+        assert_eq!(Challenge::parse("Bearer"), Challenge::Basic);
+    }
+
+    #[test]
+    fn next_link_is_extracted() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            r#"</v2/a/tags/list?last=x&n=1000>; rel="next""#.parse().unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=x&n=1000"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Diagnostics on stderr through `tracing`; results never go here.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the stderr subscriber: `TRESOR_LOG` (an env-filter directive) wins, otherwise
+/// `verbose` picks warn/info/debug/trace. `json` selects JSON lines (for the puller).
+pub fn init(verbose: u8, json: bool) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("TRESOR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.without_time().try_init()
+    };
+}
