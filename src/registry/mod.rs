@@ -241,7 +241,7 @@ impl std::fmt::Display for ManifestRef<'_> {
 /// A repository in a registry or an OCI layout; every command goes through this.
 pub enum Repository {
     /// An OCI registry over HTTP(S).
-    Remote(remote::RemoteRepository),
+    Remote(Box<remote::RemoteRepository>),
     /// A local OCI image layout.
     Layout(layout::LayoutRepository),
 }
@@ -250,7 +250,7 @@ impl Repository {
     /// Opens the repository `reference` points at (no network traffic yet).
     pub fn open(reference: &Reference, options: &RegistryOptions) -> Result<Self, RegistryError> {
         Ok(match reference {
-            Reference::Registry(r) => Self::Remote(remote::RemoteRepository::new(r, options)?),
+            Reference::Registry(r) => Self::Remote(Box::new(remote::RemoteRepository::new(r, options)?)),
             Reference::Layout(l) => Self::Layout(layout::LayoutRepository::new(&l.path)),
         })
     }
