@@ -814,9 +814,12 @@ mod tests {
             } => {
                 assert_eq!(file, "bad.yaml");
                 assert_eq!(*line, 13, "{err}");
+                // Lines inside the message count from the file start too, not the document.
                 assert!(
-                    !message.contains("line 5 "),
-                    "message uses section lines: {message}"
+                    message.contains(
+                        "at line 13 column 1, while parsing a flow sequence at line 12 column 9"
+                    ),
+                    "{message}"
                 );
             }
             other => panic!("unexpected {other:?}"),
@@ -957,5 +960,40 @@ mod tests {
             keys(&objects),
             ["Namespace/default", "Deployment.apps/default/web"]
         );
+    }
+
+    fn places(text: &str) -> Vec<(String, usize, usize)> {
+        k8s(&[("f.yaml", text)])
+            .unwrap()
+            .iter()
+            .map(|o| (o.key.to_string(), o.document, o.line))
+            .collect()
+    }
+
+    #[test]
+    fn directives_end_markers_crlf_and_block_scalars() {
+        let p = |k: &str, d, l| (k.to_string(), d, l);
+        let directive = "%YAML 1.2\n---\napiVersion: v1\nkind: A\nmetadata:\n  name: a\n";
+        assert_eq!(places(directive), [p("A/a", 0, 3)]);
+        let end_marker = "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n...\n--- # b\napiVersion: v1\nkind: B\nmetadata:\n  name: b\n";
+        assert_eq!(places(end_marker), [p("A/a", 0, 1), p("B/b", 1, 7)]);
+        let crlf = "apiVersion: v1\r\nkind: A\r\nmetadata:\r\n  name: a\r\n---\r\napiVersion: v1\r\nkind: B\r\nmetadata: {name: b}\r\n";
+        assert_eq!(places(crlf), [p("A/a", 0, 1), p("B/b", 1, 6)]);
+        let block =
+            "apiVersion: v1\nkind: A\nmetadata:\n  name: a\ndata:\n  x: |\n    ---\n    text\n";
+        assert_eq!(places(block), [p("A/a", 0, 1)]);
+        assert_eq!(places("# only a comment\n"), []);
+        assert_eq!(places(""), []);
+    }
+
+    #[test]
+    fn files_mode_keys_documents_by_file_and_index() {
+        let objects = parse_tree(
+            &tree(&[("c.yaml", "a: 1\n---\nb: 2\n")]),
+            ContentMode::Files,
+        )
+        .unwrap();
+        assert_eq!(keys(&objects), ["c.yaml", "c.yaml#1"]);
+        assert_eq!(objects[1].document, 1);
     }
 }
