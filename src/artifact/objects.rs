@@ -251,7 +251,8 @@ pub enum ContentMode {
 /// Parses every manifest in `files` (relative `/`-separated path and content, any order).
 ///
 /// Returns the objects sorted by [`ObjectKey`] (in [`ContentMode::Files`]: by file, then
-/// document, which is the order a reader expects there). Fails with the first problem in sorted path order; see [`ObjectsError`].
+/// document, which is the order a reader expects there). Fails with the first problem in
+/// sorted path order; see [`ObjectsError`].
 pub fn parse_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
