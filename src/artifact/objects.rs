@@ -1,14 +1,1000 @@
-//! PLACEHOLDER signatures until the objects branch merges (theirs wins on merge).
-#![allow(missing_docs, unused_variables)]
-use std::path::Path;
-use serde::Serialize;
+//! Manifest objects: the Kubernetes objects (or plain config documents) in a tree.
+//!
+//! [`parse_tree`] reads the `.yaml`, `.yml` and `.json` files of a tree and returns one
+//! [`Object`] per document, each remembering where it came from (file, document index, line)
+//! so that lint findings, diffs and errors can point at it. Files with other extensions are
+//! packaged but are not objects, and neither are kustomize config files
+//! (`kustomization.yaml`, `kustomization.yml`, `Kustomization`).
+//!
+//! Two modes, see [`ContentMode`]:
+//! - [`ContentMode::Kubernetes`]: every document must be a mapping with string `apiVersion`,
+//!   `kind` and `metadata.name`; a `kind: List` document expands into its `items`; two objects
+//!   with the same [`ObjectKey`] are an error.
+//! - [`ContentMode::Files`]: host-agent content (docker compose files, app config). Syntax is
+//!   still checked, but documents need no fields; each is keyed by its file and document index.
+//!
+//! Errors are reported for the first problem found, walking files in sorted path order and
+//! documents in file order, so the same tree always gives the same error.
+//!
+//! Document indexes are 0-based positions in the file: every `---` separator starts a new
+//! document (empty ones included), and content before the first `---` is document 0 only if
+//! there is any (a leading comment block is not a document).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize as _, Serialize};
+use serde_norway::Value;
+
+/// Largest manifest file [`load_dir`] reads; bigger files fail with [`ObjectsError::TooLarge`].
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Errors found while reading or parsing the manifests of a tree.
 #[derive(Debug, thiserror::Error)]
-#[error("objects")]
-pub struct ObjectsError;
-impl ObjectsError { pub fn reason(&self) -> &'static str { "Objects" } }
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)] pub struct ObjectKey { pub group: String, pub kind: String, pub namespace: Option<String>, pub name: String }
-impl std::fmt::Display for ObjectKey { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{}", self.name) } }
-pub struct Object { pub key: ObjectKey, pub api_version: String, pub file: String, pub document: usize, pub line: usize, pub value: serde_json::Value }
-#[derive(Clone, Copy, Debug)] pub enum ContentMode { Kubernetes, Files }
-pub fn parse_tree(files: &[(String, Vec<u8>)], mode: ContentMode) -> Result<Vec<Object>, ObjectsError> { Err(ObjectsError) }
-pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> { Err(ObjectsError) }
+pub enum ObjectsError {
+    /// A `.yaml`/`.yml` file is not valid YAML (or not UTF-8).
+    #[error("{file}:{line}:{column}: invalid YAML: {message}; fix the syntax at that position")]
+    InvalidYaml {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What the parser reported.
+        message: String,
+    },
+    /// A `.json` file is not valid JSON (or not UTF-8).
+    #[error("{file}:{line}:{column}: invalid JSON: {message}; fix the syntax at that position")]
+    InvalidJson {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What the parser reported.
+        message: String,
+    },
+    /// A Kubernetes object lacks `apiVersion`, `kind` or `metadata.name` (or it is empty).
+    #[error(
+        "{file}: document {document}{}: missing field `{field}`; every Kubernetes object needs \
+         apiVersion, kind and metadata.name (use content mode `files` for non-Kubernetes content)",
+        item_suffix(*item)
+    )]
+    MissingField {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// 0-based document index in the file.
+        document: usize,
+        /// 0-based index in `items` when the document is a `kind: List`.
+        item: Option<usize>,
+        /// The missing field: `apiVersion`, `kind` or `metadata.name`.
+        field: &'static str,
+    },
+    /// A field that identifies an object is present but not a string.
+    #[error(
+        "{file}: document {document}{}: field `{field}` must be a string",
+        item_suffix(*item)
+    )]
+    NotAString {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// 0-based document index in the file.
+        document: usize,
+        /// 0-based index in `items` when the document is a `kind: List`.
+        item: Option<usize>,
+        /// The field: `apiVersion`, `kind`, `metadata.name` or `metadata.namespace`.
+        field: &'static str,
+    },
+    /// A document (or `List` item) is a scalar or a sequence instead of a mapping.
+    #[error(
+        "{file}: document {document}{}: not a Kubernetes object (expected a mapping with \
+         apiVersion, kind and metadata); use content mode `files` for non-Kubernetes content",
+        item_suffix(*item)
+    )]
+    NotAnObject {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// 0-based document index in the file.
+        document: usize,
+        /// 0-based index in `items` when the document is a `kind: List`.
+        item: Option<usize>,
+    },
+    /// Two objects have the same group, kind, namespace and name.
+    #[error("duplicate object {key}: first in {first}, again in {second}; remove one of them")]
+    Duplicate {
+        /// The key both objects share (boxed to keep the error small).
+        key: Box<ObjectKey>,
+        /// Where the object was seen first (in sorted file order).
+        first: Place,
+        /// Where it was seen again.
+        second: Place,
+    },
+    /// A file in the tree could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A manifest file is larger than [`MAX_FILE_BYTES`].
+    #[error("{file}: {size} bytes is more than the limit of {limit} bytes for a manifest file; split it")]
+    TooLarge {
+        /// Path of the file, relative to the tree.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl ObjectsError {
+    /// Stable CamelCase reason for conditions, events, metrics and JSON output.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidYaml { .. } => "InvalidYaml",
+            Self::InvalidJson { .. } => "InvalidJson",
+            Self::MissingField { .. } => "MissingField",
+            Self::NotAString { .. } => "FieldNotAString",
+            Self::NotAnObject { .. } => "NotAnObject",
+            Self::Duplicate { .. } => "DuplicateObject",
+            Self::Read { .. } => "ReadFailed",
+            Self::TooLarge { .. } => "ManifestTooLarge",
+        }
+    }
+}
+
+fn item_suffix(item: Option<usize>) -> String {
+    item.map(|i| format!(" item {i}")).unwrap_or_default()
+}
+
+/// Where a document is: file, document index and, for `kind: List`, the item index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Place {
+    /// Path of the file, relative to the tree.
+    pub file: String,
+    /// 0-based document index in the file.
+    pub document: usize,
+    /// 0-based index in `items` when the document is a `kind: List`.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} document {}{}",
+            self.file,
+            self.document,
+            item_suffix(self.item)
+        )
+    }
+}
+
+/// What identifies an object in a cluster: group, kind, namespace and name (not the version).
+///
+/// Displayed as `Kind.group/namespace/name`, leaving out an empty group or a missing
+/// namespace: `Deployment.apps/default/web`, `ConfigMap/default/app`, `Namespace/web`.
+/// In [`ContentMode::Files`] kind and group are empty and the name is `file` (document 0)
+/// or `file#N`, displayed as just that.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectKey {
+    /// API group: the part of `apiVersion` before `/`, empty for the core group (`v1`).
+    pub group: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace`; `None` when not set (cluster-scoped, or defaulted at apply).
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.kind.is_empty() {
+            f.write_str(&self.kind)?;
+            if !self.group.is_empty() {
+                write!(f, ".{}", self.group)?;
+            }
+            f.write_str("/")?;
+        }
+        if let Some(namespace) = &self.namespace {
+            write!(f, "{namespace}/")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// One object (one document, or one item of a `kind: List`) and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    /// Identity of the object.
+    pub key: ObjectKey,
+    /// `apiVersion` as written (empty in [`ContentMode::Files`]).
+    pub api_version: String,
+    /// Path of the file, relative to the tree, `/`-separated.
+    pub file: String,
+    /// 0-based document index in the file.
+    pub document: usize,
+    /// 0-based index in `items` when the document is a `kind: List`.
+    pub item: Option<usize>,
+    /// 1-based line where the document's content starts (for list items: the list's).
+    pub line: usize,
+    /// The parsed document, map keys in the order written; YAML merge keys (`<<`) applied.
+    pub value: Value,
+}
+
+impl Object {
+    /// Where this object is, for messages.
+    pub fn place(&self) -> Place {
+        Place {
+            file: self.file.clone(),
+            document: self.document,
+            item: self.item,
+        }
+    }
+}
+
+/// What a tree holds, which decides how strictly documents are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentMode {
+    /// Kubernetes manifests: identity fields required, `List` expanded, no duplicates.
+    Kubernetes,
+    /// Any declarative config (e.g. docker compose): syntax checked only.
+    Files,
+}
+
+/// Parses every manifest in `files` (relative `/`-separated path and content, any order).
+///
+/// Returns the objects sorted by [`ObjectKey`] (in [`ContentMode::Files`]: by file, then
+/// document, which is the order a reader expects there). Fails with the first problem in
+/// sorted path order; see [`ObjectsError`].
+pub fn parse_tree(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+) -> Result<Vec<Object>, ObjectsError> {
+    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut objects = Vec::new();
+    let mut seen: BTreeMap<ObjectKey, Place> = BTreeMap::new();
+    for (path, bytes) in sorted {
+        let Some(format) = format_of(path, mode) else {
+            continue;
+        };
+        for doc in parse_file(path, bytes, format)? {
+            for object in objects_of(path, doc, mode)? {
+                if mode == ContentMode::Kubernetes {
+                    if let Some(first) = seen.get(&object.key) {
+                        return Err(ObjectsError::Duplicate {
+                            key: Box::new(object.key.clone()),
+                            first: first.clone(),
+                            second: object.place(),
+                        });
+                    }
+                    seen.insert(object.key.clone(), object.place());
+                }
+                objects.push(object);
+            }
+        }
+    }
+    if mode == ContentMode::Kubernetes {
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok(objects)
+}
+
+/// Reads every regular file under `dir` (sorted, symlinks not followed) and calls
+/// [`parse_tree`] with paths relative to `dir`.
+///
+/// Only `.yaml`, `.yml` and `.json` files are read; each must be at most
+/// [`MAX_FILE_BYTES`]. Fails with [`ObjectsError::Read`] when the walk or a read fails.
+pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
+    let mut files = Vec::new();
+    walk(dir, "", mode, &mut files)?;
+    parse_tree(&files, mode)
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    mode: ContentMode,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), ObjectsError> {
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ObjectsError::Read { path, source }
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(read_err(dir))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(read_err(&path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if file_type.is_dir() {
+            walk(&path, &rel, mode, out)?;
+        } else if file_type.is_file() && format_of(&rel, mode).is_some() {
+            let size = entry.metadata().map_err(read_err(&path))?.len();
+            if size > MAX_FILE_BYTES {
+                return Err(ObjectsError::TooLarge {
+                    file: rel,
+                    size,
+                    limit: MAX_FILE_BYTES,
+                });
+            }
+            let bytes = std::fs::read(&path).map_err(read_err(&path))?;
+            out.push((rel, bytes));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// Which parser a file needs, or `None` when it is not a manifest.
+fn format_of(path: &str, mode: ContentMode) -> Option<Format> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let is_kustomization = matches!(
+        base,
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization"
+    );
+    if mode == ContentMode::Kubernetes && is_kustomization {
+        return None;
+    }
+    if base.ends_with(".yaml") || base.ends_with(".yml") {
+        Some(Format::Yaml)
+    } else if base.ends_with(".json") {
+        Some(Format::Json)
+    } else {
+        None
+    }
+}
+
+/// One parsed, non-empty document.
+struct Doc {
+    index: usize,
+    line: usize,
+    value: Value,
+}
+
+fn parse_file(path: &str, bytes: &[u8], format: Format) -> Result<Vec<Doc>, ObjectsError> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let valid = bytes.get(..err.valid_up_to()).unwrap_or_default();
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = valid.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            let file = path.to_string();
+            let message = "the file is not valid UTF-8".to_string();
+            return Err(match format {
+                Format::Yaml => ObjectsError::InvalidYaml {
+                    file,
+                    line,
+                    column,
+                    message,
+                },
+                Format::Json => ObjectsError::InvalidJson {
+                    file,
+                    line,
+                    column,
+                    message,
+                },
+            });
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match format {
+        Format::Yaml => parse_yaml(path, text),
+        Format::Json => parse_json(path, text),
+    }
+}
+
+fn parse_json(path: &str, text: &str) -> Result<Vec<Doc>, ObjectsError> {
+    let value: Value = serde_json::from_str(text).map_err(|err| {
+        let suffix = format!(" at line {} column {}", err.line(), err.column());
+        let message = err.to_string();
+        ObjectsError::InvalidJson {
+            file: path.to_string(),
+            line: err.line(),
+            column: err.column(),
+            message: message
+                .strip_suffix(&suffix)
+                .unwrap_or(&message)
+                .to_string(),
+        }
+    })?;
+    let line = text
+        .lines()
+        .position(|l| !l.trim().is_empty())
+        .map_or(1, |i| i + 1);
+    Ok(vec![Doc {
+        index: 0,
+        line,
+        value,
+    }])
+}
+
+/// A `---`-delimited part of a YAML file.
+struct Section<'a> {
+    text: &'a str,
+    /// 0-based line of the section's first line in the file.
+    first_line: usize,
+    /// 1-based line of the first content line (not blank, comment, directive or bare `---`).
+    content_line: Option<usize>,
+}
+
+/// Splits YAML text at document markers (`---` at column 0), keeping the marker line in the
+/// section it starts so that the section parses on its own. A section without a marker and
+/// without content (a leading comment block) is merged into the next one.
+fn split_sections(text: &str) -> Vec<Section<'_>> {
+    let mut sections: Vec<Section<'_>> = Vec::new();
+    let mut start = 0; // byte offset where the current section starts
+    let mut start_line = 0;
+    let mut has_marker = false;
+    let mut content_line = None;
+    let mut offset = 0;
+    for (n, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let is_marker = line == "---"
+            || line
+                .strip_prefix("---")
+                .is_some_and(|rest| rest.starts_with([' ', '\t']));
+        if is_marker {
+            if has_marker || content_line.is_some() {
+                sections.push(Section {
+                    text: text.get(start..offset).unwrap_or_default(),
+                    first_line: start_line,
+                    content_line,
+                });
+                start = offset;
+                start_line = n;
+                content_line = None;
+            }
+            has_marker = true;
+        }
+        let content = if is_marker {
+            let rest = line.get(3..).unwrap_or_default().trim();
+            !rest.is_empty() && !rest.starts_with('#')
+        } else {
+            let trimmed = line.trim();
+            !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%')
+        };
+        if content && content_line.is_none() {
+            content_line = Some(n + 1);
+        }
+        offset += raw.len();
+    }
+    if offset > start {
+        sections.push(Section {
+            text: text.get(start..).unwrap_or_default(),
+            first_line: start_line,
+            content_line,
+        });
+    }
+    sections
+}
+
+fn parse_yaml(path: &str, text: &str) -> Result<Vec<Doc>, ObjectsError> {
+    let mut docs = Vec::new();
+    for (index, section) in split_sections(text).into_iter().enumerate() {
+        let line = section.content_line.unwrap_or(section.first_line + 1);
+        let invalid = |err: serde_norway::Error| {
+            let (line, column) = match err.location() {
+                Some(loc) => (loc.line() + section.first_line, loc.column()),
+                None => (line, 1),
+            };
+            ObjectsError::InvalidYaml {
+                file: path.to_string(),
+                line,
+                column,
+                message: shift_lines(&err.to_string(), section.first_line),
+            }
+        };
+        // A section can still hold several documents after a `...` end marker; they share
+        // the section's index and line.
+        for de in serde_norway::Deserializer::from_str(section.text) {
+            let mut value = Value::deserialize(de).map_err(invalid)?;
+            value.apply_merge().map_err(invalid)?;
+            if !value.is_null() {
+                docs.push(Doc { index, line, value });
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// Adds `offset` to every `line N` in a parser message, which counts from the section start.
+fn shift_lines(message: &str, offset: usize) -> String {
+    if offset == 0 {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (before, after) = rest.split_at(at + "line ".len());
+        out.push_str(before);
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, tail) = after.split_at(digits);
+        match number.parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(number),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn objects_of(path: &str, doc: Doc, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
+    if mode == ContentMode::Files {
+        let name = if doc.index == 0 {
+            path.to_string()
+        } else {
+            format!("{path}#{}", doc.index)
+        };
+        return Ok(vec![Object {
+            key: ObjectKey {
+                group: String::new(),
+                kind: String::new(),
+                namespace: None,
+                name,
+            },
+            api_version: String::new(),
+            file: path.to_string(),
+            document: doc.index,
+            item: None,
+            line: doc.line,
+            value: doc.value,
+        }]);
+    }
+    let is_list = doc.value.get("kind").and_then(Value::as_str) == Some("List")
+        && doc.value.get("items").is_some_and(Value::is_sequence);
+    if !is_list {
+        return Ok(vec![object(path, doc.index, None, doc.line, doc.value)?]);
+    }
+    let items = match doc.value {
+        Value::Mapping(mut map) => match map.remove("items") {
+            Some(Value::Sequence(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| object(path, doc.index, Some(i), doc.line, item))
+        .collect()
+}
+
+fn object(
+    path: &str,
+    document: usize,
+    item: Option<usize>,
+    line: usize,
+    value: Value,
+) -> Result<Object, ObjectsError> {
+    if !value.is_mapping() {
+        return Err(ObjectsError::NotAnObject {
+            file: path.to_string(),
+            document,
+            item,
+        });
+    }
+    let field = |field: &'static str, value: Option<&Value>, required: bool| match value {
+        None | Some(Value::Null) if !required => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(Value::String(_)) if !required => Ok(None),
+        None | Some(Value::Null) | Some(Value::String(_)) => Err(ObjectsError::MissingField {
+            file: path.to_string(),
+            document,
+            item,
+            field,
+        }),
+        Some(_) => Err(ObjectsError::NotAString {
+            file: path.to_string(),
+            document,
+            item,
+            field,
+        }),
+    };
+    let metadata = value.get("metadata");
+    let api_version = field("apiVersion", value.get("apiVersion"), true)?.unwrap_or_default();
+    let kind = field("kind", value.get("kind"), true)?.unwrap_or_default();
+    let name =
+        field("metadata.name", metadata.and_then(|m| m.get("name")), true)?.unwrap_or_default();
+    let namespace = field(
+        "metadata.namespace",
+        metadata.and_then(|m| m.get("namespace")),
+        false,
+    )?;
+    let group = match api_version.split_once('/') {
+        Some((group, _)) => group.to_string(),
+        None => String::new(),
+    };
+    Ok(Object {
+        key: ObjectKey {
+            group,
+            kind,
+            namespace,
+            name,
+        },
+        api_version,
+        file: path.to_string(),
+        document,
+        item,
+        line,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn k8s(files: &[(&str, &str)]) -> Result<Vec<Object>, ObjectsError> {
+        parse_tree(&tree(files), ContentMode::Kubernetes)
+    }
+
+    fn keys(objects: &[Object]) -> Vec<String> {
+        objects.iter().map(|o| o.key.to_string()).collect()
+    }
+
+    const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: default\nspec:\n  replicas: 1\n";
+
+    #[test]
+    fn multi_document_file_with_empty_and_comment_only_documents() {
+        let text = "# leading comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: default\n---\n---\n# only a comment\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n";
+        let objects = k8s(&[("all.yaml", text)]).unwrap();
+        assert_eq!(keys(&objects), ["ConfigMap/default/app", "Namespace/web"]);
+        let places: Vec<_> = objects
+            .iter()
+            .map(|o| (o.file.as_str(), o.document, o.line))
+            .collect();
+        assert_eq!(places, [("all.yaml", 0, 3), ("all.yaml", 3, 12)]);
+        assert_eq!(objects[0].api_version, "v1");
+        assert_eq!(objects[0].key.group, "");
+    }
+
+    #[test]
+    fn document_without_leading_marker_is_document_zero() {
+        let text = format!("{DEPLOY}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n");
+        let objects = k8s(&[("a.yml", &text)]).unwrap();
+        // Sorted by key: group first, so the core group comes first.
+        assert_eq!(
+            keys(&objects),
+            ["Service/web", "Deployment.apps/default/web"]
+        );
+        assert_eq!((objects[1].document, objects[1].line), (0, 1));
+        assert_eq!((objects[0].document, objects[0].line), (1, 9));
+        assert_eq!(objects[1].key.group, "apps");
+    }
+
+    #[test]
+    fn key_order_as_written_is_kept() {
+        let objects = k8s(&[("d.yaml", DEPLOY)]).unwrap();
+        let keys: Vec<_> = objects[0]
+            .value
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"]);
+    }
+
+    #[test]
+    fn json_file_is_one_object() {
+        let json = r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "x"}}"#;
+        let objects = k8s(&[("s.json", json)]).unwrap();
+        assert_eq!(keys(&objects), ["Secret/x/s"]);
+    }
+
+    #[test]
+    fn list_expands_into_items() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: a\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: b\n";
+        let objects = k8s(&[("list.yaml", text)]).unwrap();
+        assert_eq!(keys(&objects), ["ConfigMap/a", "ConfigMap/b"]);
+        assert_eq!(objects[1].item, Some(1));
+        assert_eq!(objects[1].document, 0);
+    }
+
+    #[test]
+    fn missing_kind_names_file_and_document() {
+        let text = format!("{DEPLOY}---\napiVersion: v1\nmetadata:\n  name: x\n");
+        let err = k8s(&[("ok.yaml", DEPLOY), ("dir/bad.yaml", &text)]).unwrap_err();
+        assert!(
+            matches!(&err, ObjectsError::MissingField { file, document: 1, item: None, field: "kind" } if file == "dir/bad.yaml"),
+            "{err:?}"
+        );
+        assert_eq!(err.reason(), "MissingField");
+        assert!(
+            err.to_string()
+                .starts_with("dir/bad.yaml: document 1: missing field `kind`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_metadata_name() {
+        let err = k8s(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: x\n",
+        )])
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ObjectsError::MissingField {
+                    document: 0,
+                    field: "metadata.name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = k8s(&[("a.yaml", "apiVersion: v1\nkind: ConfigMap\n")]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ObjectsError::MissingField {
+                    field: "metadata.name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn non_string_name_and_non_mapping_document() {
+        let err = k8s(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: 12\n",
+        )])
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ObjectsError::NotAString {
+                    field: "metadata.name",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = k8s(&[("a.yaml", "---\n- a\n- b\n")]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ObjectsError::NotAnObject {
+                    document: 0,
+                    item: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = k8s(&[("a.yaml", "just a string\n")]).unwrap_err();
+        assert_eq!(err.reason(), "NotAnObject");
+    }
+
+    #[test]
+    fn invalid_yaml_reports_line_in_file() {
+        let text =
+            format!("{DEPLOY}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n");
+        let err = k8s(&[("bad.yaml", &text)]).unwrap_err();
+        match &err {
+            ObjectsError::InvalidYaml {
+                file,
+                line,
+                message,
+                ..
+            } => {
+                assert_eq!(file, "bad.yaml");
+                assert_eq!(*line, 13, "{err}");
+                // Lines inside the message count from the file start too, not the document.
+                assert!(
+                    message.contains(
+                        "at line 13 column 1, while parsing a flow sequence at line 12 column 9"
+                    ),
+                    "{message}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = "a: 1\nb: c: d\n";
+        match k8s(&[("x.yaml", text)]).unwrap_err() {
+            ObjectsError::InvalidYaml { line, column, .. } => assert_eq!((line, column), (2, 5)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_json_reports_line() {
+        let err = k8s(&[("x.json", "{\n  \"a\": 1,\n  \"b\" 2\n}\n")]).unwrap_err();
+        match &err {
+            ObjectsError::InvalidJson {
+                file,
+                line,
+                column,
+                message,
+            } => {
+                assert_eq!((file.as_str(), *line, *column), ("x.json", 3, 7));
+                assert_eq!(message, "expected `:`");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_position() {
+        let files = vec![("x.yaml".to_string(), b"a: 1\nb: \xff\n".to_vec())];
+        match parse_tree(&files, ContentMode::Files).unwrap_err() {
+            ObjectsError::InvalidYaml { line, column, .. } => assert_eq!((line, column), (2, 4)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_across_files_names_both_places() {
+        let other = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n---\n{DEPLOY}");
+        let err = k8s(&[("b.yaml", &other), ("a.yaml", DEPLOY)]).unwrap_err();
+        match &err {
+            ObjectsError::Duplicate { key, first, second } => {
+                assert_eq!(key.to_string(), "Deployment.apps/default/web");
+                assert_eq!((first.file.as_str(), first.document), ("a.yaml", 0));
+                assert_eq!((second.file.as_str(), second.document), ("b.yaml", 1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "duplicate object Deployment.apps/default/web: first in a.yaml document 0, again in b.yaml document 1; remove one of them"
+        );
+    }
+
+    #[test]
+    fn same_name_in_other_namespace_or_group_is_not_a_duplicate() {
+        let other_ns = DEPLOY.replace("namespace: default", "namespace: prod");
+        let other_group = DEPLOY.replace("apps/v1", "example.com/v1");
+        let other_version = DEPLOY.replace("apps/v1", "apps/v1beta1");
+        let objects = k8s(&[
+            ("a.yaml", DEPLOY),
+            ("b.yaml", &other_ns),
+            ("c.yaml", &other_group),
+        ])
+        .unwrap();
+        assert_eq!(
+            keys(&objects),
+            [
+                "Deployment.apps/default/web",
+                "Deployment.apps/prod/web",
+                "Deployment.example.com/default/web"
+            ]
+        );
+        // The version is not part of the identity.
+        let err = k8s(&[("a.yaml", DEPLOY), ("b.yaml", &other_version)]).unwrap_err();
+        assert_eq!(err.reason(), "DuplicateObject");
+    }
+
+    #[test]
+    fn kustomization_and_other_files_are_skipped() {
+        let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nresources:\n- d.yaml\n";
+        let objects = k8s(&[
+            ("kustomization.yaml", kustomization),
+            ("sub/kustomization.yml", kustomization),
+            ("sub/Kustomization", kustomization),
+            ("README.md", "# not yaml: [\n"),
+            ("d.yaml", DEPLOY),
+        ])
+        .unwrap();
+        assert_eq!(keys(&objects), ["Deployment.apps/default/web"]);
+    }
+
+    #[test]
+    fn files_mode_accepts_docker_compose() {
+        let compose = "services:\n  web:\n    image: nginx@sha256:abc\n    ports: [\"80:80\"]\n";
+        let objects = parse_tree(
+            &tree(&[("compose.yaml", compose), ("b.json", "[1, 2]")]),
+            ContentMode::Files,
+        )
+        .unwrap();
+        assert_eq!(keys(&objects), ["b.json", "compose.yaml"]);
+        assert_eq!(
+            objects[1].value["services"]["web"]["image"].as_str(),
+            Some("nginx@sha256:abc")
+        );
+        // Syntax is still checked.
+        let err = parse_tree(
+            &tree(&[("compose.yaml", "services: [\n")]),
+            ContentMode::Files,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "InvalidYaml");
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\nbase: &b\n  x: 1\ndata:\n  <<: *b\n  y: 2\n";
+        let objects = k8s(&[("m.yaml", text)]).unwrap();
+        assert_eq!(objects[0].value["data"]["x"].as_u64(), Some(1));
+    }
+
+    #[test]
+    fn load_dir_reads_sorted_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("apps")).unwrap();
+        std::fs::write(dir.path().join("apps/web.yaml"), DEPLOY).unwrap();
+        std::fs::write(
+            dir.path().join("ns.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let objects = load_dir(dir.path(), ContentMode::Kubernetes).unwrap();
+        let files: Vec<_> = objects.iter().map(|o| o.file.as_str()).collect();
+        assert_eq!(files, ["ns.yaml", "apps/web.yaml"]);
+        assert_eq!(
+            keys(&objects),
+            ["Namespace/default", "Deployment.apps/default/web"]
+        );
+    }
+
+    fn places(text: &str) -> Vec<(String, usize, usize)> {
+        k8s(&[("f.yaml", text)])
+            .unwrap()
+            .iter()
+            .map(|o| (o.key.to_string(), o.document, o.line))
+            .collect()
+    }
+
+    #[test]
+    fn directives_end_markers_crlf_and_block_scalars() {
+        let p = |k: &str, d, l| (k.to_string(), d, l);
+        let directive = "%YAML 1.2\n---\napiVersion: v1\nkind: A\nmetadata:\n  name: a\n";
+        assert_eq!(places(directive), [p("A/a", 0, 3)]);
+        let end_marker = "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n...\n--- # b\napiVersion: v1\nkind: B\nmetadata:\n  name: b\n";
+        assert_eq!(places(end_marker), [p("A/a", 0, 1), p("B/b", 1, 7)]);
+        let crlf = "apiVersion: v1\r\nkind: A\r\nmetadata:\r\n  name: a\r\n---\r\napiVersion: v1\r\nkind: B\r\nmetadata: {name: b}\r\n";
+        assert_eq!(places(crlf), [p("A/a", 0, 1), p("B/b", 1, 6)]);
+        let block =
+            "apiVersion: v1\nkind: A\nmetadata:\n  name: a\ndata:\n  x: |\n    ---\n    text\n";
+        assert_eq!(places(block), [p("A/a", 0, 1)]);
+        assert_eq!(places("# only a comment\n"), []);
+        assert_eq!(places(""), []);
+    }
+
+    #[test]
+    fn files_mode_keys_documents_by_file_and_index() {
+        let objects = parse_tree(
+            &tree(&[("c.yaml", "a: 1\n---\nb: 2\n")]),
+            ContentMode::Files,
+        )
+        .unwrap();
+        assert_eq!(keys(&objects), ["c.yaml", "c.yaml#1"]);
+        assert_eq!(objects[1].document, 1);
+    }
+}
