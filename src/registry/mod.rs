@@ -1,1 +1,3 @@
 //! Registries and local OCI layouts.
+
+pub mod auth;
