@@ -1,6 +1,7 @@
 //! Shared test harness: the tresor binary, the local registries, fixtures.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod fake_registry;
 pub mod tarball;
 
 use std::path::{Path, PathBuf};
@@ -168,8 +169,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Stdout of a successful command as a string.
-pub fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+pub fn stdout_of(mut cmd: impl std::borrow::BorrowMut<Command>) -> String {
+    let out = cmd.borrow_mut().output().unwrap();
     assert!(
         out.status.success(),
         "command failed ({:?}):\nstdout: {}\nstderr: {}",
@@ -181,8 +182,8 @@ pub fn stdout_of(cmd: &mut Command) -> String {
 }
 
 /// Runs a command expected to fail with `code`; returns its stderr.
-pub fn stderr_of_failure(cmd: &mut Command, code: i32) -> String {
-    let out = cmd.output().unwrap();
+pub fn stderr_of_failure(mut cmd: impl std::borrow::BorrowMut<Command>, code: i32) -> String {
+    let out = cmd.borrow_mut().output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(
         out.status.code(),
@@ -194,6 +195,6 @@ pub fn stderr_of_failure(cmd: &mut Command, code: i32) -> String {
 }
 
 /// Parses JSON stdout of a successful command.
-pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+pub fn json_of(cmd: impl std::borrow::BorrowMut<Command>) -> serde_json::Value {
     serde_json::from_str(&stdout_of(cmd)).unwrap()
 }
