@@ -222,7 +222,10 @@ mod tests {
         let expected = Digest::of(b"a");
         let err = expected.verify(b"b").unwrap_err();
         match err {
-            DigestError::Mismatch { expected: e, actual } => {
+            DigestError::Mismatch {
+                expected: e,
+                actual,
+            } => {
                 assert_eq!(e, expected);
                 assert_eq!(actual, Digest::of(b"b"));
             }

@@ -1,1 +1,0 @@
-//! TODO(archive): being written.
