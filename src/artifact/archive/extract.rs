@@ -669,3 +669,464 @@ fn io_error(op: &'static str, path: &Path, source: io::Error) -> ArchiveError {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+
+    use super::*;
+    use crate::artifact::archive::{pack, PackOptions};
+
+    /// One raw tar entry; the name bytes go into the header as they are, so `..` and
+    /// absolute paths can be written (the tar crate's `set_path` refuses them).
+    fn raw_entry(out: &mut Vec<u8>, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn finish_tar(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0; 1024]);
+        tar
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Name, type and data of one raw tar entry.
+    type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8]);
+
+    fn layer_of(entries: &[RawEntry]) -> Vec<u8> {
+        let mut tar = Vec::new();
+        for (name, kind, data) in entries {
+            raw_entry(&mut tar, name, *kind, data, b"");
+        }
+        gzip(&finish_tar(tar))
+    }
+
+    fn list(layer: &[u8]) -> Result<Vec<(String, u64)>, ArchiveError> {
+        list_files(layer, layer.len() as u64, &Limits::default())
+    }
+
+    fn list_with(layer: &[u8], limits: &Limits) -> Result<Vec<(String, u64)>, ArchiveError> {
+        list_files(layer, layer.len() as u64, limits)
+    }
+
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+    const DIR: tar::EntryType = tar::EntryType::Directory;
+
+    #[test]
+    fn traversal_and_absolute_paths_are_rejected_by_name() {
+        for (name, reason) in [
+            (&b"../x"[..], "ParentTraversal"),
+            (b"a/../../x", "ParentTraversal"),
+            (b"a/..", "ParentTraversal"),
+            (b"/etc/x", "AbsolutePath"),
+            (b"C:/x", "WindowsPath"),
+            (b"a\\..\\..\\x", "WindowsPath"),
+            (b"a/\xff.yaml", "NonUtf8Path"),
+        ] {
+            let layer = layer_of(&[(name, FILE, b"x")]);
+            let err = list(&layer).map(|_| ()).unwrap_err();
+            assert_eq!(err.reason(), reason, "{}", String::from_utf8_lossy(name));
+            let shown = String::from_utf8_lossy(name).into_owned();
+            assert!(
+                err.to_string().contains(&shown.escape_debug().to_string()),
+                "{err}"
+            );
+
+            // Every reader applies the same checks, and nothing escapes dest.
+            let dest = tempfile::tempdir().unwrap();
+            let dest_path = dest.path().join("dest");
+            fs::create_dir(&dest_path).unwrap();
+            let err = extract_to_dir(
+                layer.as_slice(),
+                layer.len() as u64,
+                &dest_path,
+                &Limits::default(),
+            )
+            .map(|_| ())
+            .unwrap_err();
+            assert_eq!(err.reason(), reason);
+            assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 1);
+            assert!(read_files(layer.as_slice(), layer.len() as u64, &Limits::default()).is_err());
+        }
+    }
+
+    #[test]
+    fn links_devices_and_fifos_are_rejected_by_name() {
+        for (kind, link, reason) in [
+            (tar::EntryType::Symlink, &b"/etc/passwd"[..], "SymlinkEntry"),
+            (tar::EntryType::Link, b"a.yaml", "HardlinkEntry"),
+            (tar::EntryType::Char, b"", "DeviceEntry"),
+            (tar::EntryType::Block, b"", "DeviceEntry"),
+            (tar::EntryType::Fifo, b"", "FifoEntry"),
+            (tar::EntryType::Continuous, b"", "UnsupportedEntry"),
+        ] {
+            let mut tar = Vec::new();
+            raw_entry(&mut tar, b"a.yaml", FILE, b"a", b"");
+            raw_entry(&mut tar, b"evil", kind, b"", link);
+            let layer = gzip(&finish_tar(tar));
+            let err = list(&layer).map(|_| ()).unwrap_err();
+            assert_eq!(err.reason(), reason);
+            assert!(err.to_string().contains("\"evil\""), "{err}");
+            if !link.is_empty() {
+                let target = String::from_utf8_lossy(link).into_owned();
+                assert!(err.to_string().contains(&target), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicates_and_file_directory_conflicts_are_rejected() {
+        let cases: [(&[RawEntry], &str, &str); 4] = [
+            (
+                &[(b"a.yaml", FILE, b"1"), (b"./a.yaml", FILE, b"2")],
+                "DuplicatePath",
+                "a.yaml",
+            ),
+            (
+                &[(b"a", FILE, b"1"), (b"a/b.yaml", FILE, b"2")],
+                "FileDirectoryConflict",
+                "a",
+            ),
+            (
+                &[(b"a/", DIR, b""), (b"a", FILE, b"2")],
+                "FileDirectoryConflict",
+                "a",
+            ),
+            (
+                &[(b"a/b/c", FILE, b"1"), (b"a/b", FILE, b"2")],
+                "FileDirectoryConflict",
+                "a/b",
+            ),
+        ];
+        for (entries, reason, path) in cases {
+            let err = list(&layer_of(entries)).map(|_| ()).unwrap_err();
+            assert_eq!(err.reason(), reason, "{err}");
+            assert!(err.to_string().contains(&format!("{path:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn dot_slash_prefixes_root_entries_and_pax_globals_are_fine() {
+        let mut tar = Vec::new();
+        raw_entry(
+            &mut tar,
+            b"pax_global_header",
+            tar::EntryType::XGlobalHeader,
+            b"9 a=b\n",
+            b"",
+        );
+        raw_entry(&mut tar, b"./", DIR, b"", b"");
+        raw_entry(&mut tar, b"./b/", DIR, b"", b"");
+        raw_entry(&mut tar, b"./b//c.yaml", FILE, b"c", b"");
+        raw_entry(&mut tar, b"a.yaml", FILE, b"aa", b"");
+        let layer = gzip(&finish_tar(tar));
+        assert_eq!(
+            list(&layer).unwrap(),
+            [("a.yaml".to_string(), 2), ("b/c.yaml".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn plain_tar_and_empty_input_are_not_gzip() {
+        let tar = finish_tar({
+            let mut tar = Vec::new();
+            raw_entry(&mut tar, b"a.yaml", FILE, b"a", b"");
+            tar
+        });
+        assert_eq!(list(&tar).map(|_| ()).unwrap_err().reason(), "NotGzip");
+        assert_eq!(list(b"").map(|_| ()).unwrap_err().reason(), "NotGzip");
+        assert_eq!(list(b"\x1f").map(|_| ()).unwrap_err().reason(), "NotGzip");
+    }
+
+    #[test]
+    fn truncated_and_corrupt_layers_are_clear_errors() {
+        let mut tar = Vec::new();
+        // Incompressible content, so a cut lands inside the deflate data.
+        let noise: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        raw_entry(&mut tar, b"a.yaml", FILE, &noise, b"");
+        let layer = gzip(&finish_tar(tar));
+
+        let truncated = &layer[..layer.len() / 2];
+        let err = list(truncated).map(|_| ()).unwrap_err();
+        assert_eq!(err.reason(), "CorruptGzip", "{err}");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        // Cut inside the trailer: every tar block is there, only the CRC/length is missing.
+        let err = list(&layer[..layer.len() - 4]).map(|_| ()).unwrap_err();
+        assert_eq!(err.reason(), "CorruptGzip", "{err}");
+
+        let mut flipped = layer.clone();
+        let last = flipped.len() - 6;
+        flipped[last] ^= 0xff; // CRC32
+        assert_eq!(
+            list(&flipped).map(|_| ()).unwrap_err().reason(),
+            "CorruptGzip"
+        );
+
+        let garbage = gzip(&[0x55; 2048]);
+        let err = list(&garbage).map(|_| ()).unwrap_err();
+        assert_eq!(err.reason(), "CorruptTar", "{err}");
+
+        // A tar cut in the middle of a file's data, inside a valid gzip stream.
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, b"a.yaml", FILE, &[b'a'; 4096], b"");
+        let cut = gzip(&tar[..1024]);
+        let err = read_files(cut.as_slice(), cut.len() as u64, &Limits::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.reason(), "CorruptTar", "{err}");
+        assert!(err.to_string().contains("a.yaml"), "{err}");
+    }
+
+    /// `members` gzip members of 1 MiB of zeros each: a valid multi-member gzip stream that
+    /// decodes to `members` MiB of zeros. Compressing 1 MiB once and repeating it keeps the
+    /// test from doing a GiB of deflate work in a debug build.
+    fn zeros_gzip(level: u32, members: usize) -> Vec<u8> {
+        let mut member = GzEncoder::new(Vec::new(), Compression::new(level));
+        member.write_all(&vec![0u8; 1024 * 1024]).unwrap();
+        member.finish().unwrap().repeat(members)
+    }
+
+    fn expect_err<T>(result: Result<T, ArchiveError>) -> ArchiveError {
+        match result {
+            Ok(_) => panic!("expected an error, got Ok"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn gzip_bomb_is_rejected_after_a_few_mib() {
+        // 1 GiB of zeros, about 1 MiB compressed.
+        let bomb = zeros_gzip(9, 1024);
+        assert!(bomb.len() < 2 * 1024 * 1024, "{}", bomb.len());
+
+        let started = Instant::now();
+        let mut counted = CountingReader {
+            inner: bomb.as_slice(),
+            read: 0,
+        };
+        let err = expect_err(list_files(
+            &mut counted,
+            bomb.len() as u64,
+            &Limits::default(),
+        ));
+        assert_eq!(err.reason(), "RatioExceeded", "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Only a small prefix of the compressed input was consumed.
+        assert!(
+            counted.read < 256 * 1024,
+            "read {} compressed bytes",
+            counted.read
+        );
+        match err {
+            ArchiveError::RatioExceeded { decompressed, .. } => {
+                assert!(decompressed < 16 * MIB, "decompressed {decompressed}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn level_one_zeros_stop_at_the_total_limit() {
+        // zlib-rs level 1 packs zeros only ~100:1, under the ratio limit: the total bound
+        // must stop it, counted on decompressed bytes, not on any header.
+        let bomb = zeros_gzip(1, 1024);
+        let limits = Limits {
+            max_total_bytes: 10 * MIB,
+            ..Limits::default()
+        };
+        let mut counted = CountingReader {
+            inner: bomb.as_slice(),
+            read: 0,
+        };
+        let err = expect_err(list_files(&mut counted, bomb.len() as u64, &limits));
+        assert_eq!(err.reason(), "TotalSizeExceeded", "{err}");
+        assert!(
+            counted.read < bomb.len() as u64 / 16,
+            "read {}",
+            counted.read
+        );
+    }
+
+    #[test]
+    fn zeros_inside_a_file_hit_the_ratio_limit_not_the_header_claim() {
+        // A file that claims 100 MiB (under the per-file limit) and is all zeros.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("big.yaml").unwrap();
+        header.set_size(100 * MIB);
+        header.set_cksum();
+        let mut layer = gzip(header.as_bytes());
+        layer.extend_from_slice(&zeros_gzip(9, 101));
+
+        let err = expect_err(read_files(
+            layer.as_slice(),
+            layer.len() as u64,
+            &Limits::default(),
+        ));
+        assert_eq!(err.reason(), "RatioExceeded", "{err}");
+        assert!(err.to_string().contains("big.yaml"), "{err}");
+    }
+
+    #[test]
+    fn small_compressible_layers_are_fine() {
+        let layer = layer_of(&[(b"zeros.bin", FILE, &[0u8; 4 * 1024 * 1024])]);
+        assert!(layer.len() < 16 * 1024);
+        assert_eq!(list(&layer).unwrap(), [("zeros.bin".to_string(), 4 * MIB)]);
+    }
+
+    #[test]
+    fn count_file_size_and_total_limits_are_enforced() {
+        let layer = layer_of(&[
+            (b"a.yaml", FILE, b"aaaa"),
+            (b"b/", DIR, b""),
+            (b"b/c.yaml", FILE, b"cccccccc"),
+        ]);
+        let limits = |f: &dyn Fn(&mut Limits)| {
+            let mut l = Limits::default();
+            f(&mut l);
+            l
+        };
+        let err = list_with(&layer, &limits(&|l| l.max_files = 2))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.reason(), "TooManyFiles");
+        assert!(list_with(&layer, &limits(&|l| l.max_files = 3)).is_ok());
+
+        let err = list_with(&layer, &limits(&|l| l.max_file_bytes = 7))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.reason(), "FileTooLarge");
+        assert!(err.to_string().contains("\"b/c.yaml\" is 8 bytes"), "{err}");
+
+        let err = list_with(&layer, &limits(&|l| l.max_total_bytes = 1024))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.reason(), "TotalSizeExceeded", "{err}");
+
+        let err = list_files(layer.as_slice(), layer.len() as u64 - 1, &Limits::default())
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.reason(), "LayerSizeExceeded", "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn pack_then_extract_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let src = tempfile::tempdir().unwrap();
+        let files = [
+            ("namespace.yaml", "kind: Namespace\n".to_string()),
+            ("apps/web/deploy.yaml", "kind: Deployment\n".repeat(1000)),
+            (
+                &*format!("deep/{}/x.yaml", "n".repeat(120)),
+                "kind: X\n".to_string(),
+            ),
+        ];
+        for (path, content) in &files {
+            let full = src.path().join(path);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(&full, content).unwrap();
+            fs::set_permissions(&full, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        fs::create_dir(src.path().join("empty")).unwrap();
+        let packed = pack(src.path(), &PackOptions::default()).unwrap();
+
+        let dest = tempfile::tempdir().unwrap();
+        let extracted = extract_to_dir(
+            packed.layer.as_slice(),
+            packed.size,
+            dest.path(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(extracted, packed.files);
+        for (path, content) in &files {
+            let full = dest.path().join(path);
+            assert_eq!(fs::read_to_string(&full).unwrap(), *content);
+            assert_eq!(
+                fs::metadata(&full).unwrap().permissions().mode() & 0o777,
+                0o644
+            );
+        }
+        let empty = fs::symlink_metadata(dest.path().join("empty")).unwrap();
+        assert!(empty.is_dir());
+        assert_eq!(empty.permissions().mode() & 0o777, 0o755);
+
+        // Repacking the extracted tree gives the same layer.
+        assert_eq!(
+            pack(dest.path(), &PackOptions::default()).unwrap().digest,
+            packed.digest
+        );
+
+        let in_memory =
+            read_files(packed.layer.as_slice(), packed.size, &Limits::default()).unwrap();
+        let paths: Vec<_> = in_memory.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(paths, packed.files);
+        assert_eq!(in_memory[0].data, files[1].1.as_bytes());
+    }
+
+    #[test]
+    fn destination_must_exist_and_be_empty() {
+        let layer = layer_of(&[(b"a.yaml", FILE, b"a")]);
+        let dest = tempfile::tempdir().unwrap();
+        fs::write(dest.path().join("old.yaml"), b"old").unwrap();
+        let extract = |dest: &Path| {
+            extract_to_dir(
+                layer.as_slice(),
+                layer.len() as u64,
+                dest,
+                &Limits::default(),
+            )
+        };
+        assert_eq!(
+            extract(dest.path()).map(|_| ()).unwrap_err().reason(),
+            "DestinationNotEmpty"
+        );
+        assert_eq!(
+            extract(&dest.path().join("nope"))
+                .map(|_| ())
+                .unwrap_err()
+                .reason(),
+            "MissingDirectory"
+        );
+        assert_eq!(
+            extract(&dest.path().join("old.yaml"))
+                .map(|_| ())
+                .unwrap_err()
+                .reason(),
+            "NotADirectory"
+        );
+    }
+
+    struct CountingReader<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for CountingReader<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+}
