@@ -40,7 +40,8 @@ pub struct Packed {
 
 /// Packs `dir` into a deterministic tar+gzip layer (see the module docs for the rules).
 ///
-/// The layer is built in memory and hashed while it is written. Fails when `dir` is missing
+/// The layer is built in memory and hashed while it is written (one pass), so no output file
+/// can end up inside the tree being packed. Nothing in the tree is skipped. Fails when `dir` is missing
 /// or not a directory, when the tree holds no regular file, on symlinks (unless
 /// [`PackOptions::resolve_symlinks`]), dangling or looping symlinks, sockets, fifos, devices,
 /// unportable names, and on read errors — always naming the path.
