@@ -16,5 +16,5 @@ pub mod artifact;
 pub mod cli;
 pub mod digest;
 pub mod reference;
-pub mod telemetry;
 pub mod registry;
+pub mod telemetry;

@@ -1,6 +1,11 @@
 //! Interop with a client tresor did not write: skopeo (containers/image) reads tresor's
 //! OCI layouts and registry artifacts, and tresor reads what skopeo writes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -9,7 +14,10 @@ use std::process::Command;
 use common::{fixture_tree, json_of, read_tree, stdout_of, tresor, TestRegistry};
 
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo").args(args).output().expect("skopeo is installed (.ci/run installs it)");
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is installed (.ci/run installs it)");
     assert!(
         out.status.success(),
         "skopeo {args:?} failed: {}",
@@ -22,11 +30,22 @@ fn skopeo(args: &[&str]) -> String {
 fn skopeo_copies_a_tresor_artifact_to_a_layout_that_tresor_pulls() {
     let registry = TestRegistry::plain();
     let repo = registry.repo("skopeo");
-    let pushed = json_of(registry.tresor(&["push", fixture_tree().to_str().unwrap(), &format!("{repo}:v1"), "--format", "json"]));
+    let pushed = json_of(registry.tresor(&[
+        "push",
+        fixture_tree().to_str().unwrap(),
+        &format!("{repo}:v1"),
+        "--format",
+        "json",
+    ]));
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("skopeo-layout");
     let source = format!("docker://{}:v1", repo.trim_start_matches("oci://"));
-    skopeo(&["copy", "--src-tls-verify=false", &source, &format!("oci:{}:v1", layout.display())]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &source,
+        &format!("oci:{}:v1", layout.display()),
+    ]);
 
     let dest = work.path().join("out");
     let printed = stdout_of(tresor().args([
@@ -36,7 +55,10 @@ fn skopeo_copies_a_tresor_artifact_to_a_layout_that_tresor_pulls() {
         dest.to_str().unwrap(),
         "--allow-unsigned",
     ]));
-    assert!(printed.contains(pushed["digest"].as_str().unwrap()), "skopeo changed the manifest: {printed}");
+    assert!(
+        printed.contains(pushed["digest"].as_str().unwrap()),
+        "skopeo changed the manifest: {printed}"
+    );
     assert_eq!(read_tree(&dest), read_tree(&fixture_tree()));
 }
 
@@ -65,6 +87,12 @@ fn skopeo_reads_a_layout_tresor_wrote_and_copies_it_to_a_registry() {
         &format!("docker://{}:v1", repo.trim_start_matches("oci://")),
     ]);
     let dest = work.path().join("out");
-    stdout_of(registry.tresor(&["pull", &format!("{repo}:v1"), "-o", dest.to_str().unwrap(), "--allow-unsigned"]));
+    stdout_of(registry.tresor(&[
+        "pull",
+        &format!("{repo}:v1"),
+        "-o",
+        dest.to_str().unwrap(),
+        "--allow-unsigned",
+    ]));
     assert_eq!(read_tree(&dest), read_tree(&fixture_tree()));
 }

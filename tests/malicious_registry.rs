@@ -1,6 +1,11 @@
 //! A registry that serves bytes that do not match their digests: tresor must notice while
 //! streaming and write nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -28,12 +33,22 @@ fn artifact(layer: &[u8]) -> (ImageManifest, Vec<u8>) {
 
 #[test]
 fn layer_bytes_that_do_not_match_the_digest_are_rejected() {
-    let good = gzip(&tar(&[Entry::file("a.yaml", b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n")]));
-    let evil = gzip(&tar(&[Entry::file("a.yaml", b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: EVIL\n")]));
+    let good = gzip(&tar(&[Entry::file(
+        "a.yaml",
+        b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n",
+    )]));
+    let evil = gzip(&tar(&[Entry::file(
+        "a.yaml",
+        b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: EVIL\n",
+    )]));
     let (manifest, bytes) = artifact(&good);
     let mut content = Content::default();
-    content.manifests.insert("v1".into(), (OCI_MANIFEST_MEDIA_TYPE.into(), bytes));
-    content.blobs.insert(manifest.layers[0].digest.to_string(), evil);
+    content
+        .manifests
+        .insert("v1".into(), (OCI_MANIFEST_MEDIA_TYPE.into(), bytes));
+    content
+        .blobs
+        .insert(manifest.layers[0].digest.to_string(), evil);
     let fake = FakeRegistry::start(content);
 
     let work = tempfile::tempdir().unwrap();
@@ -49,8 +64,14 @@ fn layer_bytes_that_do_not_match_the_digest_are_rejected() {
         ]),
         2,
     );
-    assert!(err.contains("digest mismatch") || err.contains("size mismatch"), "{err}");
-    assert!(err.contains(&manifest.layers[0].digest.to_string()), "{err}");
+    assert!(
+        err.contains("digest mismatch") || err.contains("size mismatch"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&manifest.layers[0].digest.to_string()),
+        "{err}"
+    );
     assert!(!dest.exists());
 }
 
@@ -60,7 +81,9 @@ fn manifest_that_does_not_match_the_pinned_digest_is_rejected() {
     let (_, bytes) = artifact(&layer);
     let claimed = Digest::of(b"some other manifest");
     let mut content = Content::default();
-    content.manifests.insert(claimed.to_string(), (OCI_MANIFEST_MEDIA_TYPE.into(), bytes));
+    content
+        .manifests
+        .insert(claimed.to_string(), (OCI_MANIFEST_MEDIA_TYPE.into(), bytes));
     let fake = FakeRegistry::start(content);
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("out");
@@ -75,8 +98,15 @@ fn manifest_that_does_not_match_the_pinned_digest_is_rejected() {
         ]),
         2,
     );
-    assert!(err.contains("digest mismatch") && err.contains(&claimed.to_string()), "{err}");
+    assert!(
+        err.contains("digest mismatch") && err.contains(&claimed.to_string()),
+        "{err}"
+    );
     assert!(!dest.exists());
     // Nothing but the manifest was requested: no blob is fetched for a bad manifest.
-    assert!(fake.requests().iter().all(|r| !r.contains("/blobs/")), "{:?}", fake.requests());
+    assert!(
+        fake.requests().iter().all(|r| !r.contains("/blobs/")),
+        "{:?}",
+        fake.requests()
+    );
 }

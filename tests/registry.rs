@@ -1,10 +1,17 @@
 //! push, pull, inspect, diff, tag and list against the real local registries
 //! (Distribution 2.8: plain HTTP, htpasswd basic auth, TLS with a self-signed CA + auth).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
-use common::{copy_tree, fixture_tree, json_of, read_tree, stderr_of_failure, stdout_of, TestRegistry};
+use common::{
+    copy_tree, fixture_tree, json_of, read_tree, stderr_of_failure, stdout_of, TestRegistry,
+};
 
 fn round_trip(registry: &TestRegistry) {
     let repo = registry.repo("roundtrip");
@@ -27,12 +34,20 @@ fn round_trip(registry: &TestRegistry) {
     assert_eq!(pushed["tag"], "v1");
     assert_eq!(
         pushed["files"],
-        serde_json::json!(["README.md", "base/config.json", "base/deployment.yaml", "namespace.yaml"])
+        serde_json::json!([
+            "README.md",
+            "base/config.json",
+            "base/deployment.yaml",
+            "namespace.yaml"
+        ])
     );
 
     // Pull by tag and by digest: identical files.
     let out = tempfile::tempdir().unwrap();
-    for (i, reference) in [tagged.clone(), format!("{repo}@{digest}")].iter().enumerate() {
+    for (i, reference) in [tagged.clone(), format!("{repo}@{digest}")]
+        .iter()
+        .enumerate()
+    {
         let dest = out.path().join(format!("pull-{i}"));
         let printed = stdout_of(registry.tresor(&[
             "pull",
@@ -49,9 +64,18 @@ fn round_trip(registry: &TestRegistry) {
     let info = json_of(registry.tresor(&["inspect", &tagged, "--format", "json"]));
     assert_eq!(info["digest"], digest);
     assert_eq!(info["source"], "https://example.com/acme/app");
-    assert_eq!(info["revision"], "main@sha1:0123456789abcdef0123456789abcdef01234567");
-    assert_eq!(info["config_media_type"], "application/vnd.cncf.flux.config.v1+json");
-    assert_eq!(info["layer_media_type"], "application/vnd.cncf.flux.content.v1.tar+gzip");
+    assert_eq!(
+        info["revision"],
+        "main@sha1:0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(
+        info["config_media_type"],
+        "application/vnd.cncf.flux.config.v1+json"
+    );
+    assert_eq!(
+        info["layer_media_type"],
+        "application/vnd.cncf.flux.content.v1.tar+gzip"
+    );
     assert_eq!(info["files"].as_array().unwrap().len(), 4);
 
     // Diff: same tree → exit 0; a changed replica count → exit 1 with the changed line.
@@ -62,7 +86,9 @@ fn round_trip(registry: &TestRegistry) {
     let changed = tempfile::tempdir().unwrap();
     copy_tree(&fixture_tree(), changed.path());
     let deployment = changed.path().join("base/deployment.yaml");
-    let text = std::fs::read_to_string(&deployment).unwrap().replace("replicas: 2", "replicas: 5");
+    let text = std::fs::read_to_string(&deployment)
+        .unwrap()
+        .replace("replicas: 2", "replicas: 5");
     std::fs::write(&deployment, text).unwrap();
     let out = registry
         .tresor(&["diff", changed.path().to_str().unwrap(), &tagged])
@@ -71,7 +97,10 @@ fn round_trip(registry: &TestRegistry) {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Deployment.apps/shop/web"), "{text}");
-    assert!(text.contains("-  replicas: 2") && text.contains("+  replicas: 5"), "{text}");
+    assert!(
+        text.contains("-  replicas: 2") && text.contains("+  replicas: 5"),
+        "{text}"
+    );
 
     // Tag and list.
     let tagged2 = stdout_of(registry.tresor(&["tag", &tagged, "stable"]));
@@ -83,7 +112,10 @@ fn round_trip(registry: &TestRegistry) {
         .iter()
         .map(|e| (e["tag"].as_str().unwrap(), e["digest"].as_str().unwrap()))
         .collect();
-    assert_eq!(tags, vec![("stable", digest.as_str()), ("v1", digest.as_str())]);
+    assert_eq!(
+        tags,
+        vec![("stable", digest.as_str()), ("v1", digest.as_str())]
+    );
 }
 
 #[test]
@@ -109,8 +141,12 @@ fn wrong_credentials_give_a_clear_401() {
         flags[pos + 1] = "tresor:wrong-password".into();
         let repo = registry.repo("badcreds");
         let mut cmd = common::tresor();
-        cmd.args(["push", fixture_tree().to_str().unwrap(), &format!("{repo}:v1")])
-            .args(&flags);
+        cmd.args([
+            "push",
+            fixture_tree().to_str().unwrap(),
+            &format!("{repo}:v1"),
+        ])
+        .args(&flags);
         let err = stderr_of_failure(&mut cmd, 2);
         assert!(err.contains("unauthorized (401)"), "{err}");
         assert!(err.contains("--creds"), "{err}");
@@ -118,7 +154,11 @@ fn wrong_credentials_give_a_clear_401() {
 
         // No credentials at all: the error says how to provide them.
         let mut cmd = common::tresor();
-        let flags: Vec<&String> = registry.flags.iter().take_while(|f| *f != "--creds").collect();
+        let flags: Vec<&String> = registry
+            .flags
+            .iter()
+            .take_while(|f| *f != "--creds")
+            .collect();
         cmd.args(["list", &repo]).args(flags);
         let err = stderr_of_failure(&mut cmd, 2);
         assert!(err.contains("requires credentials"), "{err}");
@@ -130,8 +170,12 @@ fn tls_registry_without_the_ca_is_refused() {
     let registry = TestRegistry::tls();
     let repo = registry.repo("noca");
     let mut cmd = common::tresor();
-    cmd.args(["push", fixture_tree().to_str().unwrap(), &format!("{repo}:v1")])
-        .args(["--creds", "tresor:tresor-pass"]);
+    cmd.args([
+        "push",
+        fixture_tree().to_str().unwrap(),
+        &format!("{repo}:v1"),
+    ])
+    .args(["--creds", "tresor:tresor-pass"]);
     let err = stderr_of_failure(&mut cmd, 2);
     assert!(err.contains("cannot reach registry"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
@@ -142,26 +186,48 @@ fn tags_are_immutable_unless_overwritten_and_identical_pushes_are_no_ops() {
     let registry = TestRegistry::plain();
     let repo = registry.repo("immutable");
     let tagged = format!("{repo}:v1");
-    let first = json_of(registry.tresor(&["push", fixture_tree().to_str().unwrap(), &tagged, "--format", "json"]));
+    let first = json_of(registry.tresor(&[
+        "push",
+        fixture_tree().to_str().unwrap(),
+        &tagged,
+        "--format",
+        "json",
+    ]));
     assert_eq!(first["unchanged"], false);
     assert_eq!(first["blobs_uploaded"], 2);
 
     // Same tree again (a new created time): no-op, same digest.
-    let again = json_of(registry.tresor(&["push", fixture_tree().to_str().unwrap(), &tagged, "--format", "json"]));
+    let again = json_of(registry.tresor(&[
+        "push",
+        fixture_tree().to_str().unwrap(),
+        &tagged,
+        "--format",
+        "json",
+    ]));
     assert_eq!(again["unchanged"], true);
     assert_eq!(again["digest"], first["digest"]);
 
     // Different content under the same tag: refused.
     let changed = tempfile::tempdir().unwrap();
     copy_tree(&fixture_tree(), changed.path());
-    std::fs::write(changed.path().join("extra.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n").unwrap();
+    std::fs::write(
+        changed.path().join("extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n",
+    )
+    .unwrap();
     let err = stderr_of_failure(
         &mut registry.tresor(&["push", changed.path().to_str().unwrap(), &tagged]),
         2,
     );
-    assert!(err.contains("already points at") && err.contains("--overwrite"), "{err}");
+    assert!(
+        err.contains("already points at") && err.contains("--overwrite"),
+        "{err}"
+    );
     let list = json_of(registry.tresor(&["list", &repo, "--format", "json"]));
-    assert_eq!(list[0]["digest"], first["digest"], "the tag moved although the push was refused");
+    assert_eq!(
+        list[0]["digest"], first["digest"],
+        "the tag moved although the push was refused"
+    );
 
     // With --overwrite it moves; the config blob is not sent again.
     let moved = json_of(registry.tresor(&[
@@ -183,7 +249,13 @@ fn unknown_tag_and_unknown_host_are_clear_errors() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("x");
     let err = stderr_of_failure(
-        &mut registry.tresor(&["pull", &format!("{repo}:nope"), "-o", dest.to_str().unwrap(), "--allow-unsigned"]),
+        &mut registry.tresor(&[
+            "pull",
+            &format!("{repo}:nope"),
+            "-o",
+            dest.to_str().unwrap(),
+            "--allow-unsigned",
+        ]),
         2,
     );
     assert!(err.contains("manifest not found"), "{err}");
@@ -202,6 +274,9 @@ fn unknown_tag_and_unknown_host_are_clear_errors() {
         "5s",
     ]);
     let err = stderr_of_failure(&mut cmd, 2);
-    assert!(err.contains("cannot reach registry registry.invalid"), "{err}");
+    assert!(
+        err.contains("cannot reach registry registry.invalid"),
+        "{err}"
+    );
     assert!(!dest.exists());
 }

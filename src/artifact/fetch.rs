@@ -16,7 +16,7 @@ use super::objects::{self, ContentMode, Object};
 use super::ArtifactError;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::{Repository, RegistryError};
+use crate::registry::{RegistryError, Repository};
 
 /// An artifact whose manifest has been read and whose digest is known.
 #[derive(Debug, Clone)]
@@ -51,14 +51,13 @@ pub async fn resolve(
             reason: format!("it is an image index ({})", fetched.media_type),
         });
     }
-    let manifest: ImageManifest =
-        serde_json::from_slice(&fetched.bytes).map_err(|e| {
-            ArtifactError::Registry(RegistryError::Invalid {
-                what: reference.to_string(),
-                kind: "manifest".into(),
-                message: e.to_string(),
-            })
-        })?;
+    let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes).map_err(|e| {
+        ArtifactError::Registry(RegistryError::Invalid {
+            what: reference.to_string(),
+            kind: "manifest".into(),
+            message: e.to_string(),
+        })
+    })?;
     let layer = manifest
         .content_layer()
         .cloned()

@@ -62,7 +62,9 @@ pub async fn inspect(
         archive::list_files(std::io::BufReader::new(layer), size, &limits)
     })
     .await
-    .map_err(|e| ArtifactError::Input(format!("listing the artifact failed unexpectedly: {e}")))??;
+    .map_err(|e| {
+        ArtifactError::Input(format!("listing the artifact failed unexpectedly: {e}"))
+    })??;
     let m = &artifact.manifest;
     let annotation = |k: &str| m.annotations.get(k).cloned();
     Ok(Inspection {

@@ -181,11 +181,22 @@ mod tests {
         };
         run(&["init", "-q", "-b", "trunk"]);
         run(&["commit", "-q", "--allow-empty", "-m", "x"]);
-        run(&["remote", "add", "origin", "https://user:secret@example.com/acme/app.git"]);
+        run(&[
+            "remote",
+            "add",
+            "origin",
+            "https://user:secret@example.com/acme/app.git",
+        ]);
         let p = detect(&BTreeMap::new(), dir.path());
-        assert_eq!(p.source.as_deref(), Some("https://example.com/acme/app.git"));
+        assert_eq!(
+            p.source.as_deref(),
+            Some("https://example.com/acme/app.git")
+        );
         let rev = p.revision.unwrap();
-        assert!(rev.starts_with("trunk@sha1:") && rev.len() == "trunk@sha1:".len() + 40, "{rev}");
+        assert!(
+            rev.starts_with("trunk@sha1:") && rev.len() == "trunk@sha1:".len() + 40,
+            "{rev}"
+        );
     }
 
     #[test]

@@ -151,11 +151,14 @@ pub async fn upload(
     package: &Package,
     overwrite: bool,
 ) -> Result<PushOutcome, ArtifactError> {
-    let tag = reference.tag().ok_or_else(|| ArtifactError::NotAnArtifact {
-        reference: reference.to_string(),
-        reason: "push needs a tag: add :TAG to the reference".into(),
-    })?;
-    let size = package.manifest_bytes.len() as u64 + CONFIG_BLOB.len() as u64 + package.layer.len() as u64;
+    let tag = reference
+        .tag()
+        .ok_or_else(|| ArtifactError::NotAnArtifact {
+            reference: reference.to_string(),
+            reason: "push needs a tag: add :TAG to the reference".into(),
+        })?;
+    let size =
+        package.manifest_bytes.len() as u64 + CONFIG_BLOB.len() as u64 + package.layer.len() as u64;
     let outcome = |digest: &Digest, unchanged: bool, blobs_uploaded: usize| PushOutcome {
         reference: reference.pinned(digest),
         repository: reference.repository(),
@@ -187,7 +190,11 @@ pub async fn upload(
     for (descriptor, data) in [
         (&package.manifest.config, Bytes::from_static(CONFIG_BLOB)),
         (
-            package.manifest.layers.first().unwrap_or(&package.manifest.config),
+            package
+                .manifest
+                .layers
+                .first()
+                .unwrap_or(&package.manifest.config),
             package.layer.clone(),
         ),
     ] {

@@ -17,7 +17,13 @@ pub struct RegistryArgs {
     pub ca_file: Option<PathBuf>,
     /// Registry credentials as USER:PASSWORD (default: docker's config.json and its
     /// credential helpers).
-    #[arg(long, value_name = "USER:PASSWORD", env = "TRESOR_CREDS", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "TRESOR_CREDS",
+        hide_env_values = true,
+        global = true
+    )]
     pub creds: Option<String>,
     /// Timeout for connecting and for each read from the registry.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, global = true)]

@@ -30,14 +30,25 @@ pub(super) async fn run(args: DiffArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
     let dir = args.dir.clone();
-    let local = tokio::task::spawn_blocking(move || objects::load_dir(&dir, ContentMode::Kubernetes))
-        .await
-        .map_err(|e| CliError::Usage(format!("reading {} failed unexpectedly: {e}", args.dir.display())))?
-        .map_err(ArtifactError::from)?;
+    let local =
+        tokio::task::spawn_blocking(move || objects::load_dir(&dir, ContentMode::Kubernetes))
+            .await
+            .map_err(|e| {
+                CliError::Usage(format!(
+                    "reading {} failed unexpectedly: {e}",
+                    args.dir.display()
+                ))
+            })?
+            .map_err(ArtifactError::from)?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
-    let remote =
-        fetch::read_objects(&repo, &artifact, &args.limits.limits(), ContentMode::Kubernetes).await?;
+    let remote = fetch::read_objects(
+        &repo,
+        &artifact,
+        &args.limits.limits(),
+        ContentMode::Kubernetes,
+    )
+    .await?;
     let result = diff::diff(&local, &remote);
     printer.result(&result, || result.render_text());
     Ok(if result.is_empty() {

@@ -36,10 +36,26 @@ pub(super) async fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
         let _ = writeln!(s, "Digest:      {}", info.digest);
         let _ = writeln!(s, "Media type:  {}", info.media_type);
         let _ = writeln!(s, "Config:      {}", info.config_media_type);
-        let _ = writeln!(s, "Layer:       {} {}", info.layer_media_type, info.layer_digest);
-        let _ = writeln!(s, "Source:      {}", info.source.clone().unwrap_or_else(none));
-        let _ = writeln!(s, "Revision:    {}", info.revision.clone().unwrap_or_else(none));
-        let _ = writeln!(s, "Created:     {}", info.created.clone().unwrap_or_else(none));
+        let _ = writeln!(
+            s,
+            "Layer:       {} {}",
+            info.layer_media_type, info.layer_digest
+        );
+        let _ = writeln!(
+            s,
+            "Source:      {}",
+            info.source.clone().unwrap_or_else(none)
+        );
+        let _ = writeln!(
+            s,
+            "Revision:    {}",
+            info.revision.clone().unwrap_or_else(none)
+        );
+        let _ = writeln!(
+            s,
+            "Created:     {}",
+            info.created.clone().unwrap_or_else(none)
+        );
         let others: Vec<_> = info
             .annotations
             .iter()

@@ -78,7 +78,12 @@ pub(super) async fn run(args: ListArgs) -> Result<ExitCode, CliError> {
         .try_collect()
         .await?;
     printer.result(&entries, || {
-        let width = entries.iter().map(|e| e.tag.len()).max().unwrap_or(3).max(3);
+        let width = entries
+            .iter()
+            .map(|e| e.tag.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         let mut s = format!("{:width$}  {:71}  CREATED\n", "TAG", "DIGEST");
         for e in &entries {
             let _ = writeln!(

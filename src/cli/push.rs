@@ -70,12 +70,13 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     }
     let mut annotations = BTreeMap::new();
     for a in &args.annotations {
-        let (k, v) = a.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| {
-            ArtifactError::Annotation {
+        let (k, v) = a
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| ArtifactError::Annotation {
                 annotation: a.clone(),
                 reason: "expected KEY=VALUE".into(),
-            }
-        })?;
+            })?;
         annotations.insert(k.to_string(), v.to_string());
     }
     let detected = if args.source.is_none() || args.revision.is_none() {
@@ -117,10 +118,8 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     let registry = args.registry.options()?;
     let repo = Repository::open(&reference, &registry)?;
 
-    let progress = indicatif::ProgressBar::with_draw_target(
-        Some(3),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let progress =
+        indicatif::ProgressBar::with_draw_target(Some(3), indicatif::ProgressDrawTarget::stderr());
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:20} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),

@@ -40,7 +40,9 @@ pub(super) async fn run(args: TagArgs) -> Result<ExitCode, CliError> {
     let reference: Reference = args.reference.parse()?;
     let target = reference.with_tag(&args.new_tag)?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
-    let manifest = repo.fetch_manifest(Repository::manifest_ref(&reference)?).await?;
+    let manifest = repo
+        .fetch_manifest(Repository::manifest_ref(&reference)?)
+        .await?;
     match repo.resolve(ManifestRef::Tag(&args.new_tag)).await? {
         Some(existing) if existing != manifest.digest && !args.overwrite => {
             return Err(ArtifactError::TagExists {

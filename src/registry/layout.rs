@@ -93,7 +93,8 @@ impl LayoutRepository {
         }
         let index = self.root.join("index.json");
         if !index.exists() {
-            let empty = json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": []});
+            let empty =
+                json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": []});
             write_atomic(&index, empty.to_string().as_bytes()).map_err(self.io(&index))?;
         }
         Ok(lock)
@@ -126,14 +127,17 @@ impl LayoutRepository {
 
     fn write_index(&self, manifests: Vec<Value>) -> Result<(), RegistryError> {
         let path = self.root.join("index.json");
-        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": manifests});
+        let index =
+            json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": manifests});
         write_atomic(&path, index.to_string().as_bytes()).map_err(self.io(&path))
     }
 
     fn entry_for<'a>(manifests: &'a [Value], at: ManifestRef<'_>) -> Option<&'a Value> {
         manifests.iter().rev().find(|m| match at {
             ManifestRef::Tag(t) => ref_name(m) == Some(t),
-            ManifestRef::Digest(d) => m.get("digest").and_then(Value::as_str) == Some(&d.to_string()),
+            ManifestRef::Digest(d) => {
+                m.get("digest").and_then(Value::as_str) == Some(&d.to_string())
+            }
         })
     }
 
@@ -145,6 +149,10 @@ impl LayoutRepository {
                 Ok(self.blob_path(d).is_file().then(|| d.clone()))
             }
             ManifestRef::Tag(_) => {
+                // A layout that does not exist yet has no tags (push creates it).
+                if !self.root.exists() {
+                    return Ok(None);
+                }
                 let manifests = self.read_index()?;
                 let Some(entry) = Self::entry_for(&manifests, at) else {
                     return Ok(None);
@@ -250,10 +258,7 @@ impl LayoutRepository {
             "size": bytes.len(),
         });
         if let (Some(tag), Some(map)) = (tag, entry.as_object_mut()) {
-            map.insert(
-                "annotations".into(),
-                json!({ ANNOTATION_REF_NAME: tag }),
-            );
+            map.insert("annotations".into(), json!({ ANNOTATION_REF_NAME: tag }));
         }
         manifests.push(entry);
         self.write_index(manifests)?;
@@ -374,17 +379,31 @@ mod tests {
         assert!(layout.blob_exists(&blob_digest).unwrap());
         let manifest = br#"{"schemaVersion":2}"#;
         let d = layout
-            .push_manifest("application/vnd.oci.image.manifest.v1+json", manifest, Some("v1"))
+            .push_manifest(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest,
+                Some("v1"),
+            )
             .unwrap();
-        assert_eq!(layout.resolve(ManifestRef::Tag("v1")).unwrap(), Some(d.clone()));
+        assert_eq!(
+            layout.resolve(ManifestRef::Tag("v1")).unwrap(),
+            Some(d.clone())
+        );
         assert_eq!(layout.resolve(ManifestRef::Tag("v2")).unwrap(), None);
         let fetched = layout.fetch_manifest(ManifestRef::Tag("v1")).unwrap();
         assert_eq!(&fetched.bytes[..], manifest);
-        assert_eq!(fetched.media_type, "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            fetched.media_type,
+            "application/vnd.oci.image.manifest.v1+json"
+        );
         // Re-tagging the same tag replaces the entry instead of adding a second one.
         let other = br#"{"schemaVersion":2,"x":1}"#;
         layout
-            .push_manifest("application/vnd.oci.image.manifest.v1+json", other, Some("v1"))
+            .push_manifest(
+                "application/vnd.oci.image.manifest.v1+json",
+                other,
+                Some("v1"),
+            )
             .unwrap();
         assert_eq!(layout.list_tags().unwrap(), vec!["v1".to_string()]);
         assert_eq!(

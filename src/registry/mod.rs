@@ -73,7 +73,9 @@ pub enum RegistryError {
         detail: String,
     },
     /// The credentials are valid but lack the permission.
-    #[error("access denied (403) at {host} for {repository}: the credentials lack {action} permission")]
+    #[error(
+        "access denied (403) at {host} for {repository}: the credentials lack {action} permission"
+    )]
     Denied {
         /// Registry host.
         host: String,
@@ -250,7 +252,9 @@ impl Repository {
     /// Opens the repository `reference` points at (no network traffic yet).
     pub fn open(reference: &Reference, options: &RegistryOptions) -> Result<Self, RegistryError> {
         Ok(match reference {
-            Reference::Registry(r) => Self::Remote(Box::new(remote::RemoteRepository::new(r, options)?)),
+            Reference::Registry(r) => {
+                Self::Remote(Box::new(remote::RemoteRepository::new(r, options)?))
+            }
             Reference::Layout(l) => Self::Layout(layout::LayoutRepository::new(&l.path)),
         })
     }

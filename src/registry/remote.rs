@@ -18,8 +18,7 @@ use tokio::sync::Mutex;
 
 use super::auth::{self, CredentialSource, Credentials};
 use super::{
-    check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError,
-    RegistryOptions,
+    check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError, RegistryOptions,
 };
 use crate::artifact::format::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
 use crate::digest::{Digest, DigestError, Hasher};
@@ -75,12 +74,11 @@ impl RemoteRepository {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::CaFile {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::CaFile {
                     path: path.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             if certs.is_empty() {
                 return Err(RegistryError::CaFile {
                     path: path.clone(),
@@ -124,7 +122,9 @@ impl RemoteRepository {
     ) -> Result<FetchedManifest, RegistryError> {
         let url = self.url(&format!("manifests/{at}"));
         let resp = self
-            .send(Action::Pull, || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .send(Action::Pull, || {
+                self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::ManifestNotFound {
@@ -501,8 +501,11 @@ impl RemoteRepository {
                             .into(),
                     )
                 })?;
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{}", c.username, c.password()));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    c.username,
+                    c.password()
+                ));
                 state.header = Some(format!("Basic {encoded}"));
                 state.push_scope = true;
             }
@@ -620,7 +623,9 @@ fn describe(source: &CredentialSource) -> String {
     match source {
         CredentialSource::Explicit => "--creds".to_string(),
         CredentialSource::DockerConfig { path } => format!("docker config {}", path.display()),
-        CredentialSource::Helper { helper } => format!("credential helper docker-credential-{helper}"),
+        CredentialSource::Helper { helper } => {
+            format!("credential helper docker-credential-{helper}")
+        }
     }
 }
 
@@ -637,7 +642,13 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
     if !rel.contains("next") {
         return None;
     }
-    Some(target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    Some(
+        target
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+    )
 }
 
 fn strip_query(url: &str) -> String {
@@ -700,7 +711,10 @@ mod tests {
 
     #[test]
     fn basic_challenge_and_garbage_fall_back_to_basic() {
-        assert_eq!(Challenge::parse(r#"Basic realm="Registry""#), Challenge::Basic);
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry""#),
+            Challenge::Basic
+        );
         assert_eq!(Challenge::parse("Bearer"), Challenge::Basic);
     }
 
@@ -711,6 +725,9 @@ mod tests {
             reqwest::header::LINK,
             r#"</v2/a/tags/list?last=x&n=1000>; rel="next""#.parse().unwrap(),
         );
-        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=x&n=1000"));
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("/v2/a/tags/list?last=x&n=1000")
+        );
     }
 }

@@ -32,7 +32,10 @@ impl FakeRegistry {
         let log = requests.clone();
         let content = Arc::new(content);
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let app = axum::Router::new().fallback(move |req: Request<Body>| {
@@ -67,7 +70,11 @@ fn serve(content: &Content, log: &Mutex<Vec<String>>, req: Request<Body>) -> Res
             .status(status)
             .header("content-type", media_type)
             .header("content-length", len)
-            .body(if head { Body::empty() } else { Body::from(body) })
+            .body(if head {
+                Body::empty()
+            } else {
+                Body::from(body)
+            })
             .unwrap()
     };
     if path == "/v2/" {
@@ -82,5 +89,9 @@ fn serve(content: &Content, log: &Mutex<Vec<String>>, req: Request<Body>) -> Res
             return respond(StatusCode::OK, "application/octet-stream", bytes.clone());
         }
     }
-    respond(StatusCode::NOT_FOUND, "application/json", br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec())
+    respond(
+        StatusCode::NOT_FOUND,
+        "application/json",
+        br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec(),
+    )
 }

@@ -1,5 +1,11 @@
 //! Shared test harness: the tresor binary, the local registries, fixtures.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod fake_registry;
 pub mod tarball;
@@ -59,9 +65,8 @@ impl TestRegistry {
         let user = std::env::var("TRESOR_REGISTRY_USER").unwrap_or_else(|_| "tresor".into());
         let password =
             std::env::var("TRESOR_REGISTRY_PASSWORD").unwrap_or_else(|_| "tresor-pass".into());
-        let ca = std::env::var("TRESOR_REGISTRY_CA").unwrap_or_else(|_| {
-            format!("{}/.tmp/registry/ca.pem", env!("CARGO_MANIFEST_DIR"))
-        });
+        let ca = std::env::var("TRESOR_REGISTRY_CA")
+            .unwrap_or_else(|_| format!("{}/.tmp/registry/ca.pem", env!("CARGO_MANIFEST_DIR")));
         let (flags, user, password) = match name {
             "plain" => (vec!["--plain-http".to_string()], None, None),
             "auth" => (
@@ -148,7 +153,11 @@ pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if entry.file_type().unwrap().is_dir() {
                 walk(root, &path, out);
             } else {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.push((rel, std::fs::read(&path).unwrap()));
             }
         }

@@ -15,10 +15,20 @@ pub struct Entry<'a> {
 
 impl<'a> Entry<'a> {
     pub fn file(name: &'a str, data: &'a [u8]) -> Self {
-        Self { name, kind: b'0', data, link: "" }
+        Self {
+            name,
+            kind: b'0',
+            data,
+            link: "",
+        }
     }
     pub fn link(name: &'a str, kind: u8, link: &'a str) -> Self {
-        Self { name, kind, data: b"", link }
+        Self {
+            name,
+            kind,
+            data: b"",
+            link,
+        }
     }
 }
 
@@ -64,10 +74,14 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// A gzip stream of a tar holding one file of `size` zero bytes, built without holding the
-/// uncompressed data in memory.
+/// A gzip stream of a tar holding one file of `size` zero bytes (a multiple of 1 MiB), built
+/// as concatenated gzip members so it is quick to make: about 1 KiB per MiB of zeros.
 pub fn gzip_bomb(size: u64) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    let member = |data: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    };
     let header = tar(&[Entry::file("zeros.yaml", b"")]);
     let mut h = header[..512].to_vec();
     octal(&mut h[124..136], size);
@@ -75,14 +89,11 @@ pub fn gzip_bomb(size: u64) -> Vec<u8> {
     let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
     octal(&mut h[148..155], sum);
     h[155] = b' ';
-    enc.write_all(&h).unwrap();
-    let chunk = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        enc.write_all(&chunk[..n]).unwrap();
-        left -= n as u64;
+    let mut out = member(&h);
+    let zeros = member(&vec![0u8; 1 << 20]);
+    for _ in 0..size / (1 << 20) {
+        out.extend_from_slice(&zeros);
     }
-    enc.write_all(&[0u8; 1024]).unwrap();
-    enc.finish().unwrap()
+    out.extend_from_slice(&member(&[0u8; 1024]));
+    out
 }
