@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 2 benchmark: package a ~100 MB tree of generated YAML with `tresor push` into an OCI
+# layout vs `tar -cf - DIR | gzip -6 | sha256sum`, several runs each (median), and the ratio
+# (target: tresor <= 0.7x). Then pull + extract the artifact and report MB/s.
+#
+# usage: scripts/bench-pack.sh [SIZE_MB=100] [RUNS=5]
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+size="${1:-100}"
+runs="${2:-5}"
+work="$repo/.tmp/bench-pack"
+tree="$work/tree-${size}mb"
+
+cargo build --release --quiet
+tresor="$repo/target/release/tresor"
+mkdir -p "$work"
+[[ -d "$tree" ]] || python3 scripts/gen-tree.py "$tree" "$size"
+bytes="$(du -sb "$tree" | cut -f1)"
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Warm the page cache so both sides read from memory.
+tar -cf - -C "$tree" . >/dev/null
+
+pipeline=()
+push=()
+for i in $(seq "$runs"); do
+  t0="$(now)"; tar -cf - -C "$tree" . | gzip -6 | sha256sum >/dev/null; t1="$(now)"
+  pipeline+=("$(echo "$t1 - $t0" | bc -l)")
+  rm -rf "$work/layout"
+  t0="$(now)"; "$tresor" push "$tree" "oci-layout:$work/layout:v1" --reproducible \
+    --source bench --revision bench >/dev/null; t1="$(now)"
+  push+=("$(echo "$t1 - $t0" | bc -l)")
+done
+p="$(printf '%s\n' "${pipeline[@]}" | median)"
+t="$(printf '%s\n' "${push[@]}" | median)"
+
+pulls=()
+for i in $(seq "$runs"); do
+  rm -rf "$work/out"
+  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned >/dev/null; t1="$(now)"
+  pulls+=("$(echo "$t1 - $t0" | bc -l)")
+done
+pl="$(printf '%s\n' "${pulls[@]}" | median)"
+layer="$(find "$work/layout/blobs/sha256" -type f -size +1k -printf '%s\n' | sort -n | tail -1)"
+
+printf 'tree: %s (%.1f MB, %s files), layer %.1f MB, %s runs, medians\n' "$tree" "$(echo "$bytes/1000000" | bc -l)" "$(find "$tree" -type f | wc -l)" "$(echo "$layer/1000000" | bc -l)" "$runs"
+printf 'tar | gzip -6 | sha256sum : %.3f s\n' "$p"
+printf 'tresor push (oci-layout)   : %.3f s\n' "$t"
+printf 'ratio tresor / pipeline    : %.2f (target <= 0.70)\n' "$(echo "$t / $p" | bc -l)"
+printf 'tresor pull + extract      : %.3f s = %.0f MB/s (unpacked)\n' "$pl" "$(echo "$bytes / 1000000 / $pl" | bc -l)"
