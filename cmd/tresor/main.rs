@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use tresor::cli::{self, Cli};
 
+// glibc's malloc grows per-thread arenas with one mprotect call per page, which dominated
+// multi-threaded manifest parsing; mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tresor::telemetry::init(cli.verbose, false);

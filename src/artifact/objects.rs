@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize as _, Serialize};
 use serde_norway::Value;
 
+mod identity;
+
 /// Largest manifest file [`load_dir`] reads; bigger files fail with [`ObjectsError::TooLarge`].
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -257,33 +259,103 @@ pub fn parse_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<Object>, ObjectsError> {
+    let mut objects = parse_mapped(files, mode, Depth::Full, |o| o)?;
+    if mode == ContentMode::Kubernetes {
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok(objects)
+}
+
+/// Checks `files` exactly like [`parse_tree`] but keeps only each object's key and place,
+/// so memory stays at one file's parse tree per thread: what `push` needs to validate a
+/// large tree. Returns the places in file order.
+pub fn check_tree(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
+    parse_mapped(files, mode, Depth::Identity, |o| {
+        let place = o.place();
+        (o.key, place)
+    })
+}
+
+/// Reads `dir` like [`load_dir`] and checks it like [`check_tree`].
+pub fn check_dir(dir: &Path, mode: ContentMode) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
+    let mut files = Vec::new();
+    walk(dir, "", mode, &mut files)?;
+    check_tree(&files, mode)
+}
+
+/// Parses the files on all cores, maps each object right away (so a caller can drop the
+/// parsed value early), then merges in sorted path order, checking duplicates.
+fn parse_mapped<T: Send>(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+    depth: Depth,
+    map: impl Fn(Object) -> T + Sync,
+) -> Result<Vec<T>, ObjectsError> {
     let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
 
+    // Files parse independently, so they are parsed on all cores; the merge below runs in
+    // sorted order, which keeps the reported error and the duplicate check deterministic.
+    let parse_one =
+        |(path, bytes): &&(String, Vec<u8>)| -> Result<Vec<(ObjectKey, Place, T)>, ObjectsError> {
+            let Some(format) = format_of(path, mode) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for doc in parse_file(path, bytes, format, depth)? {
+                for object in objects_of(path, doc, mode)? {
+                    out.push((object.key.clone(), object.place(), map(object)));
+                }
+            }
+            Ok(out)
+        };
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = sorted.len().div_ceil(threads).max(1);
+    let parsed: Vec<Result<Vec<(ObjectKey, Place, T)>, ObjectsError>> =
+        if threads == 1 || sorted.len() < 16 {
+            sorted.iter().map(parse_one).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = sorted
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || part.iter().map(parse_one).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(ObjectsError::Read {
+                                path: PathBuf::from("<parser thread>"),
+                                source: std::io::Error::other("manifest parser thread failed"),
+                            })]
+                        })
+                    })
+                    .collect()
+            })
+        };
+
     let mut objects = Vec::new();
     let mut seen: BTreeMap<ObjectKey, Place> = BTreeMap::new();
-    for (path, bytes) in sorted {
-        let Some(format) = format_of(path, mode) else {
-            continue;
-        };
-        for doc in parse_file(path, bytes, format)? {
-            for object in objects_of(path, doc, mode)? {
-                if mode == ContentMode::Kubernetes {
-                    if let Some(first) = seen.get(&object.key) {
-                        return Err(ObjectsError::Duplicate {
-                            key: Box::new(object.key.clone()),
-                            first: first.clone(),
-                            second: object.place(),
-                        });
-                    }
-                    seen.insert(object.key.clone(), object.place());
+    for file_objects in parsed {
+        for (key, place, object) in file_objects? {
+            if mode == ContentMode::Kubernetes {
+                if let Some(first) = seen.get(&key) {
+                    return Err(ObjectsError::Duplicate {
+                        key: Box::new(key),
+                        first: first.clone(),
+                        second: place,
+                    });
                 }
-                objects.push(object);
+                seen.insert(key, place);
             }
+            objects.push(object);
         }
-    }
-    if mode == ContentMode::Kubernetes {
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
     }
     Ok(objects)
 }
@@ -367,13 +439,27 @@ fn format_of(path: &str, mode: ContentMode) -> Option<Format> {
 }
 
 /// One parsed, non-empty document.
+/// How much of each document to keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// The whole value.
+    Full,
+    /// Only the identity fields (see [`identity`]).
+    Identity,
+}
+
 struct Doc {
     index: usize,
     line: usize,
     value: Value,
 }
 
-fn parse_file(path: &str, bytes: &[u8], format: Format) -> Result<Vec<Doc>, ObjectsError> {
+fn parse_file(
+    path: &str,
+    bytes: &[u8],
+    format: Format,
+    depth: Depth,
+) -> Result<Vec<Doc>, ObjectsError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
@@ -400,7 +486,7 @@ fn parse_file(path: &str, bytes: &[u8], format: Format) -> Result<Vec<Doc>, Obje
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
-        Format::Yaml => parse_yaml(path, text),
+        Format::Yaml => parse_yaml(path, text, depth),
         Format::Json => parse_json(path, text),
     }
 }
@@ -490,7 +576,7 @@ fn split_sections(text: &str) -> Vec<Section<'_>> {
     sections
 }
 
-fn parse_yaml(path: &str, text: &str) -> Result<Vec<Doc>, ObjectsError> {
+fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsError> {
     let mut docs = Vec::new();
     for (index, section) in split_sections(text).into_iter().enumerate() {
         let line = section.content_line.unwrap_or(section.first_line + 1);
@@ -509,12 +595,22 @@ fn parse_yaml(path: &str, text: &str) -> Result<Vec<Doc>, ObjectsError> {
         // A section can still hold several documents after a `...` end marker; they share
         // the section's index and line.
         for de in serde_norway::Deserializer::from_str(section.text) {
-            let mut value = Value::deserialize(de).map_err(invalid)?;
-            value.apply_merge().map_err(invalid)?;
+            let value = match depth {
+                Depth::Full => {
+                    let mut value = Value::deserialize(de).map_err(invalid)?;
+                    value.apply_merge().map_err(invalid)?;
+                    value
+                }
+                Depth::Identity => identity::read(de).map_err(invalid)?,
+            };
             if !value.is_null() {
                 docs.push(Doc { index, line, value });
             }
         }
+    }
+    // Merge keys can supply identity fields; only the full parse resolves them.
+    if depth == Depth::Identity && docs.iter().any(|d| identity::uses_merge(&d.value)) {
+        return parse_yaml(path, text, Depth::Full);
     }
     Ok(docs)
 }
@@ -996,5 +1092,40 @@ mod tests {
         .unwrap();
         assert_eq!(keys(&objects), ["c.yaml", "c.yaml#1"]);
         assert_eq!(objects[1].document, 1);
+    }
+
+    #[test]
+    fn check_tree_agrees_with_parse_tree() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: n\ndata: {x: '1'}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n")],
+            &[("a.yaml", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: A\n  metadata: {name: x}\n- apiVersion: v1\n  kind: A\n  metadata: {name: y}\n")],
+            &[("a.yaml", "apiVersion: v1\nmetadata: {name: x}\n")],
+            &[("a.yaml", "apiVersion: v1\nkind: A\nmetadata: {name: 12}\n")],
+            &[("a.yaml", "- 1\n- 2\n")],
+            &[("a.yaml", "apiVersion: v1\nkind: A\nmetadata: {name: x}\nspec: {k: 1, k: 2}\n")],
+            &[("a.yaml", "base: &b {name: m}\napiVersion: v1\nkind: A\nmetadata:\n  <<: *b\n")],
+            &[("a.yaml", "apiVersion: v1\nkind: A\nmetadata: {name: x}\n"), ("b.json", "{\"apiVersion\": \"v1\", \"kind\": \"A\", \"metadata\": {\"name\": \"x\"}}")],
+            &[("a.yaml", "kind: [unclosed\n")],
+        ];
+        for files in cases {
+            let files = tree(files);
+            let full = parse_tree(&files, ContentMode::Kubernetes);
+            let fast = check_tree(&files, ContentMode::Kubernetes);
+            match (full, fast) {
+                (Ok(full), Ok(fast)) => {
+                    let mut a: Vec<_> = full.iter().map(|o| (o.key.clone(), o.place())).collect();
+                    let mut b = fast;
+                    a.sort();
+                    b.sort();
+                    assert_eq!(a, b, "{files:?}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{files:?}"),
+                (a, b) => panic!(
+                    "{files:?}: full {:?} vs check {:?}",
+                    a.map(|v| v.len()),
+                    b.map(|v| v.len())
+                ),
+            }
+        }
     }
 }

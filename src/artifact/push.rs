@@ -101,7 +101,7 @@ pub fn package(dir: &Path, options: &PushOptions) -> Result<Package, ArtifactErr
     }
 
     let (packed, objects) = std::thread::scope(|scope| {
-        let validation = scope.spawn(|| objects::load_dir(dir, options.content));
+        let validation = scope.spawn(|| objects::check_dir(dir, options.content));
         (
             archive::pack(
                 dir,
