@@ -259,7 +259,11 @@ pub fn parse_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<Object>, ObjectsError> {
-    let mut objects = parse_mapped(files, mode, Depth::Full, |o| o)?;
+    let sources: Vec<(String, Source<'_>)> = files
+        .iter()
+        .map(|(path, bytes)| (path.clone(), Source::Bytes(bytes)))
+        .collect();
+    let mut objects = parse_mapped(sources, mode, Depth::Full, |o| o)?;
     if mode == ContentMode::Kubernetes {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
     }
@@ -267,78 +271,139 @@ pub fn parse_tree(
 }
 
 /// Checks `files` exactly like [`parse_tree`] but keeps only each object's key and place,
-/// so memory stays at one file's parse tree per thread: what `push` needs to validate a
-/// large tree. Returns the places in file order.
+/// and reads only the identity fields of each document: what `push` needs to validate a
+/// large tree quickly. Returns the keys and places in file order.
 pub fn check_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
-    parse_mapped(files, mode, Depth::Identity, |o| {
-        let place = o.place();
-        (o.key, place)
-    })
+    let sources = files
+        .iter()
+        .map(|(path, bytes)| (path.clone(), Source::Bytes(bytes)))
+        .collect();
+    parse_mapped(sources, mode, Depth::Identity, identity_of)
 }
 
-/// Reads `dir` like [`load_dir`] and checks it like [`check_tree`].
+/// Checks the manifests under `dir` like [`check_tree`], reading each file only while it
+/// is parsed, so memory stays at one file per core whatever the size of the tree.
 pub fn check_dir(dir: &Path, mode: ContentMode) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
     let mut files = Vec::new();
     walk(dir, "", mode, &mut files)?;
-    check_tree(&files, mode)
+    let sources = files
+        .iter()
+        .map(|(rel, path)| (rel.clone(), Source::File(path)))
+        .collect();
+    parse_mapped(sources, mode, Depth::Identity, identity_of)
 }
 
-/// Parses the files on all cores, maps each object right away (so a caller can drop the
-/// parsed value early), then merges in sorted path order, checking duplicates.
+/// Reads every regular file under `dir` (sorted, symlinks not followed) and calls
+/// [`parse_tree`] with paths relative to `dir`.
+///
+/// Only `.yaml`, `.yml` and `.json` files are read; each must be at most
+/// [`MAX_FILE_BYTES`]. Fails with [`ObjectsError::Read`] when the walk or a read fails.
+pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
+    let mut paths = Vec::new();
+    walk(dir, "", mode, &mut paths)?;
+    let mut files = Vec::with_capacity(paths.len());
+    for (rel, path) in paths {
+        let bytes = std::fs::read(&path).map_err(|source| ObjectsError::Read { path, source })?;
+        files.push((rel, bytes));
+    }
+    parse_tree(&files, mode)
+}
+
+fn identity_of(object: Object) -> (ObjectKey, Place) {
+    let place = object.place();
+    (object.key, place)
+}
+
+/// Where a file's bytes come from.
+enum Source<'a> {
+    /// Already in memory.
+    Bytes(&'a [u8]),
+    /// Read when parsed.
+    File(&'a Path),
+}
+
+/// One file's objects, each with its key and place for the duplicate check.
+type FileObjects<T> = Result<Vec<(ObjectKey, Place, T)>, ObjectsError>;
+
+/// Parses the files on all cores (each worker takes the next file), maps each object right
+/// away so a caller can drop the parsed value early, then merges in sorted path order,
+/// checking duplicates; the reported error is the first in path order, as sequentially.
 fn parse_mapped<T: Send>(
-    files: &[(String, Vec<u8>)],
+    mut files: Vec<(String, Source<'_>)>,
     mode: ContentMode,
     depth: Depth,
     map: impl Fn(Object) -> T + Sync,
 ) -> Result<Vec<T>, ObjectsError> {
-    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    files.retain(|(path, _)| format_of(path, mode).is_some());
+    files.sort_by(|a, b| a.0.cmp(&b.0));
 
-    // Files parse independently, so they are parsed on all cores; the merge below runs in
-    // sorted order, which keeps the reported error and the duplicate check deterministic.
-    let parse_one =
-        |(path, bytes): &&(String, Vec<u8>)| -> Result<Vec<(ObjectKey, Place, T)>, ObjectsError> {
-            let Some(format) = format_of(path, mode) else {
-                return Ok(Vec::new());
-            };
-            let mut out = Vec::new();
-            for doc in parse_file(path, bytes, format, depth)? {
-                for object in objects_of(path, doc, mode)? {
-                    out.push((object.key.clone(), object.place(), map(object)));
-                }
-            }
-            Ok(out)
+    let parse_one = |(path, source): &(String, Source<'_>)| -> FileObjects<T> {
+        let Some(format) = format_of(path, mode) else {
+            return Ok(Vec::new());
         };
+        let owned;
+        let bytes = match source {
+            Source::Bytes(bytes) => *bytes,
+            Source::File(file) => {
+                owned = std::fs::read(file).map_err(|source| ObjectsError::Read {
+                    path: file.to_path_buf(),
+                    source,
+                })?;
+                &owned[..]
+            }
+        };
+        let mut out = Vec::new();
+        for doc in parse_file(path, bytes, format, depth)? {
+            for object in objects_of(path, doc, mode)? {
+                out.push((object.key.clone(), object.place(), map(object)));
+            }
+        }
+        Ok(out)
+    };
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
-        .clamp(1, 8);
-    let chunk = sorted.len().div_ceil(threads).max(1);
-    let parsed: Vec<Result<Vec<(ObjectKey, Place, T)>, ObjectsError>> =
-        if threads == 1 || sorted.len() < 16 {
-            sorted.iter().map(parse_one).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = sorted
-                    .chunks(chunk)
-                    .map(|part| scope.spawn(move || part.iter().map(parse_one).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(ObjectsError::Read {
+        .clamp(1, 8)
+        .min(files.len().div_ceil(8).max(1));
+    let parsed: Vec<FileObjects<T>> = if threads == 1 {
+        files.iter().map(parse_one).collect()
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut indexed: Vec<(usize, FileObjects<T>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(file) = files.get(i) else { break };
+                            done.push((i, parse_one(file)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        vec![(
+                            0,
+                            Err(ObjectsError::Read {
                                 path: PathBuf::from("<parser thread>"),
                                 source: std::io::Error::other("manifest parser thread failed"),
-                            })]
-                        })
+                            }),
+                        )]
                     })
-                    .collect()
-            })
-        };
+                })
+                .collect()
+        });
+        indexed.sort_by_key(|(i, _)| *i);
+        indexed.into_iter().map(|(_, r)| r).collect()
+    };
 
     let mut objects = Vec::new();
     let mut seen: BTreeMap<ObjectKey, Place> = BTreeMap::new();
@@ -360,22 +425,11 @@ fn parse_mapped<T: Send>(
     Ok(objects)
 }
 
-/// Reads every regular file under `dir` (sorted, symlinks not followed) and calls
-/// [`parse_tree`] with paths relative to `dir`.
-///
-/// Only `.yaml`, `.yml` and `.json` files are read; each must be at most
-/// [`MAX_FILE_BYTES`]. Fails with [`ObjectsError::Read`] when the walk or a read fails.
-pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
-    let mut files = Vec::new();
-    walk(dir, "", mode, &mut files)?;
-    parse_tree(&files, mode)
-}
-
 fn walk(
     dir: &Path,
     prefix: &str,
     mode: ContentMode,
-    out: &mut Vec<(String, Vec<u8>)>,
+    out: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), ObjectsError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -406,8 +460,7 @@ fn walk(
                     limit: MAX_FILE_BYTES,
                 });
             }
-            let bytes = std::fs::read(&path).map_err(read_err(&path))?;
-            out.push((rel, bytes));
+            out.push((rel, path));
         }
     }
     Ok(())
