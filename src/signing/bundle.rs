@@ -692,6 +692,25 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_not_signed_by_rekor_is_rejected() {
+        let bundle = edited(|v| {
+            let note = tlog(v)["inclusionProof"]["checkpoint"]["envelope"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let forged = note.replacen("rekor.sigstore.dev - ", "rekor.sigstore.dex - ", 1);
+            assert_ne!(note, forged);
+            tlog(v)["inclusionProof"]["checkpoint"]["envelope"] = json!(forged);
+        });
+        let err = verify_with(&bundle, ROOT, &exact()).unwrap_err();
+        assert_eq!(err.reason(), "TlogEntryInvalid");
+        assert!(
+            err.to_string().contains("checkpoint is not signed"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn entry_from_the_future_is_rejected() {
         let root = TrustRoot::from_json(ROOT).unwrap();
         let id = exact();
