@@ -8,6 +8,8 @@
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
+//!   apply → prune) and the host agent behind `tresor sync`.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +17,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod telemetry;
