@@ -19,9 +19,13 @@ if [[ ! -x "$bin" ]]; then
   cargo build --release --bin tresor
 fi
 
-scripts/registry.sh start >/dev/null
-eval "$(scripts/registry.sh env)"
 host="${TRESOR_REGISTRY_PLAIN:-127.0.0.1:5001}"
+# Reuse a registry already answering there (e.g. another checkout's); else start ours.
+if ! curl -fs --max-time 2 "http://$host/v2/" >/dev/null 2>&1; then
+  scripts/registry.sh start >/dev/null
+  eval "$(scripts/registry.sh env)"
+  host="${TRESOR_REGISTRY_PLAIN:-127.0.0.1:5001}"
+fi
 
 work="$(mktemp -d)"
 agent=""
@@ -34,7 +38,8 @@ trap cleanup EXIT
 ref="oci://$host/tresor-bench/sync-$$:live"
 export DOCKER_CONFIG="$work/docker"; mkdir -p "$DOCKER_CONFIG"
 push_version() {
-  local n="$1" src="$work/src-$n"
+  local n="$1"
+  local src="$work/src-$n"
   mkdir -p "$src/conf.d"
   for i in $(seq 1 20); do printf 'server%s { listen %s; version %s; }\n' "$i" "$((8000 + i))" "$n" >"$src/conf.d/site$i.conf"; done
   "$bin" push "$src" "$ref" --content files --overwrite --plain-http \

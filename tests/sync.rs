@@ -738,3 +738,50 @@ fn sync_without_trust_material_is_refused() {
     assert!(err.contains("--allow-unsigned"), "{err}");
     assert!(!work.path().join("d").exists());
 }
+
+#[test]
+fn trigger_file_and_sighup_force_a_cycle() {
+    let registry = TestRegistry::plain();
+    let tagged = format!("{}:live", registry.repo("trigger"));
+    push(&registry.flags, &tagged, &[("app.conf", "1\n")]);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let trigger = work.path().join("trigger");
+    let cache = work.path().join("cache");
+    let mut args = vec![
+        tagged.as_str(),
+        "--dir",
+        dir.to_str().unwrap(),
+        "--interval",
+        "1h",
+        "--allow-unsigned",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--trigger-file",
+        trigger.to_str().unwrap(),
+    ];
+    args.extend(registry.flags.iter().map(String::as_str));
+    let mut agent = Agent::start(&args, &[]);
+    wait_until("v1 synced", Duration::from_secs(15), || {
+        read(&dir.join("app.conf")).as_deref() == Some("1\n")
+    });
+
+    push(&registry.flags, &tagged, &[("app.conf", "2\n")]);
+    std::fs::write(&trigger, "now").unwrap();
+    wait_until(
+        "v2 synced after the trigger file",
+        Duration::from_secs(3),
+        || read(&dir.join("app.conf")).as_deref() == Some("2\n"),
+    );
+
+    push(&registry.flags, &tagged, &[("app.conf", "3\n")]);
+    Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_until("v3 synced after SIGHUP", Duration::from_secs(3), || {
+        read(&dir.join("app.conf")).as_deref() == Some("3\n")
+    });
+    assert!(agent.alive(), "{}", agent.log());
+    assert!(agent.terminate().success());
+}
