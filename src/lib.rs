@@ -9,6 +9,8 @@
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
 //! - [`signing`]: keyless and Sigstore-bundle signature verification.
+//! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
+//!   apply → prune) and the host agent behind `tresor sync`.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,6 +18,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod signing;

@@ -16,7 +16,7 @@ use super::objects::{self, ContentMode, Object};
 use super::ArtifactError;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::{RegistryError, Repository};
+use crate::registry::{FetchedManifest, RegistryError, Repository};
 
 /// An artifact whose manifest has been read and whose digest is known.
 #[derive(Debug, Clone)]
@@ -43,6 +43,15 @@ pub async fn resolve(
 ) -> Result<ResolvedArtifact, ArtifactError> {
     let at = Repository::manifest_ref(reference)?;
     let fetched = repo.fetch_manifest(at).await?;
+    from_manifest(reference, fetched)
+}
+
+/// Builds a [`ResolvedArtifact`] from manifest bytes already fetched and digest-checked
+/// (from a registry, or read back from a cache): refuses indexes and picks the content layer.
+pub fn from_manifest(
+    reference: &Reference,
+    fetched: FetchedManifest,
+) -> Result<ResolvedArtifact, ArtifactError> {
     if fetched.media_type == OCI_INDEX_MEDIA_TYPE
         || fetched.media_type == DOCKER_MANIFEST_LIST_MEDIA_TYPE
     {

@@ -10,6 +10,7 @@ mod list;
 pub mod printer;
 mod pull;
 mod push;
+mod sync;
 mod tag;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// List the tags of a repository with their digests and creation times.
     List(list::ListArgs),
+    /// Keep a directory equal to an artifact: verify, switch atomically, undo drift.
+    Sync(sync::SyncArgs),
 }
 
 /// Why a command failed.
@@ -70,6 +73,12 @@ pub enum CliError {
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
+    /// `tresor sync` could not start (cache, target directory).
+    #[error(transparent)]
+    Sync(#[from] crate::reconcile::StepError),
+    /// The `tresor sync` agent could not start (metrics address, signals).
+    #[error(transparent)]
+    Agent(#[from] crate::reconcile::agent::AgentError),
 }
 
 impl CliError {
@@ -81,6 +90,8 @@ impl CliError {
             Self::Artifact(e) => e.reason(),
             Self::Unverified(_) => "Unverified",
             Self::Usage(_) => "InvalidArguments",
+            Self::Sync(e) => e.reason(),
+            Self::Agent(e) => e.reason(),
         }
     }
 
@@ -102,5 +113,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Diff(a) => diff::run(a).await,
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
+        Command::Sync(a) => sync::run(a).await,
     }
 }

@@ -1,0 +1,180 @@
+//! `tresor sync REF --dir DIR`: the host agent.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::reconcile::agent::{self, AgentOptions};
+use crate::reconcile::cache::Cache;
+use crate::reconcile::source::Source;
+use crate::reconcile::target::Target;
+use crate::reconcile::{AllowUnsigned, Engine, NoPolicy, Outcome, Step, StepError, Summary};
+use crate::reference::Reference;
+use crate::registry::Repository;
+
+use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
+
+/// Arguments of `tresor sync`.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// What to follow: oci://host/repo:tag, oci://host/repo@sha256:… (fixed), or
+    /// oci://host/repo with --semver; oci-layout:PATH… works the same way.
+    pub reference: String,
+    /// The directory to keep equal to the artifact (a symlink tresor switches atomically).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Follow the highest tag in this semver range, e.g. '>=1.2 <2' (other tags ignored).
+    #[arg(long, value_name = "RANGE")]
+    pub semver: Option<String>,
+    /// Time between checks (jittered ±10%).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Shell command run (sh -c) after each applied change, with TRESOR_DIGEST,
+    /// TRESOR_REFERENCE and TRESOR_DIR set.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Longest --exec may run before it is killed.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub exec_timeout: Duration,
+    /// Run one cycle and exit (0 in sync, 1 refused as unverified, 2 error).
+    #[arg(long)]
+    pub once: bool,
+    /// Write a JSON status file after every cycle (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Content-addressed cache of verified manifests and layers
+    /// [default: $XDG_CACHE_HOME/tresor or ~/.cache/tresor].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Reconcile at once whenever this file is touched (as SIGHUP does).
+    #[arg(long, value_name = "PATH")]
+    pub trigger_file: Option<PathBuf>,
+    /// Accept content without verifying a signature. Required until trust material is given.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Output format of the per-cycle results on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
+    let printer = Printer::new(args.format);
+    let reference: Reference = args.reference.parse()?;
+    if !args.allow_unsigned {
+        return Err(CliError::Unverified(format!(
+            "refusing to sync {reference}: no trust material given, so signatures cannot be \
+             verified; pass --allow-unsigned to accept unverified content explicitly"
+        )));
+    }
+    if args.interval.is_zero() {
+        return Err(CliError::Usage("--interval must be longer than 0s".into()));
+    }
+    let source = Source::new(reference.clone(), args.semver.as_deref())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let repo = Repository::open(&reference, &args.registry.options()?)?;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .or_else(Cache::default_dir)
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir".into(),
+            )
+        })?;
+    let cache = Cache::open(&cache_dir).map_err(StepError::from)?;
+    let target = Target::open(&args.dir).map_err(StepError::from)?;
+    let engine = Engine::new(
+        source,
+        repo,
+        Arc::new(AllowUnsigned),
+        Arc::new(NoPolicy),
+        cache,
+        target,
+        args.limits.limits(),
+    );
+    let options = AgentOptions {
+        interval: args.interval,
+        once: args.once,
+        exec: args.exec.clone(),
+        exec_timeout: args.exec_timeout,
+        status_file: args.status_file.clone(),
+        metrics_addr: args.metrics_addr.clone(),
+        trigger_file: args.trigger_file.clone(),
+    };
+    let once = args.once;
+    let mut last_line = None;
+    let last = agent::run(engine, options, |summary| {
+        report(&printer, summary, once, &mut last_line)
+    })
+    .await?;
+    Ok(if !once {
+        ExitCode::SUCCESS
+    } else {
+        match &last.error {
+            None => ExitCode::SUCCESS,
+            Some(f) if f.step == Step::Verify => ExitCode::from(1),
+            Some(_) => ExitCode::from(2),
+        }
+    })
+}
+
+/// One line per cycle that did something (JSON: one document per cycle); a repeated failure
+/// is printed once.
+fn report(printer: &Printer, summary: &Summary, once: bool, last_line: &mut Option<String>) {
+    let line = match printer.format() {
+        Format::Json => serde_json::to_string(summary).unwrap_or_default(),
+        Format::Text => text_line(summary),
+    };
+    let changed = matches!(summary.outcome, Outcome::Applied | Outcome::DriftCorrected);
+    let quiet = summary.outcome == Outcome::Unchanged && summary.error.is_none();
+    if once || changed || (!quiet && last_line.as_deref() != Some(line.as_str())) {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+    *last_line = Some(line);
+}
+
+fn text_line(s: &Summary) -> String {
+    let digest = |d: &Option<crate::digest::Digest>| {
+        d.as_ref()
+            .map_or_else(|| "nothing".to_string(), ToString::to_string)
+    };
+    let mut line = match s.outcome {
+        Outcome::Applied => format!(
+            "applied {} ({})",
+            digest(&s.applied),
+            s.signer.as_deref().unwrap_or("unknown signer")
+        ),
+        Outcome::DriftCorrected => format!(
+            "restored {} in {}: {}",
+            s.restored.len(),
+            digest(&s.applied),
+            s.restored.join(", ")
+        ),
+        Outcome::Unchanged => format!("unchanged {}", digest(&s.applied)),
+        Outcome::Rejected => format!(
+            "rejected {}; keeping {}",
+            digest(&s.digest),
+            digest(&s.applied)
+        ),
+        Outcome::Failed => format!("failed; keeping {}", digest(&s.applied)),
+        Outcome::Abandoned => format!("abandoned; keeping {}", digest(&s.applied)),
+    };
+    if let Some(f) = &s.error {
+        line.push_str(&format!(
+            " [{} at {}: {}]",
+            f.reason,
+            f.step.name(),
+            f.message
+        ));
+    }
+    line
+}

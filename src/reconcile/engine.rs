@@ -1,0 +1,464 @@
+//! [`Engine`]: one reconcile cycle as ordered steps and one [`Summary`].
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Seek;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::cache::{Cache, Lookup};
+use super::source::{Follow, Source};
+use super::target::Target;
+use super::{
+    Failure, Outcome, Policy, Retry, Step, StepError, StepTiming, Summary, VerifiedBy, Verifier,
+};
+use crate::artifact::archive::Limits;
+use crate::artifact::fetch::{self, ResolvedArtifact};
+use crate::digest::Digest;
+use crate::registry::{sniff_media_type, FetchedManifest, Repository};
+
+/// Asks a running cycle to stop before its switch (SIGTERM). Network steps are abandoned at
+/// once; local steps finish; the switch itself is never interrupted.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    rx: watch::Receiver<bool>,
+}
+
+impl Cancel {
+    /// A cancel handle and the sender that triggers it (`send(true)`).
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self { rx })
+    }
+
+    /// A handle that is never triggered.
+    pub fn never() -> Self {
+        Self::new().1
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Runs `fut` unless cancelled first.
+    pub async fn guard<F: Future>(&self, fut: F) -> Result<F::Output, StepError> {
+        if self.is_cancelled() {
+            return Err(StepError::Abandoned);
+        }
+        let mut rx = self.rx.clone();
+        let cancelled = async move {
+            loop {
+                if rx.changed().await.is_err() {
+                    // The sender is gone: nobody can cancel any more.
+                    std::future::pending::<()>().await;
+                }
+                if *rx.borrow() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            out = fut => Ok(out),
+            () = cancelled => Err(StepError::Abandoned),
+        }
+    }
+}
+
+/// Collects step timings and side findings of one cycle.
+struct Run {
+    started: Instant,
+    steps: Vec<StepTiming>,
+    restored: Vec<String>,
+    corrupted: Vec<Digest>,
+    warnings: Vec<String>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            steps: Vec::new(),
+            restored: Vec::new(),
+            corrupted: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Records `step` as started at `since`; consecutive parts of one step add up.
+    fn time(&mut self, step: Step, since: Instant, ok: bool) {
+        let seconds = since.elapsed().as_secs_f64();
+        match self.steps.last_mut() {
+            Some(last) if last.step == step => {
+                last.seconds += seconds;
+                last.ok &= ok;
+            }
+            _ => self.steps.push(StepTiming { step, seconds, ok }),
+        }
+    }
+}
+
+type StepResult<T> = Result<T, (Step, StepError)>;
+
+fn at<T>(step: Step, r: Result<T, impl Into<StepError>>) -> StepResult<T> {
+    r.map_err(|e| (step, e.into()))
+}
+
+/// The reconcile engine for one source and one target.
+///
+/// Plug points: the [`Verifier`] (trust; [`super::AllowUnsigned`] until signatures are
+/// wired in) and the [`Policy`] hook ([`super::NoPolicy`] until the immutability policy is).
+pub struct Engine {
+    source: Source,
+    repo: Repository,
+    verifier: Arc<dyn Verifier>,
+    policy: Arc<dyn Policy>,
+    cache: Cache,
+    target: Target,
+    limits: Limits,
+    signer: Option<(Digest, String)>,
+    rejected: Option<(Digest, Failure)>,
+}
+
+impl Engine {
+    /// An engine reconciling `target` with `source`.
+    pub fn new(
+        source: Source,
+        repo: Repository,
+        verifier: Arc<dyn Verifier>,
+        policy: Arc<dyn Policy>,
+        cache: Cache,
+        target: Target,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            source,
+            repo,
+            verifier,
+            policy,
+            cache,
+            target,
+            limits,
+            signer: None,
+            rejected: None,
+        }
+    }
+
+    /// What is followed.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Runs one cycle: resolve → verify → fetch → extract → policy → apply → prune, then
+    /// drift correction, and returns its one summary. Never panics; every failure is in
+    /// the summary.
+    pub async fn reconcile(&mut self, cancel: &Cancel) -> Summary {
+        let mut run = Run::new();
+        let mut failure: Option<Failure> = None;
+        let mut digest = None;
+        let mut tag = None;
+
+        let since = Instant::now();
+        let resolved = match (&self.source.follow, self.target.current()) {
+            (Follow::Digest(d), Some(current)) if d == current => Ok((d.clone(), None)),
+            _ => cancel
+                .guard(self.source.resolve(&self.repo))
+                .await
+                .and_then(|r| r),
+        };
+        run.time(Step::Resolve, since, resolved.is_ok());
+        let mut outcome = match resolved {
+            Err(e) => {
+                failure = Some(Failure::new(Step::Resolve, &e, None));
+                if matches!(e, StepError::Abandoned) {
+                    Outcome::Abandoned
+                } else {
+                    Outcome::Failed
+                }
+            }
+            Ok((resolved, picked)) => {
+                digest = Some(resolved.clone());
+                tag = picked;
+                if self.target.current() == Some(&resolved) {
+                    self.rejected = None;
+                    Outcome::Unchanged
+                } else if let Some((_, f)) = self.rejected.as_ref().filter(|(d, _)| d == &resolved)
+                {
+                    // Rejected before and unchanged since: wait for a change, fetch nothing.
+                    failure = Some(f.clone());
+                    Outcome::Rejected
+                } else {
+                    match self.update(&resolved, &mut run, cancel).await {
+                        Ok(()) => {
+                            self.rejected = None;
+                            Outcome::Applied
+                        }
+                        Err((step, e)) => {
+                            let f = Failure::new(step, &e, Some(resolved.clone()));
+                            let outcome = if matches!(e, StepError::Abandoned) {
+                                Outcome::Abandoned
+                            } else if f.retry == Retry::Stalled {
+                                self.rejected = Some((resolved.clone(), f.clone()));
+                                Outcome::Rejected
+                            } else {
+                                Outcome::Failed
+                            };
+                            failure = Some(f);
+                            outcome
+                        }
+                    }
+                }
+            }
+        };
+
+        if !matches!(outcome, Outcome::Abandoned | Outcome::Applied) {
+            let since = Instant::now();
+            let drift = self.correct_drift(&mut run, cancel).await;
+            run.time(Step::Drift, since, drift.is_ok());
+            match drift {
+                Ok(restored) if !restored.is_empty() => {
+                    run.restored = restored;
+                    if outcome == Outcome::Unchanged {
+                        outcome = Outcome::DriftCorrected;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(reason = e.reason(), error = %e, "drift correction failed");
+                    if failure.is_none() {
+                        failure = Some(Failure::new(
+                            Step::Drift,
+                            &e,
+                            self.target.current().cloned(),
+                        ));
+                        outcome = Outcome::Failed;
+                    }
+                }
+            }
+        }
+
+        let applied = self.target.current().cloned();
+        let signer = match (&self.signer, &applied) {
+            (Some((d, s)), Some(a)) if d == a => Some(s.clone()),
+            _ => None,
+        };
+        Summary {
+            outcome,
+            reference: self.source.to_string(),
+            digest,
+            tag,
+            applied,
+            signer,
+            restored: run.restored,
+            cache_corrupted: run.corrupted,
+            warnings: run.warnings,
+            error: failure,
+            steps: run.steps,
+            seconds: run.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The path for a new digest: manifest, verify, fetch, extract, policy, apply, prune.
+    async fn update(&mut self, digest: &Digest, run: &mut Run, cancel: &Cancel) -> StepResult<()> {
+        let reference = self.source.reference.with_digest(digest.clone());
+        let since = Instant::now();
+        let artifact = cancel
+            .guard(fetch::resolve(&self.repo, &reference))
+            .await
+            .and_then(|r| r.map_err(StepError::from));
+        run.time(Step::Resolve, since, artifact.is_ok());
+        let artifact = at(Step::Resolve, artifact)?;
+
+        let since = Instant::now();
+        let verified = self.verify(&artifact, cancel).await;
+        run.time(Step::Verify, since, verified.is_ok());
+        let verified = at(Step::Verify, verified)?;
+        tracing::info!(%digest, signer = %verified.signer(), "verified");
+
+        let since = Instant::now();
+        let layer = match self
+            .cache
+            .put_manifest(&artifact.digest, &artifact.manifest_bytes)
+        {
+            Ok(()) => self.layer_file(&artifact, run, cancel).await,
+            Err(e) => Err(e.into()),
+        };
+        run.time(Step::Fetch, since, layer.is_ok());
+        let layer = at(Step::Fetch, layer)?;
+
+        let since = Instant::now();
+        let staged = self
+            .target
+            .stage(digest, layer, artifact.layer.size, &self.limits);
+        run.time(Step::Extract, since, staged.is_ok());
+        let staged = at(Step::Extract, staged)?;
+
+        let since = Instant::now();
+        let checked = self.policy.check(&artifact, staged.path());
+        run.time(Step::Policy, since, checked.is_ok());
+        run.warnings.extend(at(Step::Policy, checked)?);
+
+        if cancel.is_cancelled() {
+            return Err((Step::Apply, StepError::Abandoned));
+        }
+        let since = Instant::now();
+        let switched = self.target.switch(staged);
+        run.time(Step::Apply, since, switched.is_ok());
+        let (previous, warnings) = at(Step::Apply, switched)?;
+        run.warnings.extend(warnings);
+        self.signer = Some((digest.clone(), verified.signer()));
+        tracing::info!(%digest, dir = %self.target.dir().display(), "applied");
+
+        if let Some(previous) = previous {
+            let since = Instant::now();
+            let pruned = self.target.prune(&previous);
+            run.time(Step::Prune, since, pruned.is_ok());
+            match pruned {
+                Ok(w) => run.warnings.extend(w),
+                // The switch is done; a leftover version is removed on the next start.
+                Err(e) => run.warnings.push(format!("pruning {previous} failed: {e}")),
+            }
+            self.forget_cached(&previous, &artifact.layer.digest);
+        }
+        Ok(())
+    }
+
+    async fn verify(
+        &self,
+        artifact: &ResolvedArtifact,
+        cancel: &Cancel,
+    ) -> Result<VerifiedBy, StepError> {
+        cancel
+            .guard(self.verifier.verify(&self.repo, artifact))
+            .await
+            .and_then(|r| r.map_err(StepError::from))
+    }
+
+    /// The content layer: from the cache (re-hashed) or, on a miss or a corrupted entry,
+    /// from the registry (then cached).
+    async fn layer_file(
+        &self,
+        artifact: &ResolvedArtifact,
+        run: &mut Run,
+        cancel: &Cancel,
+    ) -> Result<File, StepError> {
+        match self.cache.blob(&artifact.layer)? {
+            Lookup::Hit(file) => return Ok(file),
+            Lookup::Corrupted => run.corrupted.push(artifact.layer.digest.clone()),
+            Lookup::Miss => {}
+        }
+        let mut file = cancel
+            .guard(self.repo.fetch_blob(&artifact.layer))
+            .await
+            .and_then(|r| r.map_err(StepError::from))?;
+        match self.cache.put_blob(&artifact.layer, &mut file) {
+            Ok(cached) => Ok(cached),
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), error = %e, "cannot cache the layer; using it uncached");
+                file.rewind()
+                    .map_err(|source| crate::artifact::ArtifactError::Io {
+                        path: "<temporary blob file>".into(),
+                        source,
+                    })?;
+                Ok(file)
+            }
+        }
+    }
+
+    /// The applied artifact: its verified manifest from the cache, or fetched and verified
+    /// again when the cache lost it.
+    async fn current_artifact(
+        &self,
+        current: &Digest,
+        run: &mut Run,
+        cancel: &Cancel,
+    ) -> Result<ResolvedArtifact, StepError> {
+        let reference = self.source.reference.with_digest(current.clone());
+        match self.cache.manifest(current)? {
+            Lookup::Hit(bytes) => {
+                let media_type = sniff_media_type(&bytes).unwrap_or_default();
+                let fetched = FetchedManifest {
+                    bytes,
+                    digest: current.clone(),
+                    media_type,
+                };
+                return Ok(fetch::from_manifest(&reference, fetched)?);
+            }
+            Lookup::Corrupted => run.corrupted.push(current.clone()),
+            Lookup::Miss => {}
+        }
+        let artifact = match cancel.guard(fetch::resolve(&self.repo, &reference)).await? {
+            Ok(a) => a,
+            Err(crate::artifact::ArtifactError::Registry(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "registry unavailable");
+                return Err(StepError::NotCached {
+                    digest: current.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.verify(&artifact, cancel).await?;
+        self.cache
+            .put_manifest(&artifact.digest, &artifact.manifest_bytes)?;
+        Ok(artifact)
+    }
+
+    /// Restores drifted managed files of the applied version from the cache.
+    async fn correct_drift(
+        &mut self,
+        run: &mut Run,
+        cancel: &Cancel,
+    ) -> Result<Vec<String>, StepError> {
+        let Some(current) = self.target.current().cloned() else {
+            return Ok(Vec::new());
+        };
+        let drift = self.target.check()?;
+        if drift.is_clean() {
+            return Ok(Vec::new());
+        }
+        let artifact = self.current_artifact(&current, run, cancel).await?;
+        let layer = self.layer_file(&artifact, run, cancel).await?;
+        if drift.version_missing {
+            tracing::warn!(digest = %current, "the applied version's directory is gone; restoring it");
+            self.target.forget_current();
+            let staged = self
+                .target
+                .stage(&current, layer, artifact.layer.size, &self.limits)?;
+            let restored = staged.files().iter().map(|f| f.path.clone()).collect();
+            let (_, warnings) = self.target.switch(staged)?;
+            run.warnings.extend(warnings);
+            return Ok(restored);
+        }
+        let mut restored = self
+            .target
+            .repair(&drift, layer, artifact.layer.size, &self.limits)?;
+        if drift.relink {
+            restored.push(".".to_string());
+        }
+        Ok(restored)
+    }
+
+    /// Drops a replaced version's manifest and layer from the cache (unless the new
+    /// version uses the same layer).
+    fn forget_cached(&self, previous: &Digest, keep_layer: &Digest) {
+        if let Ok(Lookup::Hit(bytes)) = self.cache.manifest(previous) {
+            let fetched = FetchedManifest {
+                media_type: sniff_media_type(&bytes).unwrap_or_default(),
+                bytes,
+                digest: previous.clone(),
+            };
+            match fetch::from_manifest(&self.source.reference, fetched) {
+                Ok(a) if &a.layer.digest != keep_layer => self.cache.remove(&a.layer.digest),
+                _ => {}
+            }
+        }
+        self.cache.remove(previous);
+    }
+}

@@ -1,0 +1,305 @@
+//! The reconcile engine: keep a target equal to the artifact a reference points at.
+//!
+//! One cycle is a fixed sequence of [`Step`]s, each returning an outcome, and exactly one
+//! [`Summary`] at the end:
+//!
+//! 1. **resolve** — tag, semver range or fixed digest → digest. When the tag still points at
+//!    the digest that is applied (and cached), this is one HEAD request and the cycle goes
+//!    straight to drift correction: no manifest GET, no blob.
+//! 2. **verify** — the [`Verifier`] sees the manifest only, *before any blob is downloaded*.
+//! 3. **fetch** — the content layer by digest, from the content-addressed [`cache`] (re-hashed
+//!    when read back; a corrupted entry is deleted and fetched again) or from the registry.
+//! 4. **extract** — hardened, bounded unpacking into a staging directory ([`target`]).
+//! 5. **policy** — the [`Policy`] hook sees the staged tree (no-op for now).
+//! 6. **apply** — the atomic switch of the target directory.
+//! 7. **prune** — the previous version goes; files tresor never managed are carried over.
+//! 8. **record** — the caller turns the [`Summary`] into status, metrics and logs, once.
+//!
+//! Every cycle also corrects drift (edited or deleted managed files) from the cache, so the
+//! target stays correct while the registry is unreachable. Failures are classified by
+//! [`Retry`]: transient ones (network, 5xx, local I/O) are retried with backoff, stalled ones
+//! (bad signature, refused content, missing tag) wait for the reference to change; a digest
+//! that was rejected is remembered and not fetched again. Nothing partial or unverified is
+//! ever applied; a failed new version leaves the last good one in place.
+//!
+//! [`agent`] is the host agent loop around the engine (`tresor sync`); the Kubernetes
+//! puller will reuse [`Engine`] with its own target.
+
+pub mod agent;
+pub mod cache;
+mod engine;
+pub mod metrics;
+mod policy;
+pub mod source;
+pub mod status;
+pub mod target;
+mod verify;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use engine::{Cancel, Engine};
+pub use policy::{NoPolicy, Policy, PolicyRejected};
+pub use verify::{AllowUnsigned, BoxFuture, VerifiedBy, Verifier, VerifyRejected};
+
+use crate::artifact::archive::ArchiveError;
+use crate::artifact::ArtifactError;
+use crate::digest::Digest;
+use crate::registry::RegistryError;
+
+/// A step of a reconcile cycle, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reference → digest (and the manifest, when the digest is new).
+    Resolve,
+    /// Signature / trust policy on the manifest.
+    Verify,
+    /// Content layer from the cache or the registry.
+    Fetch,
+    /// Hardened unpacking into a staging directory.
+    Extract,
+    /// Content policy on the staged tree.
+    Policy,
+    /// The atomic switch.
+    Apply,
+    /// Removal of the previous version.
+    Prune,
+    /// Restoring edited or deleted managed files.
+    Drift,
+    /// The `--exec` command after an applied change (host agent).
+    Exec,
+}
+
+impl Step {
+    /// Lower-case name, as in logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resolve => "resolve",
+            Self::Verify => "verify",
+            Self::Fetch => "fetch",
+            Self::Extract => "extract",
+            Self::Policy => "policy",
+            Self::Apply => "apply",
+            Self::Prune => "prune",
+            Self::Drift => "drift",
+            Self::Exec => "exec",
+        }
+    }
+}
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retry {
+    /// Retry soon, with backoff and jitter (network trouble, server errors, local I/O).
+    Transient,
+    /// Retrying the same input will fail again: wait until the reference changes.
+    Stalled,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Talking to the registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The manifest is not a usable artifact, or fetching it failed.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// The followed tag does not exist.
+    #[error("{reference}: tag not found; push it, or follow another tag")]
+    TagNotFound {
+        /// The reference followed.
+        reference: String,
+    },
+    /// No tag of the repository matches the semver range.
+    #[error(
+        "no tag of {repository} matches the semver range {range:?} (tags that are not semantic \
+         versions are ignored)"
+    )]
+    NoMatchingVersion {
+        /// The repository.
+        repository: String,
+        /// The range as given.
+        range: String,
+    },
+    /// The verifier refused the artifact.
+    #[error(transparent)]
+    Verify(#[from] VerifyRejected),
+    /// The policy hook refused the staged content.
+    #[error(transparent)]
+    Policy(#[from] PolicyRejected),
+    /// The content layer could not be unpacked safely.
+    #[error(transparent)]
+    Extract(#[from] ArchiveError),
+    /// The on-disk cache failed.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    /// Switching or repairing the target failed.
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+    /// The applied version is not in the cache and the registry cannot be asked.
+    #[error(
+        "{digest} is applied but not in the cache, and the registry could not be reached to \
+         fetch it again: drift cannot be corrected until it is back"
+    )]
+    NotCached {
+        /// The applied digest.
+        digest: Digest,
+    },
+    /// tresor is shutting down; the cycle stopped before the switch.
+    #[error("the cycle was abandoned because tresor is shutting down; nothing was switched")]
+    Abandoned,
+}
+
+impl StepError {
+    /// Stable CamelCase reason for status, metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Registry(e) => e.reason(),
+            Self::Artifact(e) => e.reason(),
+            Self::TagNotFound { .. } => "TagNotFound",
+            Self::NoMatchingVersion { .. } => "NoMatchingVersion",
+            Self::Verify(e) => e.reason(),
+            Self::Policy(e) => e.reason(),
+            Self::Extract(e) => e.reason(),
+            Self::Cache(e) => e.reason(),
+            Self::Target(e) => e.reason(),
+            Self::NotCached { .. } => "NotCached",
+            Self::Abandoned => "Abandoned",
+        }
+    }
+
+    /// Whether to retry soon or wait for a change.
+    pub fn retry(&self) -> Retry {
+        let transient = match self {
+            Self::Registry(e) | Self::Artifact(ArtifactError::Registry(e)) => {
+                e.is_transient() || matches!(e, RegistryError::Io { .. })
+            }
+            Self::Artifact(ArtifactError::Io { .. }) => true,
+            Self::Verify(e) => e.transient,
+            Self::Cache(_) | Self::Target(_) | Self::NotCached { .. } | Self::Abandoned => true,
+            Self::Extract(ArchiveError::Io { .. }) => true,
+            _ => false,
+        };
+        if transient {
+            Retry::Transient
+        } else {
+            Retry::Stalled
+        }
+    }
+}
+
+/// How a cycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// A new version was switched in.
+    Applied,
+    /// Nothing changed and nothing had drifted.
+    Unchanged,
+    /// The version is unchanged; drifted files were restored.
+    DriftCorrected,
+    /// A new version was refused (verification, policy, extraction …); the last good stays.
+    Rejected,
+    /// The cycle failed (e.g. registry unreachable); the last good stays.
+    Failed,
+    /// Shutting down; stopped before the switch.
+    Abandoned,
+}
+
+impl Outcome {
+    /// The CamelCase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Applied => "Applied",
+            Self::Unchanged => "Unchanged",
+            Self::DriftCorrected => "DriftCorrected",
+            Self::Rejected => "Rejected",
+            Self::Failed => "Failed",
+            Self::Abandoned => "Abandoned",
+        }
+    }
+}
+
+/// A failure, as reported: which step, why, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The step that failed.
+    pub step: Step,
+    /// Stable CamelCase reason.
+    pub reason: String,
+    /// The message.
+    pub message: String,
+    /// Retry soon or wait for a change.
+    pub retry: Retry,
+    /// The digest concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+impl Failure {
+    /// A failure of `step` from `error`.
+    pub fn new(step: Step, error: &StepError, digest: Option<Digest>) -> Self {
+        Self {
+            step,
+            reason: error.reason().to_string(),
+            message: error.to_string(),
+            retry: error.retry(),
+            digest,
+        }
+    }
+}
+
+/// How long one step took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepTiming {
+    /// The step.
+    pub step: Step,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// The one summary of a reconcile cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// How the cycle ended.
+    pub outcome: Outcome,
+    /// The reference followed (tag, semver range or digest).
+    pub reference: String,
+    /// The digest the reference resolved to this cycle, when resolving worked.
+    pub digest: Option<Digest>,
+    /// The tag picked for a semver range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest the target holds after the cycle.
+    pub applied: Option<Digest>,
+    /// Who vouched for the applied digest (`unsigned` for the explicit opt-out).
+    pub signer: Option<String>,
+    /// Managed files restored by drift correction.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<String>,
+    /// Cache entries found corrupted (deleted and fetched again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_corrupted: Vec<Digest>,
+    /// Warnings, e.g. from the policy hook or files that could not be carried over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The failure, if any (the first one; drift failures are reported when nothing else
+    /// failed).
+    pub error: Option<Failure>,
+    /// Step timings in order.
+    pub steps: Vec<StepTiming>,
+    /// The whole cycle, in seconds.
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// The whole cycle's duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds.max(0.0))
+    }
+}

@@ -1,0 +1,270 @@
+//! The reconcile engine as a library against the in-process fake registry: a test verifier
+//! that rejects one digest ("wrongly signed v3"), a test policy, request counts, and a
+//! registry that goes down.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_registry::{Content, FakeRegistry};
+use common::tarball::{gzip, tar, Entry};
+use tresor::artifact::archive::Limits;
+use tresor::artifact::fetch::ResolvedArtifact;
+use tresor::artifact::format::{
+    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
+};
+use tresor::digest::Digest;
+use tresor::reconcile::cache::Cache;
+use tresor::reconcile::source::Source;
+use tresor::reconcile::target::Target;
+use tresor::reconcile::{
+    BoxFuture, Cancel, Engine, Outcome, Policy, PolicyRejected, Retry, Step, VerifiedBy, Verifier,
+    VerifyRejected,
+};
+use tresor::registry::{RegistryOptions, Repository};
+
+/// Accepts everything signed by "ci-key" except one digest, which is "wrongly signed".
+struct RejectDigest(Digest);
+
+impl Verifier for RejectDigest {
+    fn verify<'a>(
+        &'a self,
+        _repo: &'a Repository,
+        artifact: &'a ResolvedArtifact,
+    ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
+        let verdict = if artifact.digest == self.0 {
+            Err(VerifyRejected::rejected(
+                "UntrustedSigner",
+                format!(
+                    "{} is signed by a key the trust policy does not list",
+                    artifact.digest
+                ),
+            ))
+        } else {
+            Ok(VerifiedBy::Signers(vec!["ci-key".into()]))
+        };
+        Box::pin(std::future::ready(verdict))
+    }
+}
+
+/// Refuses trees containing `forbidden.conf`.
+struct Forbid;
+
+impl Policy for Forbid {
+    fn check(&self, _: &ResolvedArtifact, tree: &Path) -> Result<Vec<String>, PolicyRejected> {
+        if tree.join("forbidden.conf").exists() {
+            Err(PolicyRejected {
+                reason: "ForbiddenFile",
+                message: "forbidden.conf is not allowed".into(),
+            })
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Serves an artifact of `files` under `tag` (and its digest); returns (manifest, layer)
+/// digests.
+fn serve(fake: &FakeRegistry, tag: &str, files: &[(&str, &[u8])]) -> (Digest, Digest) {
+    let entries: Vec<Entry<'_>> = files.iter().map(|(n, d)| Entry::file(n, d)).collect();
+    let layer = gzip(&tar(&entries));
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: None,
+        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
+        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
+        subject: None,
+        annotations: Default::default(),
+    };
+    let bytes = manifest.to_bytes();
+    let digest = Digest::of(&bytes);
+    let layer_digest = Digest::of(&layer);
+    fake.set_manifest(tag, OCI_MANIFEST_MEDIA_TYPE, bytes.clone());
+    fake.set_manifest(&digest.to_string(), OCI_MANIFEST_MEDIA_TYPE, bytes);
+    fake.set_blob(&layer_digest.to_string(), layer);
+    (digest, layer_digest)
+}
+
+fn engine(fake: &FakeRegistry, work: &Path, reject: &Digest) -> Engine {
+    let reference = format!("{}:live", fake.repo("acme/site")).parse().unwrap();
+    let options = RegistryOptions {
+        plain_http: true,
+        retries: 0,
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    Engine::new(
+        Source::new(reference, None).unwrap(),
+        Repository::open(&reference_of(fake), &options).unwrap(),
+        Arc::new(RejectDigest(reject.clone())),
+        Arc::new(Forbid),
+        Cache::open(&work.join("cache")).unwrap(),
+        Target::open(&work.join("site")).unwrap(),
+        Limits::default(),
+    )
+}
+
+fn reference_of(fake: &FakeRegistry) -> tresor::reference::Reference {
+    format!("{}:live", fake.repo("acme/site")).parse().unwrap()
+}
+
+#[tokio::test]
+async fn wrongly_signed_version_is_rejected_before_any_blob_and_not_fetched_again() {
+    let fake = FakeRegistry::start(Content::default());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let (v1, _) = serve(&fake, "live", &[("app.conf", b"1\n")]);
+    let v3_preview = {
+        // The digest v3 will have, so the verifier can be told to reject it.
+        let probe = FakeRegistry::start(Content::default());
+        serve(&probe, "live", &[("app.conf", b"3\n")]).0
+    };
+    let mut engine = engine(&fake, work.path(), &v3_preview);
+    let cancel = Cancel::never();
+
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Applied, "{s:?}");
+    assert_eq!(s.applied.as_ref(), Some(&v1));
+    assert_eq!(s.signer.as_deref(), Some("ci-key"));
+    let names: Vec<Step> = s.steps.iter().map(|t| t.step).collect();
+    assert_eq!(
+        names,
+        [
+            Step::Resolve,
+            Step::Verify,
+            Step::Fetch,
+            Step::Extract,
+            Step::Policy,
+            Step::Apply
+        ]
+    );
+
+    let (v3, v3_layer) = serve(&fake, "live", &[("app.conf", b"3\n")]);
+    assert_eq!(v3, v3_preview);
+    fake.clear_requests();
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Rejected, "{s:?}");
+    let error = s.error.as_ref().unwrap();
+    assert_eq!(
+        (error.step, error.reason.as_str()),
+        (Step::Verify, "UntrustedSigner")
+    );
+    assert_eq!(error.retry, Retry::Stalled);
+    assert_eq!(error.digest.as_ref(), Some(&v3));
+    assert_eq!(s.applied.as_ref(), Some(&v1), "the last good version stays");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(
+        fake.requests(),
+        [
+            "HEAD /v2/acme/site/manifests/live".to_string(),
+            format!("GET /v2/acme/site/manifests/{v3}"),
+        ],
+        "verification happens before any blob is downloaded"
+    );
+    assert!(!fake
+        .requests()
+        .iter()
+        .any(|r| r.contains(&v3_layer.to_string())));
+
+    // Unchanged tag: waits for a change, one HEAD, nothing fetched again.
+    fake.clear_requests();
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Rejected);
+    assert_eq!(fake.requests(), ["HEAD /v2/acme/site/manifests/live"]);
+}
+
+#[tokio::test]
+async fn policy_refusal_keeps_the_last_good_version_and_leaves_no_staging_behind() {
+    let fake = FakeRegistry::start(Content::default());
+    let work = tempfile::tempdir().unwrap();
+    let (v1, _) = serve(&fake, "live", &[("app.conf", b"1\n")]);
+    let mut engine = engine(&fake, work.path(), &Digest::of(b"nothing"));
+    let cancel = Cancel::never();
+    assert_eq!(engine.reconcile(&cancel).await.outcome, Outcome::Applied);
+
+    serve(
+        &fake,
+        "live",
+        &[("app.conf", b"2\n"), ("forbidden.conf", b"x\n")],
+    );
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Rejected, "{s:?}");
+    let error = s.error.unwrap();
+    assert_eq!(
+        (error.step, error.reason.as_str()),
+        (Step::Policy, "ForbiddenFile")
+    );
+    assert_eq!(s.applied, Some(v1.clone()));
+    let dir = work.path().join("site");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "1\n"
+    );
+    assert!(!dir.join("forbidden.conf").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(work.path().join(".site.tresor"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("stage-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn registry_down_is_transient_and_drift_is_corrected_from_the_cache() {
+    let fake = FakeRegistry::start(Content::default());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let (v1, _) = serve(&fake, "live", &[("app.conf", b"1\n"), ("b.conf", b"b\n")]);
+    let mut engine = engine(&fake, work.path(), &Digest::of(b"nothing"));
+    let cancel = Cancel::never();
+    assert_eq!(engine.reconcile(&cancel).await.outcome, Outcome::Applied);
+
+    // Idle: one HEAD, nothing restored.
+    fake.clear_requests();
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Unchanged);
+    assert_eq!(fake.requests(), ["HEAD /v2/acme/site/manifests/live"]);
+
+    fake.set_down(true);
+    std::fs::write(dir.join("app.conf"), "edited\n").unwrap();
+    std::fs::remove_file(dir.join("b.conf")).unwrap();
+    fake.clear_requests();
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Failed, "{s:?}");
+    let error = s.error.as_ref().unwrap();
+    assert_eq!(error.step, Step::Resolve);
+    assert_eq!(error.retry, Retry::Transient);
+    assert_eq!(s.restored, ["app.conf", "b.conf"]);
+    assert_eq!(s.applied, Some(v1));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("b.conf")).unwrap(), "b\n");
+    // Only the HEAD went to the registry: the repair came from the cache.
+    assert_eq!(fake.requests(), ["HEAD /v2/acme/site/manifests/live"]);
+
+    // A cancelled cycle is abandoned before anything is switched.
+    fake.set_down(false);
+    serve(&fake, "live", &[("app.conf", b"2\n")]);
+    let (tx, cancel) = Cancel::new();
+    tx.send(true).unwrap();
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Abandoned, "{s:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "1\n"
+    );
+}
