@@ -8,6 +8,8 @@
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
+//!   pinning.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,6 +17,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod telemetry;

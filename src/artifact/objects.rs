@@ -257,24 +257,56 @@ pub fn parse_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<Object>, ObjectsError> {
+    let (objects, errors) = parse_tree_all(files, mode);
+    match errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(objects),
+    }
+}
+
+/// Like [`parse_tree`], but keeps going: returns every object that parsed and every problem
+/// found (in sorted path order), so that `tresor lint` can report all of them at once.
+///
+/// A file that is not valid YAML/JSON contributes no objects; an invalid document or a
+/// duplicate is left out and reported, the rest of the file is kept.
+pub fn parse_tree_all(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+) -> (Vec<Object>, Vec<ObjectsError>) {
     let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut objects = Vec::new();
+    let mut errors = Vec::new();
     let mut seen: BTreeMap<ObjectKey, Place> = BTreeMap::new();
     for (path, bytes) in sorted {
         let Some(format) = format_of(path, mode) else {
             continue;
         };
-        for doc in parse_file(path, bytes, format)? {
-            for object in objects_of(path, doc, mode)? {
+        let docs = match parse_file(path, bytes, format) {
+            Ok(docs) => docs,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        for doc in docs {
+            let parsed = match objects_of(path, doc, mode) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            for object in parsed {
                 if mode == ContentMode::Kubernetes {
                     if let Some(first) = seen.get(&object.key) {
-                        return Err(ObjectsError::Duplicate {
+                        errors.push(ObjectsError::Duplicate {
                             key: Box::new(object.key.clone()),
                             first: first.clone(),
                             second: object.place(),
                         });
+                        continue;
                     }
                     seen.insert(object.key.clone(), object.place());
                 }
@@ -285,7 +317,7 @@ pub fn parse_tree(
     if mode == ContentMode::Kubernetes {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
     }
-    Ok(objects)
+    (objects, errors)
 }
 
 /// Reads every regular file under `dir` (sorted, symlinks not followed) and calls
@@ -294,9 +326,18 @@ pub fn parse_tree(
 /// Only `.yaml`, `.yml` and `.json` files are read; each must be at most
 /// [`MAX_FILE_BYTES`]. Fails with [`ObjectsError::Read`] when the walk or a read fails.
 pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
+    parse_tree(&read_dir_files(dir, mode)?, mode)
+}
+
+/// The manifest files under `dir` that [`load_dir`] parses, as (relative path, bytes), sorted.
+/// Fails like [`load_dir`] on unreadable or too large files.
+pub fn read_dir_files(
+    dir: &Path,
+    mode: ContentMode,
+) -> Result<Vec<(String, Vec<u8>)>, ObjectsError> {
     let mut files = Vec::new();
     walk(dir, "", mode, &mut files)?;
-    parse_tree(&files, mode)
+    Ok(files)
 }
 
 fn walk(

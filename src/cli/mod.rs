@@ -6,6 +6,7 @@
 mod args;
 mod diff;
 mod inspect;
+mod lint;
 mod list;
 pub mod printer;
 mod pull;
@@ -20,6 +21,7 @@ pub use args::{parse_size, LimitArgs, RegistryArgs};
 pub use printer::{Format, Printer};
 
 use crate::artifact::ArtifactError;
+use crate::policy::PolicyError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 
@@ -50,6 +52,8 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// List the tags of a repository with their digests and creation times.
     List(list::ListArgs),
+    /// Check a directory or artifact against the immutability policy (exit 1 on errors).
+    Lint(lint::LintArgs),
 }
 
 /// Why a command failed.
@@ -67,6 +71,12 @@ pub enum CliError {
     /// The content was refused because it could not be verified (exit code 1).
     #[error("{0}")]
     Unverified(String),
+    /// The policy file is unusable, or images could not be pinned.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The policy refused the content (exit code 1).
+    #[error("{0}")]
+    PolicyRefused(String),
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -80,6 +90,8 @@ impl CliError {
             Self::Registry(e) => e.reason(),
             Self::Artifact(e) => e.reason(),
             Self::Unverified(_) => "Unverified",
+            Self::Policy(e) => e.reason(),
+            Self::PolicyRefused(_) => "PolicyViolation",
             Self::Usage(_) => "InvalidArguments",
         }
     }
@@ -87,7 +99,7 @@ impl CliError {
     /// The process exit code for this error: 1 for refused content, 2 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Unverified(_) => ExitCode::from(1),
+            Self::Unverified(_) | Self::PolicyRefused(_) => ExitCode::from(1),
             _ => ExitCode::from(2),
         }
     }
@@ -102,5 +114,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Diff(a) => diff::run(a).await,
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
+        Command::Lint(a) => lint::run(a).await,
     }
 }
