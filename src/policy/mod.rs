@@ -74,6 +74,8 @@ pub struct Finding {
     /// 0-based index in `items` when the document is a `kind: List`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
+    /// 1-based line: where the document starts, or where a syntax error is.
+    pub line: Option<usize>,
     /// The object, `Kind.group/namespace/name` (see [`objects::ObjectKey`]).
     pub object: Option<String>,
     /// Field path inside the object, e.g. `spec.template.spec.initContainers[0].image`.
@@ -98,11 +100,13 @@ impl Finding {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}[{}]: {}", self.severity, self.rule, self.file)?;
-        if let Some(document) = self.document {
-            write!(f, " document {document}")?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
         }
-        if let Some(item) = self.item {
-            write!(f, " item {item}")?;
+        match (self.document, self.item) {
+            (Some(document), Some(item)) => write!(f, " (document {document} item {item})")?,
+            (Some(document), None) => write!(f, " (document {document})")?,
+            _ => {}
         }
         if let Some(object) = &self.object {
             write!(f, ": {object}")?;

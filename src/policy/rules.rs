@@ -119,19 +119,47 @@ fn scalar_text(value: &Value) -> String {
 /// Turns a parse or duplicate problem into a finding (`None` for I/O problems, which are
 /// errors of the run, not findings).
 pub fn object_error(error: &ObjectsError) -> Option<Finding> {
-    let finding = |rule: &str, file: &str, document: Option<usize>, item: Option<usize>| Finding {
-        rule: rule.to_string(),
-        severity: Severity::Error,
-        file: file.to_string(),
-        document,
-        item,
-        object: None,
-        path: None,
-        message: error.to_string(),
+    let finding = |rule: &str, file: &str, document: Option<usize>, item: Option<usize>| {
+        // The error names the file (and document) first; the finding has fields for those.
+        let message = error.to_string();
+        let mut rest = message.as_str();
+        for prefix in [format!("{file}:"), " ".to_string()] {
+            rest = rest.strip_prefix(prefix.as_str()).unwrap_or(rest);
+        }
+        if let Some(document) = document {
+            let prefix = format!("document {document}: ");
+            rest = rest.strip_prefix(prefix.as_str()).unwrap_or(rest);
+        }
+        Finding {
+            rule: rule.to_string(),
+            severity: Severity::Error,
+            file: file.to_string(),
+            document,
+            item,
+            line: None,
+            object: None,
+            path: None,
+            message: rest.to_string(),
+        }
     };
     Some(match error {
-        ObjectsError::InvalidYaml { file, .. } | ObjectsError::InvalidJson { file, .. } => {
-            finding(PARSE_ERROR, file, None, None)
+        ObjectsError::InvalidYaml {
+            file, line, column, ..
+        }
+        | ObjectsError::InvalidJson {
+            file, line, column, ..
+        } => {
+            let found = finding(PARSE_ERROR, file, None, None);
+            let position = format!("{line}:{column}: ");
+            Finding {
+                line: Some(*line),
+                message: found
+                    .message
+                    .strip_prefix(position.as_str())
+                    .unwrap_or(&found.message)
+                    .to_string(),
+                ..found
+            }
         }
         ObjectsError::MissingField {
             file,
@@ -179,6 +207,7 @@ pub fn check(object: &Object, strict: bool, out: &mut Vec<Finding>) {
             file: object.file.clone(),
             document: Some(object.document),
             item: object.item,
+            line: Some(object.line),
             object: Some(object.key.to_string()),
             path: Some(path),
             message,
