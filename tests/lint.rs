@@ -11,7 +11,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture_tree, json_of, read_tree, stderr_of_failure, stdout_of, tresor, TestRegistry};
+use common::{
+    fixture_tree, json_of, read_tree, stderr_of_failure, stdout_of, tresor, TestRegistry,
+};
 
 fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,7 +114,10 @@ fn lint_corpus_matches_golden_findings_exactly() {
 fn lint_clean_tree_exits_zero_in_text_and_json() {
     let dir = testdata("clean");
     let (code, stdout, _) = run(&["lint", dir.to_str().unwrap()]);
-    assert_eq!((code, stdout.as_str()), (0, "0 errors, 0 warnings in 2 objects\n"));
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, "0 errors, 0 warnings in 2 objects\n")
+    );
     let (code, report) = lint_json(&[dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(report["findings"], serde_json::json!([]));
@@ -129,7 +134,10 @@ fn lint_text_output_names_rule_file_line_object_and_path() {
     assert!(stdout.contains(
         "warning[image-not-pinned]: workloads/list.yaml:1 (document 0 item 1): Pod/shop/listed-pod:"
     ), "{stdout}");
-    assert!(stdout.ends_with("21 errors, 11 warnings in 36 objects\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("21 errors, 11 warnings in 36 objects\n"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -191,9 +199,9 @@ fn lint_policy_file_overrides_and_allow_lists() {
     assert!(!s
         .iter()
         .any(|f| f.2 == "workloads/deployment.yaml" && f.3.contains("initContainers[1]")));
-    assert!(!s
-        .iter()
-        .any(|f| f.2 == "workloads/others.yaml" && f.0 == "image-not-pinned" && f.3.contains("spec.template")));
+    assert!(!s.iter().any(|f| f.2 == "workloads/others.yaml"
+        && f.0 == "image-not-pinned"
+        && f.3.contains("spec.template")));
     // Objects allowed by label selector: only for the listed rule / for every rule.
     assert!(rules_in("labelled.yaml").is_empty(), "{s:?}");
     assert_eq!(
@@ -220,7 +228,10 @@ fn lint_policy_example_parses_and_schema_matches_rules() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let known: Vec<&str> = tresor::policy::rules::RULES.iter().map(|(id, _)| *id).collect();
+    let known: Vec<&str> = tresor::policy::rules::RULES
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
     assert_eq!(ids, known, "schema rule ids and RULES differ");
     // Every field the Rust type knows is in the schema, and nothing else.
     let serialised = serde_json::to_value(&policy).unwrap();
@@ -295,10 +306,20 @@ fn lint_push_enforce_refuses_warn_passes_off_is_silent() {
     // A policy file's mode applies; --policy overrides it.
     let policy = testdata("policy.yaml");
     let out = tresor()
-        .args(["push", dir, &target, "--policy-file", policy.to_str().unwrap()])
+        .args([
+            "push",
+            dir,
+            &target,
+            "--policy-file",
+            policy.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stderr_of_failure(
         tresor().args([
             "push",
@@ -328,12 +349,21 @@ fn lint_pull_enforce_refuses_and_writes_nothing_and_lint_reads_artifacts() {
 
     let out_dir = layout.path().join("out");
     let stderr = stderr_of_failure(
-        tresor().args(["pull", &target, "--output", out_dir.to_str().unwrap(), "--allow-unsigned"]),
+        tresor().args([
+            "pull",
+            &target,
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--allow-unsigned",
+        ]),
         1,
     );
     assert!(stderr.contains("policy refused the pull"), "{stderr}");
     assert!(stderr.contains("error[image-latest]"), "{stderr}");
-    assert!(!out_dir.exists(), "nothing may be written when the policy refuses");
+    assert!(
+        !out_dir.exists(),
+        "nothing may be written when the policy refuses"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(layout.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -433,9 +463,16 @@ fn lint_pin_images_against_local_registry() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("pinned 2 image reference(s) (1 distinct images)"), "{stderr}");
+    assert!(
+        stderr.contains("pinned 2 image reference(s) (1 distinct images)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("image-not-pinned"), "{stderr}");
-    assert_eq!(read_tree(tree.path()), before, "the source tree must not change");
+    assert_eq!(
+        read_tree(tree.path()),
+        before,
+        "the source tree must not change"
+    );
 
     // The packaged copy holds the digest the registry reports, comments kept.
     let pulled = tempfile::tempdir().unwrap();
@@ -455,16 +492,24 @@ fn lint_pin_images_against_local_registry() {
     );
     let cron = std::fs::read_to_string(out_dir.join("cron.yaml")).unwrap();
     assert!(
-        cron.contains(&format!("initContainers: [{{name: i, image: \"{image}@{digest}\"}}]")),
+        cron.contains(&format!(
+            "initContainers: [{{name: i, image: \"{image}@{digest}\"}}]"
+        )),
         "{cron}"
     );
     assert!(!cron.contains(&format!("{digest}@{digest}")), "{cron}");
 
     // Recorded in the artifact and shown by inspect.
     let info = json_of(registry.tresor(&["inspect", &format!("{target}:v1"), "--format", "json"]));
-    assert_eq!(info["pinned_images"], serde_json::json!({ image.clone(): digest.clone() }));
+    assert_eq!(
+        info["pinned_images"],
+        serde_json::json!({ image.clone(): digest.clone() })
+    );
     let text = stdout_of(registry.tresor(&["inspect", &format!("{target}:v1")]));
-    assert!(text.contains(&format!("Pinned images (1):\n  {image}@{digest}\n")), "{text}");
+    assert!(
+        text.contains(&format!("Pinned images (1):\n  {image}@{digest}\n")),
+        "{text}"
+    );
 
     // An image that does not exist fails the push with its name and the reason.
     let missing = format!("{}/{}:9.9", registry.host, common::unique_repo("missing"));

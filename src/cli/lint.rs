@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::artifact::objects::ContentMode;
 use crate::artifact::{fetch, ArtifactError};
-use crate::policy::{self, pin, Mode, Policy, Report, Verdict};
+use crate::policy::{self, pin, rules, Mode, Policy, Report, Verdict};
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
 
@@ -138,6 +138,9 @@ pub(super) struct Prepared {
     pub dir: PathBuf,
     /// Annotations to add (pinned images, content mode).
     pub annotations: BTreeMap<String, String>,
+    content: ContentMode,
+    policy: Policy,
+    mode: Mode,
     /// Keeps the staged copy alive until the push is done.
     _stage: Option<tempfile::TempDir>,
 }
@@ -160,8 +163,8 @@ pub(super) struct PushInput<'a> {
     pub registry: &'a RegistryOptions,
 }
 
-/// The policy steps of `push`: stage and pin images (`--pin-images`), then lint what will be
-/// pushed and refuse or warn per mode.
+/// The first policy step of `push`: load the policy, stage and pin images (`--pin-images`).
+/// [`Prepared::check`] is the second, after packaging.
 pub(super) async fn prepare_push(
     input: PushInput<'_>,
     printer: &Printer,
@@ -196,9 +199,7 @@ pub(super) async fn prepare_push(
             pin::stage_tree(&source, &staged, resolve_symlinks).map_err(ArtifactError::from)?;
             let files = crate::artifact::objects::read_dir_files(&staged, content)
                 .map_err(ArtifactError::from)?;
-            Ok::<_, ArtifactError>(
-                crate::artifact::objects::parse_tree_all(&files, content).0,
-            )
+            Ok::<_, ArtifactError>(crate::artifact::objects::parse_tree_all(&files, content).0)
         })
         .await
         .map_err(|e| CliError::Usage(format!("staging failed unexpectedly: {e}")))??;
@@ -221,20 +222,33 @@ pub(super) async fn prepare_push(
         prepared_dir = temp.path().to_path_buf();
         stage = Some(temp);
     }
-    if mode != Mode::Off {
-        let lint_dir = prepared_dir.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            policy::lint_dir(&lint_dir, content, &policy)
-        })
-        .await
-        .map_err(|e| CliError::Usage(format!("lint failed unexpectedly: {e}")))??;
-        enforce(policy::gate(report, mode), "the push", printer)?;
-    }
     Ok(Prepared {
         dir: prepared_dir,
         annotations,
+        content,
+        policy,
+        mode,
         _stage: stage,
     })
+}
+
+impl Prepared {
+    /// Lints what will be pushed and refuses or warns per mode. Runs after packaging, which
+    /// already refused parse errors and duplicates (so those are not repeated here).
+    pub(super) async fn check(&self, printer: &Printer) -> Result<(), CliError> {
+        if self.mode == Mode::Off {
+            return Ok(());
+        }
+        let (dir, content, policy) = (self.dir.clone(), self.content, self.policy.clone());
+        let mut report =
+            tokio::task::spawn_blocking(move || policy::lint_dir(&dir, content, &policy))
+                .await
+                .map_err(|e| CliError::Usage(format!("lint failed unexpectedly: {e}")))??;
+        report
+            .findings
+            .retain(|f| f.rule != rules::PARSE_ERROR && f.rule != rules::DUPLICATE_OBJECT);
+        enforce(policy::gate(report, self.mode), "the push", printer)
+    }
 }
 
 /// The policy step of `pull`: lints the extracted staging directory before it is renamed

@@ -156,6 +156,10 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     let package = tokio::task::spawn_blocking(move || push::package(&dir, &options))
         .await
         .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
+    if let Err(e) = prepared.check(&printer).await {
+        progress.finish_and_clear();
+        return Err(e);
+    }
     progress.inc(1);
     progress.set_message(format!(
         "uploading {} ({} bytes) to {}",

@@ -208,10 +208,7 @@ impl Policy {
         for id in named {
             if !known(id) {
                 let ids: Vec<&str> = RULES.iter().map(|(r, _)| *r).collect();
-                return Err(format!(
-                    "unknown rule {id:?}; rules are {}",
-                    ids.join(", ")
-                ));
+                return Err(format!("unknown rule {id:?}; rules are {}", ids.join(", ")));
             }
         }
         for image in &self.allow.images {

@@ -175,7 +175,10 @@ fn check_digest(digest: &str) -> Result<(), String> {
         "sha512" => 128,
         other => return Err(format!("unknown digest algorithm {other:?}")),
     };
-    if hex.len() != expected || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    if hex.len() != expected
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return Err(format!(
             "digest {digest:?} must have {expected} lowercase hex digits"
@@ -242,7 +245,12 @@ mod tests {
         );
         assert_eq!(
             parts("registry.example.com:443/team/sub/app:2.0-rc.1"),
-            p("registry.example.com:443", "team/sub/app", Some("2.0-rc.1"), None)
+            p(
+                "registry.example.com:443",
+                "team/sub/app",
+                Some("2.0-rc.1"),
+                None
+            )
         );
         let r = ImageRef::parse("ghcr.io/acme/web:1").unwrap();
         assert_eq!(r.api_host(), "ghcr.io");

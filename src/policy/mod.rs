@@ -46,9 +46,7 @@ impl fmt::Display for Severity {
 }
 
 /// What `push` and `pull` do with findings.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Refuse when there is a finding at error severity; print warnings.

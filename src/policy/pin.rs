@@ -159,8 +159,7 @@ pub fn rewrite_tree(dir: &Path, pins: &BTreeMap<String, Digest>) -> Result<usize
     if pins.is_empty() {
         return Ok(0);
     }
-    let files =
-        objects::read_dir_files(dir, ContentMode::Kubernetes).map_err(PolicyError::Tree)?;
+    let files = objects::read_dir_files(dir, ContentMode::Kubernetes).map_err(PolicyError::Tree)?;
     let mut changed = 0;
     for (path, bytes) in files {
         let Ok(text) = std::str::from_utf8(&bytes) else {
@@ -194,7 +193,11 @@ fn verify(
         message,
     };
     let parse = |bytes: &[u8]| {
-        objects::parse_tree_all(&[(path.to_string(), bytes.to_vec())], ContentMode::Kubernetes).0
+        objects::parse_tree_all(
+            &[(path.to_string(), bytes.to_vec())],
+            ContentMode::Kubernetes,
+        )
+        .0
     };
     let (old, new) = (parse(before), parse(after));
     let uses = |objects: &[Object]| -> Vec<(String, String)> {
@@ -215,7 +218,10 @@ fn verify(
             None => (at.clone(), image.clone()),
         })
         .collect();
-    let wanted = old_uses.iter().filter(|(_, i)| pins.contains_key(i)).count();
+    let wanted = old_uses
+        .iter()
+        .filter(|(_, i)| pins.contains_key(i))
+        .count();
     if new.len() != old.len() || new_uses != expected || wanted != count {
         return Err(fail(format!(
             "the image references could not be edited in place ({count} values changed, \
@@ -309,9 +315,12 @@ mod tests {
         let d: Digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
             .parse()
             .unwrap();
-        [("nginx:1.27".to_string(), d.clone()), ("127.0.0.1:5001/x/img:1.0".to_string(), d)]
-            .into_iter()
-            .collect()
+        [
+            ("nginx:1.27".to_string(), d.clone()),
+            ("127.0.0.1:5001/x/img:1.0".to_string(), d),
+        ]
+        .into_iter()
+        .collect()
     }
 
     #[test]

@@ -231,7 +231,11 @@ pub fn check(object: &Object, strict: bool, out: &mut Vec<Finding>) {
                     "image {image:?} follows {} and has no digest, so every pull may run \
                      different code; pin it to a version and digest (name:1.2.3@sha256:…), \
                      e.g. with `tresor push --pin-images`",
-                    if r.tag.is_none() { "no tag (latest)" } else { "the latest tag" }
+                    if r.tag.is_none() {
+                        "no tag (latest)"
+                    } else {
+                        "the latest tag"
+                    }
                 ),
             ),
             Ok(_) => push(
@@ -488,7 +492,7 @@ fn argocd_application(spec: Option<&Value>, movable: Severity, push: &mut Push<'
                 path,
                 format!("Application has no targetRevision, so it follows HEAD; {fix}"),
             ),
-            Some(r) if r == "HEAD" => push(
+            Some("HEAD") => push(
                 ARGOCD_TARGET_REVISION,
                 Severity::Error,
                 path,
@@ -520,8 +524,17 @@ mod tests {
             assert!(is_exact_version(exact), "{exact}");
         }
         for range in [
-            "", "1.2", "10.1.x", "^1.2", "~1.2.3", ">=1", "1.2.*", "*", ">=1.0.0 <2.0.0",
-            "1.2.3 || 1.2.4", "latest",
+            "",
+            "1.2",
+            "10.1.x",
+            "^1.2",
+            "~1.2.3",
+            ">=1",
+            "1.2.*",
+            "*",
+            ">=1.0.0 <2.0.0",
+            "1.2.3 || 1.2.4",
+            "latest",
         ] {
             assert!(!is_exact_version(range), "{range}");
         }
