@@ -183,9 +183,15 @@ pub(super) async fn prepare_push(
     if content == ContentMode::Files {
         annotations.insert(ANNOTATION_CONTENT.to_string(), "files".to_string());
     }
+    if pin_images && content == ContentMode::Files {
+        return Err(CliError::Usage(
+            "--pin-images works on Kubernetes pod templates; it cannot be used with --content files"
+                .into(),
+        ));
+    }
     let mut prepared_dir = dir.to_path_buf();
     let mut stage = None;
-    if pin_images && content == ContentMode::Kubernetes {
+    if pin_images {
         let temp = tempfile::Builder::new()
             .prefix(".tresor-pin-")
             .tempdir()

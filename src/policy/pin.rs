@@ -251,7 +251,7 @@ pub fn rewrite_text(text: &str, pins: &BTreeMap<String, Digest>) -> (String, usi
         let before = start.checked_sub(1).and_then(|i| bytes.get(i)).copied();
         if !matches!(
             before,
-            None | Some(b' ' | b'\t' | b'\n' | b'{' | b',' | b'"' | b'\'' | b'-')
+            None | Some(b' ' | b'\t' | b'\n' | b'{' | b',' | b'"' | b'\'')
         ) {
             continue;
         }
@@ -344,8 +344,44 @@ mod tests {
 
     #[test]
     fn values_with_other_keys_or_suffixes_are_left_alone() {
-        let text = "myimage: nginx:1.27\nimage: nginx:1.27x\nimage: nginx:1.27@sha256:00\n";
+        let text = "myimage: nginx:1.27\nsidecar-image: nginx:1.27\nimage: nginx:1.27x\nimage: nginx:1.27@sha256:00\n";
         assert_eq!(rewrite_text(text, &pins()).1, 0);
+    }
+
+    const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.27\n";
+
+    #[test]
+    fn rewrite_tree_pins_pod_images_and_checks_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("d.yaml"), DEPLOY).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "image: nginx:1.27\n").unwrap();
+        assert_eq!(rewrite_tree(dir.path(), &pins()).unwrap(), 1);
+        let text = std::fs::read_to_string(dir.path().join("d.yaml")).unwrap();
+        assert!(text.ends_with("image: nginx:1.27@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"));
+        // Not a manifest: untouched.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+            "image: nginx:1.27\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_tree_refuses_to_touch_image_values_outside_pod_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{DEPLOY}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata:\n  image: nginx:1.27\n"
+        );
+        std::fs::write(dir.path().join("d.yaml"), &text).unwrap();
+        let err = rewrite_tree(dir.path(), &pins()).unwrap_err();
+        assert_eq!(err.reason(), "PinRewriteFailed");
+        assert!(
+            err.to_string().starts_with("cannot pin images in d.yaml:"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("d.yaml")).unwrap(),
+            text
+        );
     }
 
     #[test]
