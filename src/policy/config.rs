@@ -10,7 +10,7 @@
 //! mode: enforce          # enforce | warn | off (push and pull; --policy overrides it)
 //! strict: true           # "can be moved" warnings become errors
 //! rules:
-//!   plaintext-secret: off
+//!   plaintext-secret: "off"   # quoted: YAML 1.1 tools read a bare off as false
 //!   image-not-pinned: error
 //! allow:
 //!   images: [registry.internal.example:5000/base]   # registry or registry/path prefix
