@@ -11,6 +11,8 @@
 //! - [`signing`]: keyless and Sigstore-bundle signature verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
+//! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
+//!   pinning.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -18,6 +20,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod policy;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;

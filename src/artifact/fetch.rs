@@ -127,6 +127,18 @@ pub async fn pull_to_dir(
     output: &Path,
     limits: &Limits,
 ) -> Result<PullOutcome, ArtifactError> {
+    pull_to_dir_checked(repo, artifact, output, limits, |_| Ok(())).await
+}
+
+/// [`pull_to_dir`] with a `check` of the extracted staging directory (e.g. the policy) that
+/// runs before the rename: when it fails, nothing appears at `output`.
+pub async fn pull_to_dir_checked<E: From<ArtifactError>>(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+    output: &Path,
+    limits: &Limits,
+    check: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<PullOutcome, E> {
     check_output(output)?;
     let layer = fetch_layer(repo, artifact).await?;
     let parent = match output.parent() {
@@ -151,7 +163,9 @@ pub async fn pull_to_dir(
         archive::extract_to_dir(std::io::BufReader::new(layer), size, &stage_path, &limits)
     })
     .await
-    .map_err(|e| ArtifactError::Input(format!("extraction failed unexpectedly: {e}")))??;
+    .map_err(|e| ArtifactError::Input(format!("extraction failed unexpectedly: {e}")))?
+    .map_err(ArtifactError::from)?;
+    check(stage.path())?;
     // Re-check right before the switch: another process may have created it meanwhile.
     check_output(output)?;
     if output.exists() {
@@ -203,13 +217,22 @@ pub async fn read_objects(
     limits: &Limits,
     mode: ContentMode,
 ) -> Result<Vec<Object>, ArtifactError> {
+    let files = read_files(repo, artifact, limits).await?;
+    Ok(objects::parse_tree(&files, mode)?)
+}
+
+/// Downloads the layer and returns its files (relative path, bytes) in memory, with limits.
+pub async fn read_files(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+    limits: &Limits,
+) -> Result<Vec<(String, Vec<u8>)>, ArtifactError> {
     let layer = fetch_layer(repo, artifact).await?;
     let size = artifact.layer.size;
     let limits = limits.clone();
     tokio::task::spawn_blocking(move || {
         let files = archive::read_files(std::io::BufReader::new(layer), size, &limits)?;
-        let files: Vec<(String, Vec<u8>)> = files.into_iter().map(|f| (f.path, f.data)).collect();
-        Ok(objects::parse_tree(&files, mode)?)
+        Ok(files.into_iter().map(|f| (f.path, f.data)).collect())
     })
     .await
     .map_err(|e| ArtifactError::Input(format!("reading the artifact failed unexpectedly: {e}")))?

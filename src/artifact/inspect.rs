@@ -47,6 +47,9 @@ pub struct Inspection {
     pub size: u64,
     /// Files in the content layer.
     pub files: Vec<FileEntry>,
+    /// Images pinned by `push --pin-images`: reference as written → digest.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned_images: BTreeMap<String, String>,
 }
 
 /// Reads the manifest and lists the content layer (streamed, bounded, nothing written).
@@ -85,5 +88,8 @@ pub async fn inspect(
             .into_iter()
             .map(|(path, size)| FileEntry { path, size })
             .collect(),
+        pinned_images: annotation(crate::policy::pin::ANNOTATION_PINNED_IMAGES)
+            .and_then(|v| crate::policy::pin::parse_annotation(&v))
+            .unwrap_or_default(),
     })
 }

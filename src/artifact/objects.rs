@@ -259,15 +259,41 @@ pub fn parse_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<Object>, ObjectsError> {
-    let sources: Vec<(String, Source<'_>)> = files
-        .iter()
-        .map(|(path, bytes)| (path.clone(), Source::Bytes(bytes)))
-        .collect();
-    let mut objects = parse_mapped(sources, mode, Depth::Full, |o| o)?;
+    let (objects, errors) = parse_tree_all(files, mode);
+    match errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(objects),
+    }
+}
+
+/// Like [`parse_tree`], but keeps going: returns every object that parsed and every problem
+/// found (in sorted path order), so that `tresor lint` can report all of them at once.
+///
+/// A file that is not valid YAML/JSON contributes no objects; an invalid document or a
+/// duplicate is left out and reported, the rest of the file is kept.
+pub fn parse_tree_all(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+) -> (Vec<Object>, Vec<ObjectsError>) {
+    let (mut objects, errors) = parse_mapped(bytes_sources(files), mode, Depth::Full, |o| o);
     if mode == ContentMode::Kubernetes {
         objects.sort_by(|a, b| a.key.cmp(&b.key));
     }
-    Ok(objects)
+    (objects, errors)
+}
+
+fn bytes_sources(files: &[(String, Vec<u8>)]) -> Vec<(String, Source<'_>)> {
+    files
+        .iter()
+        .map(|(path, bytes)| (path.clone(), Source::Bytes(bytes)))
+        .collect()
+}
+
+fn first_error<T>((items, errors): (Vec<T>, Vec<ObjectsError>)) -> Result<Vec<T>, ObjectsError> {
+    match errors.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(items),
+    }
 }
 
 /// Checks `files` exactly like [`parse_tree`] but keeps only each object's key and place,
@@ -277,11 +303,12 @@ pub fn check_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
-    let sources = files
-        .iter()
-        .map(|(path, bytes)| (path.clone(), Source::Bytes(bytes)))
-        .collect();
-    parse_mapped(sources, mode, Depth::Identity, identity_of)
+    first_error(parse_mapped(
+        bytes_sources(files),
+        mode,
+        Depth::Identity,
+        identity_of,
+    ))
 }
 
 /// Checks the manifests under `dir` like [`check_tree`], reading each file only while it
@@ -293,7 +320,7 @@ pub fn check_dir(dir: &Path, mode: ContentMode) -> Result<Vec<(ObjectKey, Place)
         .iter()
         .map(|(rel, path)| (rel.clone(), Source::File(path)))
         .collect();
-    parse_mapped(sources, mode, Depth::Identity, identity_of)
+    first_error(parse_mapped(sources, mode, Depth::Identity, identity_of))
 }
 
 /// Reads every regular file under `dir` (sorted, symlinks not followed) and calls
@@ -302,6 +329,15 @@ pub fn check_dir(dir: &Path, mode: ContentMode) -> Result<Vec<(ObjectKey, Place)
 /// Only `.yaml`, `.yml` and `.json` files are read; each must be at most
 /// [`MAX_FILE_BYTES`]. Fails with [`ObjectsError::Read`] when the walk or a read fails.
 pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsError> {
+    parse_tree(&read_dir_files(dir, mode)?, mode)
+}
+
+/// The manifest files under `dir` that [`load_dir`] parses, as (relative path, bytes), sorted.
+/// Fails like [`load_dir`] on unreadable or too large files.
+pub fn read_dir_files(
+    dir: &Path,
+    mode: ContentMode,
+) -> Result<Vec<(String, Vec<u8>)>, ObjectsError> {
     let mut paths = Vec::new();
     walk(dir, "", mode, &mut paths)?;
     let mut files = Vec::with_capacity(paths.len());
@@ -309,7 +345,7 @@ pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsErr
         let bytes = std::fs::read(&path).map_err(|source| ObjectsError::Read { path, source })?;
         files.push((rel, bytes));
     }
-    parse_tree(&files, mode)
+    Ok(files)
 }
 
 fn identity_of(object: Object) -> (ObjectKey, Place) {
@@ -325,54 +361,73 @@ enum Source<'a> {
     File(&'a Path),
 }
 
-/// One file's objects, each with its key and place for the duplicate check.
-type FileObjects<T> = Result<Vec<(ObjectKey, Place, T)>, ObjectsError>;
+/// What one file yields, in document order: objects (with key and place for the
+/// duplicate check) and problems.
+enum Item<T> {
+    Object(ObjectKey, Place, T),
+    Problem(ObjectsError),
+}
 
 /// Parses the files on all cores (each worker takes the next file), maps each object right
 /// away so a caller can drop the parsed value early, then merges in sorted path order,
-/// checking duplicates; the reported error is the first in path order, as sequentially.
+/// checking duplicates. Problems come back in path and document order, exactly as a
+/// sequential parse finds them; a file that does not parse yields no objects.
 fn parse_mapped<T: Send>(
     mut files: Vec<(String, Source<'_>)>,
     mode: ContentMode,
     depth: Depth,
     map: impl Fn(Object) -> T + Sync,
-) -> Result<Vec<T>, ObjectsError> {
+) -> (Vec<T>, Vec<ObjectsError>) {
     files.retain(|(path, _)| format_of(path, mode).is_some());
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let parse_one = |(path, source): &(String, Source<'_>)| -> FileObjects<T> {
+    let parse_one = |(path, source): &(String, Source<'_>)| -> Vec<Item<T>> {
         let Some(format) = format_of(path, mode) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let owned;
         let bytes = match source {
             Source::Bytes(bytes) => *bytes,
-            Source::File(file) => {
-                owned = std::fs::read(file).map_err(|source| ObjectsError::Read {
-                    path: file.to_path_buf(),
-                    source,
-                })?;
-                &owned[..]
-            }
+            Source::File(file) => match std::fs::read(file) {
+                Ok(read) => {
+                    owned = read;
+                    &owned[..]
+                }
+                Err(source) => {
+                    return vec![Item::Problem(ObjectsError::Read {
+                        path: file.to_path_buf(),
+                        source,
+                    })]
+                }
+            },
+        };
+        let docs = match parse_file(path, bytes, format, depth) {
+            Ok(docs) => docs,
+            Err(err) => return vec![Item::Problem(err)],
         };
         let mut out = Vec::new();
-        for doc in parse_file(path, bytes, format, depth)? {
-            for object in objects_of(path, doc, mode)? {
-                out.push((object.key.clone(), object.place(), map(object)));
+        for doc in docs {
+            match objects_of(path, doc, mode) {
+                Ok(objects) => out.extend(
+                    objects
+                        .into_iter()
+                        .map(|o| Item::Object(o.key.clone(), o.place(), map(o))),
+                ),
+                Err(err) => out.push(Item::Problem(err)),
             }
         }
-        Ok(out)
+        out
     };
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
         .clamp(1, 8)
         .min(files.len().div_ceil(8).max(1));
-    let parsed: Vec<FileObjects<T>> = if threads == 1 {
+    let parsed: Vec<Vec<Item<T>>> = if threads == 1 {
         files.iter().map(parse_one).collect()
     } else {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut indexed: Vec<(usize, FileObjects<T>)> = std::thread::scope(|scope| {
+        let mut indexed: Vec<(usize, Vec<Item<T>>)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
@@ -392,10 +447,10 @@ fn parse_mapped<T: Send>(
                     w.join().unwrap_or_else(|_| {
                         vec![(
                             0,
-                            Err(ObjectsError::Read {
+                            vec![Item::Problem(ObjectsError::Read {
                                 path: PathBuf::from("<parser thread>"),
                                 source: std::io::Error::other("manifest parser thread failed"),
-                            }),
+                            })],
                         )]
                     })
                 })
@@ -406,23 +461,28 @@ fn parse_mapped<T: Send>(
     };
 
     let mut objects = Vec::new();
+    let mut problems = Vec::new();
     let mut seen: BTreeMap<ObjectKey, Place> = BTreeMap::new();
-    for file_objects in parsed {
-        for (key, place, object) in file_objects? {
-            if mode == ContentMode::Kubernetes {
-                if let Some(first) = seen.get(&key) {
-                    return Err(ObjectsError::Duplicate {
-                        key: Box::new(key),
-                        first: first.clone(),
-                        second: place,
-                    });
+    for item in parsed.into_iter().flatten() {
+        match item {
+            Item::Problem(err) => problems.push(err),
+            Item::Object(key, place, object) => {
+                if mode == ContentMode::Kubernetes {
+                    if let Some(first) = seen.get(&key) {
+                        problems.push(ObjectsError::Duplicate {
+                            key: Box::new(key),
+                            first: first.clone(),
+                            second: place,
+                        });
+                        continue;
+                    }
+                    seen.insert(key, place);
                 }
-                seen.insert(key, place);
+                objects.push(object);
             }
-            objects.push(object);
         }
     }
-    Ok(objects)
+    (objects, problems)
 }
 
 fn walk(

@@ -59,12 +59,21 @@ pub(super) async fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
         let others: Vec<_> = info
             .annotations
             .iter()
-            .filter(|(k, _)| !k.starts_with("org.opencontainers.image."))
+            .filter(|(k, _)| {
+                !k.starts_with("org.opencontainers.image.")
+                    && k.as_str() != crate::policy::pin::ANNOTATION_PINNED_IMAGES
+            })
             .collect();
         if !others.is_empty() {
             let _ = writeln!(s, "Annotations:");
             for (k, v) in others {
                 let _ = writeln!(s, "  {k}={v}");
+            }
+        }
+        if !info.pinned_images.is_empty() {
+            let _ = writeln!(s, "Pinned images ({}):", info.pinned_images.len());
+            for (image, digest) in &info.pinned_images {
+                let _ = writeln!(s, "  {image}@{digest}");
             }
         }
         let _ = writeln!(s, "Size:        {} bytes", info.size);

@@ -6,6 +6,7 @@
 mod args;
 mod diff;
 mod inspect;
+mod lint;
 mod list;
 pub mod printer;
 mod pull;
@@ -21,6 +22,7 @@ pub use args::{parse_size, LimitArgs, RegistryArgs};
 pub use printer::{Format, Printer};
 
 use crate::artifact::ArtifactError;
+use crate::policy::PolicyError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 
@@ -53,6 +55,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Keep a directory equal to an artifact: verify, switch atomically, undo drift.
     Sync(sync::SyncArgs),
+    /// Check a directory or artifact against the immutability policy (exit 1 on errors).
+    Lint(lint::LintArgs),
 }
 
 /// Why a command failed.
@@ -70,6 +74,12 @@ pub enum CliError {
     /// The content was refused because it could not be verified (exit code 1).
     #[error("{0}")]
     Unverified(String),
+    /// The policy file is unusable, or images could not be pinned.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The policy refused the content (exit code 1).
+    #[error("{0}")]
+    PolicyRefused(String),
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -89,6 +99,8 @@ impl CliError {
             Self::Registry(e) => e.reason(),
             Self::Artifact(e) => e.reason(),
             Self::Unverified(_) => "Unverified",
+            Self::Policy(e) => e.reason(),
+            Self::PolicyRefused(_) => "PolicyViolation",
             Self::Usage(_) => "InvalidArguments",
             Self::Sync(e) => e.reason(),
             Self::Agent(e) => e.reason(),
@@ -98,7 +110,7 @@ impl CliError {
     /// The process exit code for this error: 1 for refused content, 2 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Unverified(_) => ExitCode::from(1),
+            Self::Unverified(_) | Self::PolicyRefused(_) => ExitCode::from(1),
             _ => ExitCode::from(2),
         }
     }
@@ -114,5 +126,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
         Command::Sync(a) => sync::run(a).await,
+        Command::Lint(a) => lint::run(a).await,
     }
 }

@@ -20,6 +20,8 @@ pub struct PullArgs {
     /// Accept content without verifying a signature. Required until trust material is given.
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    policy: super::lint::PolicyArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -40,7 +42,14 @@ pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     }
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
-    let outcome = fetch::pull_to_dir(&repo, &artifact, &args.output, &args.limits.limits()).await?;
+    let (policy, mode) = args.policy.load()?;
+    let annotations = &artifact.manifest.annotations;
+    let check = |staged: &std::path::Path| {
+        super::lint::check_pulled(staged, annotations, &policy, mode, &printer)
+    };
+    let outcome =
+        fetch::pull_to_dir_checked(&repo, &artifact, &args.output, &args.limits.limits(), check)
+            .await?;
     printer.result(&outcome, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,12 @@ pub struct PushArgs {
     /// What the directory holds.
     #[arg(long, value_enum, default_value = "kubernetes")]
     pub content: Content,
+    /// Resolve image tags in pod templates to digests (HEAD against each image's registry)
+    /// and push `name:tag@sha256:…` in the packaged copy; your files stay untouched.
+    #[arg(long)]
+    pub pin_images: bool,
+    #[command(flatten)]
+    policy: super::lint::PolicyArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -99,6 +105,31 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             args.dir.display()
         ));
     }
+    let content = match args.content {
+        Content::Kubernetes => ContentMode::Kubernetes,
+        Content::Files => ContentMode::Files,
+    };
+    let registry = args.registry.options()?;
+    let prepared = super::lint::prepare_push(
+        super::lint::PushInput {
+            dir: &args.dir,
+            reference: &reference,
+            content,
+            pin_images: args.pin_images,
+            resolve_symlinks: args.resolve_symlinks,
+            policy: &args.policy,
+            registry: &registry,
+        },
+        &printer,
+    )
+    .await?;
+    for (key, value) in &prepared.annotations {
+        if annotations.insert(key.clone(), value.clone()).is_some() {
+            return Err(CliError::Usage(format!(
+                "annotation {key} is set by tresor; remove --annotation {key}=…"
+            )));
+        }
+    }
     let options = PushOptions {
         source,
         revision,
@@ -110,12 +141,8 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
         },
         overwrite: args.overwrite,
         resolve_symlinks: args.resolve_symlinks,
-        content: match args.content {
-            Content::Kubernetes => ContentMode::Kubernetes,
-            Content::Files => ContentMode::Files,
-        },
+        content,
     };
-    let registry = args.registry.options()?;
     let repo = Repository::open(&reference, &registry)?;
 
     let progress =
@@ -125,10 +152,14 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     progress.set_message(format!("packaging {}", args.dir.display()));
-    let dir = args.dir.clone();
+    let dir = prepared.dir.clone();
     let package = tokio::task::spawn_blocking(move || push::package(&dir, &options))
         .await
         .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
+    if let Err(e) = prepared.check(&printer).await {
+        progress.finish_and_clear();
+        return Err(e);
+    }
     progress.inc(1);
     progress.set_message(format!(
         "uploading {} ({} bytes) to {}",

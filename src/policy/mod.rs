@@ -1,0 +1,281 @@
+//! Immutability policy (OpenGitOps principle 2): does re-applying these manifests in a year
+//! give the same result?
+//!
+//! [`lint_files`] (and [`lint_dir`]) run the [`rules`] over the objects of a tree and return a
+//! [`Report`] of [`Finding`]s, each with a stable kebab-case rule id, a [`Severity`], the
+//! file, document index, object and field path, and a message saying how to fix it. Parse
+//! errors and duplicate objects are findings too (`parse-error`, `duplicate-object`), so one
+//! run shows every problem instead of stopping at the first.
+//!
+//! A [`config::Policy`] (the `--policy-file`, schema in `schemas/policy.schema.json`) sets the
+//! [`Mode`] used by `push` and `pull`, strictness, per-rule severity overrides and
+//! allow-lists. [`image`] parses container image references, [`pin`] resolves image tags to
+//! digests and rewrites them in a staged copy of a tree (`push --pin-images`).
+
+pub mod config;
+pub mod image;
+pub mod pin;
+pub mod rules;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::objects::{self, ContentMode, ObjectsError};
+
+pub use config::Policy;
+
+/// How bad a finding is. Only `error` findings fail `lint` and refuse pushes and pulls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Reported, but does not fail anything.
+    Warning,
+    /// Fails `tresor lint` (exit 1) and, in `enforce` mode, refuses push and pull.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        })
+    }
+}
+
+/// What `push` and `pull` do with findings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse when there is a finding at error severity; print warnings.
+    #[default]
+    Enforce,
+    /// Print every finding on stderr and carry on.
+    Warn,
+    /// Do not run the policy.
+    Off,
+}
+
+/// One problem found in a tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable kebab-case rule id, e.g. `image-not-pinned`.
+    pub rule: String,
+    /// Severity after strictness and overrides.
+    pub severity: Severity,
+    /// File of the problem, relative to the tree, `/`-separated.
+    pub file: String,
+    /// 0-based document index in the file (`None` when the file could not be split).
+    pub document: Option<usize>,
+    /// 0-based index in `items` when the document is a `kind: List`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    /// 1-based line: where the document starts, or where a syntax error is.
+    pub line: Option<usize>,
+    /// The object, `Kind.group/namespace/name` (see [`objects::ObjectKey`]).
+    pub object: Option<String>,
+    /// Field path inside the object, e.g. `spec.template.spec.initContainers[0].image`.
+    pub path: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Finding {
+    /// Sort key: file, document, item, path, rule.
+    fn sort_key(&self) -> (&str, Option<usize>, Option<usize>, Option<&str>, &str) {
+        (
+            &self.file,
+            self.document,
+            self.item,
+            self.path.as_deref(),
+            &self.rule,
+        )
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]: {}", self.severity, self.rule, self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        match (self.document, self.item) {
+            (Some(document), Some(item)) => write!(f, " (document {document} item {item})")?,
+            (Some(document), None) => write!(f, " (document {document})")?,
+            _ => {}
+        }
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, ": {path}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The findings of one run, sorted by file, document, item, path and rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Every finding (warnings included).
+    pub findings: Vec<Finding>,
+    /// How many objects were checked.
+    pub objects: usize,
+}
+
+impl Report {
+    /// Number of findings at error severity.
+    pub fn errors(&self) -> usize {
+        self.count(Severity::Error)
+    }
+
+    /// Number of findings at warning severity.
+    pub fn warnings(&self) -> usize {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// One line: `2 errors, 1 warning in 12 objects`.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, word: &str| {
+            if n == 1 {
+                format!("{n} {word}")
+            } else {
+                format!("{n} {word}s")
+            }
+        };
+        format!(
+            "{}, {} in {}",
+            plural(self.errors(), "error"),
+            plural(self.warnings(), "warning"),
+            plural(self.objects, "object")
+        )
+    }
+
+    /// Every finding on its own line, then the summary.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for finding in &self.findings {
+            out.push_str(&finding.to_string());
+            out.push('\n');
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+}
+
+/// Errors of the policy itself (not findings): an unusable policy file, an unreadable tree,
+/// an image that cannot be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    ReadPolicy {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The policy file is not valid (syntax, unknown field, unknown rule id, bad value).
+    #[error("invalid policy file {path}: {message}; see schemas/policy.schema.json")]
+    InvalidPolicy {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tree could not be read (not a parse error: those are findings).
+    #[error(transparent)]
+    Tree(ObjectsError),
+    /// Staging a copy of the tree for `--pin-images` failed.
+    #[error("cannot stage {path} for --pin-images: {message}")]
+    Stage {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// An image tag could not be resolved to a digest.
+    #[error("cannot pin image {image}: {reason}")]
+    Unresolvable {
+        /// The image reference as written.
+        image: String,
+        /// Why (registry error, not found, …).
+        reason: String,
+    },
+    /// A resolved image could not be written back into the YAML text.
+    #[error("cannot pin images in {file}: {message}")]
+    Rewrite {
+        /// The file.
+        file: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}
+
+impl PolicyError {
+    /// Stable CamelCase reason for conditions, events, metrics and JSON output.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ReadPolicy { .. } => "PolicyUnreadable",
+            Self::InvalidPolicy { .. } => "InvalidPolicy",
+            Self::Tree(e) => e.reason(),
+            Self::Stage { .. } => "StageFailed",
+            Self::Unresolvable { .. } => "ImageUnresolvable",
+            Self::Rewrite { .. } => "PinRewriteFailed",
+        }
+    }
+}
+
+/// Lints the manifest files of a tree (relative path, bytes). Never fails: parse errors and
+/// duplicates become findings.
+pub fn lint_files(files: &[(String, Vec<u8>)], mode: ContentMode, policy: &Policy) -> Report {
+    let (objects, errors) = objects::parse_tree_all(files, mode);
+    let mut findings: Vec<Finding> = errors.iter().filter_map(rules::object_error).collect();
+    for object in &objects {
+        rules::check(object, policy.strict, &mut findings);
+    }
+    let mut findings = policy.apply(findings, &objects);
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Report {
+        findings,
+        objects: objects.len(),
+    }
+}
+
+/// Lints the tree under `dir`. Fails only when the tree cannot be read.
+pub fn lint_dir(dir: &Path, mode: ContentMode, policy: &Policy) -> Result<Report, PolicyError> {
+    let files = objects::read_dir_files(dir, mode).map_err(PolicyError::Tree)?;
+    Ok(lint_files(&files, mode, policy))
+}
+
+/// What a gate decided: carry on (with warnings to show) or refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to do (no findings, or mode `off`).
+    Pass,
+    /// Carry on, but show these findings on stderr.
+    Warn(Vec<Finding>),
+    /// Refuse: at least one finding at error severity in `enforce` mode. All findings.
+    Refuse(Vec<Finding>),
+}
+
+/// Applies `mode` to `report`: `enforce` refuses on errors (warnings alone pass with a
+/// notice), `warn` passes with every finding shown, `off` passes silently.
+pub fn gate(report: Report, mode: Mode) -> Verdict {
+    match mode {
+        Mode::Off => Verdict::Pass,
+        _ if report.findings.is_empty() => Verdict::Pass,
+        Mode::Enforce if report.errors() > 0 => Verdict::Refuse(report.findings),
+        _ => Verdict::Warn(report.findings),
+    }
+}
