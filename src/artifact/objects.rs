@@ -332,6 +332,33 @@ pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsErr
     parse_tree(&read_dir_files(dir, mode)?, mode)
 }
 
+/// Parses `files` on all cores and hands every object to `map` as soon as it is parsed,
+/// so the caller keeps only what it derives (findings, keys) and not the parse trees.
+/// Returns what `map` made, in path and document order, and every problem found.
+pub fn scan_tree<T: Send>(
+    files: &[(String, Vec<u8>)],
+    mode: ContentMode,
+    map: impl Fn(Object) -> T + Sync,
+) -> (Vec<T>, Vec<ObjectsError>) {
+    parse_mapped(bytes_sources(files), mode, Depth::Full, map)
+}
+
+/// Like [`scan_tree`] for the manifests under `dir`, each file read only while it is parsed.
+/// Fails only when the directory cannot be walked.
+pub fn scan_dir<T: Send>(
+    dir: &Path,
+    mode: ContentMode,
+    map: impl Fn(Object) -> T + Sync,
+) -> Result<(Vec<T>, Vec<ObjectsError>), ObjectsError> {
+    let mut files = Vec::new();
+    walk(dir, "", mode, &mut files)?;
+    let sources = files
+        .iter()
+        .map(|(rel, path)| (rel.clone(), Source::File(path)))
+        .collect();
+    Ok(parse_mapped(sources, mode, Depth::Full, map))
+}
+
 /// The manifest files under `dir` that [`load_dir`] parses, as (relative path, bytes), sorted.
 /// Fails like [`load_dir`] on unreadable or too large files.
 pub fn read_dir_files(

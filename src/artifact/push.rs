@@ -54,8 +54,6 @@ pub struct Package {
     pub layer: Bytes,
     /// Files in the layer, in archive order.
     pub files: Vec<String>,
-    /// Number of Kubernetes objects validated (0 in files mode).
-    pub objects: usize,
 }
 
 /// Result of a push, as printed by `tresor push --format json`.
@@ -81,6 +79,22 @@ pub struct PushOutcome {
 
 /// Validates and packs `dir` (in parallel) and builds the manifest.
 pub fn package(dir: &Path, options: &PushOptions) -> Result<Package, ArtifactError> {
+    let content = options.content;
+    let (package, _) = package_with(dir, options, |dir| {
+        Ok(objects::check_dir(dir, content)?.len())
+    })?;
+    Ok(package)
+}
+
+/// Packs `dir` while `validate` checks it on another thread (e.g. the immutability policy,
+/// which needs the full parse anyway, so the tree is parsed once). `validate` must fail
+/// with [`ArtifactError::Objects`] on parse errors and duplicates; its result is returned
+/// next to the package.
+pub fn package_with<V: Send>(
+    dir: &Path,
+    options: &PushOptions,
+    validate: impl FnOnce(&Path) -> Result<V, ArtifactError> + Send,
+) -> Result<(Package, V), ArtifactError> {
     let created = options.created.timestamp().map_err(ArtifactError::Input)?;
     let mut annotations = BTreeMap::new();
     for (key, value) in &options.annotations {
@@ -100,8 +114,8 @@ pub fn package(dir: &Path, options: &PushOptions) -> Result<Package, ArtifactErr
         annotations.insert(ANNOTATION_REVISION.to_string(), revision.clone());
     }
 
-    let (packed, objects) = std::thread::scope(|scope| {
-        let validation = scope.spawn(|| objects::check_dir(dir, options.content));
+    let (packed, validated) = std::thread::scope(|scope| {
+        let validation = scope.spawn(|| validate(dir));
         (
             archive::pack(
                 dir,
@@ -115,7 +129,7 @@ pub fn package(dir: &Path, options: &PushOptions) -> Result<Package, ArtifactErr
     // Directory problems (missing, empty, symlinks) come from the packer with the clearest
     // message; parse errors from validation.
     let packed = packed?;
-    let objects = objects
+    let validated = validated
         .map_err(|_| ArtifactError::Input("manifest validation failed unexpectedly".into()))??;
 
     let mut layer = Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &[]);
@@ -131,17 +145,14 @@ pub fn package(dir: &Path, options: &PushOptions) -> Result<Package, ArtifactErr
         annotations,
     };
     let manifest_bytes = manifest.to_bytes();
-    Ok(Package {
+    let package = Package {
         digest: Digest::of(&manifest_bytes),
         manifest,
         manifest_bytes,
         layer: Bytes::from(packed.layer),
         files: packed.files,
-        objects: match options.content {
-            ContentMode::Kubernetes => objects.len(),
-            ContentMode::Files => 0,
-        },
-    })
+    };
+    Ok((package, validated))
 }
 
 /// Uploads `package` to `reference` (which must carry a tag).

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::artifact::objects::ContentMode;
+use crate::artifact::objects::{self, ContentMode};
+use crate::artifact::push::{self, Package, PushOptions};
 use crate::artifact::{fetch, ArtifactError};
-use crate::policy::{self, pin, rules, Mode, Policy, Report, Verdict};
+use crate::policy::{self, pin, Mode, Policy, Report, Verdict};
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
 
@@ -239,21 +240,39 @@ pub(super) async fn prepare_push(
 }
 
 impl Prepared {
-    /// Lints what will be pushed and refuses or warns per mode. Runs after packaging, which
-    /// already refused parse errors and duplicates (so those are not repeated here).
-    pub(super) async fn check(&self, printer: &Printer) -> Result<(), CliError> {
-        if self.mode == Mode::Off {
-            return Ok(());
+    /// Packages the (possibly pinned) tree and lints it on another thread while it is
+    /// packed, parsing it once: parse errors and duplicates fail the packaging (exit 2, as
+    /// without a policy), findings are refused or shown per mode afterwards.
+    pub(super) async fn package(
+        &self,
+        options: PushOptions,
+        printer: &Printer,
+    ) -> Result<Package, CliError> {
+        let (dir, content, policy, mode) = (
+            self.dir.clone(),
+            self.content,
+            self.policy.clone(),
+            self.mode,
+        );
+        let (package, report) = tokio::task::spawn_blocking(move || {
+            if mode == Mode::Off {
+                return push::package(&dir, &options).map(|p| (p, None));
+            }
+            push::package_with(&dir, &options, |dir| {
+                let (per_object, mut errors) =
+                    objects::scan_dir(dir, content, |o| policy::lint_object(&o, &policy))?;
+                if !errors.is_empty() {
+                    return Err(errors.swap_remove(0).into());
+                }
+                Ok(Some(policy::report((per_object, errors), &policy)))
+            })
+        })
+        .await
+        .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
+        if let Some(report) = report {
+            enforce(policy::gate(report, self.mode), "the push", printer)?;
         }
-        let (dir, content, policy) = (self.dir.clone(), self.content, self.policy.clone());
-        let mut report =
-            tokio::task::spawn_blocking(move || policy::lint_dir(&dir, content, &policy))
-                .await
-                .map_err(|e| CliError::Usage(format!("lint failed unexpectedly: {e}")))??;
-        report
-            .findings
-            .retain(|f| f.rule != rules::PARSE_ERROR && f.rule != rules::DUPLICATE_OBJECT);
-        enforce(policy::gate(report, self.mode), "the push", printer)
+        Ok(package)
     }
 }
 

@@ -152,14 +152,13 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     progress.set_message(format!("packaging {}", args.dir.display()));
-    let dir = prepared.dir.clone();
-    let package = tokio::task::spawn_blocking(move || push::package(&dir, &options))
-        .await
-        .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
-    if let Err(e) = prepared.check(&printer).await {
-        progress.finish_and_clear();
-        return Err(e);
-    }
+    let package = match prepared.package(options, &printer).await {
+        Ok(package) => package,
+        Err(e) => {
+            progress.finish_and_clear();
+            return Err(e);
+        }
+    };
     progress.inc(1);
     progress.set_message(format!(
         "uploading {} ({} bytes) to {}",

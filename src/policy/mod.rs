@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::objects::{self, ContentMode, ObjectsError};
+use crate::artifact::objects::{self, ContentMode, Object, ObjectsError};
 
 pub use config::Policy;
 
@@ -239,23 +239,36 @@ impl PolicyError {
 /// Lints the manifest files of a tree (relative path, bytes). Never fails: parse errors and
 /// duplicates become findings.
 pub fn lint_files(files: &[(String, Vec<u8>)], mode: ContentMode, policy: &Policy) -> Report {
-    let (objects, errors) = objects::parse_tree_all(files, mode);
-    let mut findings: Vec<Finding> = errors.iter().filter_map(rules::object_error).collect();
-    for object in &objects {
-        rules::check(object, policy.strict, &mut findings);
-    }
-    let mut findings = policy.apply(findings, &objects);
-    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    Report {
-        findings,
-        objects: objects.len(),
-    }
+    let scanned = objects::scan_tree(files, mode, |object| lint_object(&object, policy));
+    report(scanned, policy)
 }
 
-/// Lints the tree under `dir`. Fails only when the tree cannot be read.
+/// Lints the tree under `dir` on all cores, reading each file only while it is parsed.
+/// Fails only when the tree cannot be walked.
 pub fn lint_dir(dir: &Path, mode: ContentMode, policy: &Policy) -> Result<Report, PolicyError> {
-    let files = objects::read_dir_files(dir, mode).map_err(PolicyError::Tree)?;
-    Ok(lint_files(&files, mode, policy))
+    let scanned = objects::scan_dir(dir, mode, |object| lint_object(&object, policy))
+        .map_err(PolicyError::Tree)?;
+    Ok(report(scanned, policy))
+}
+
+/// The findings for one object, with the policy's overrides and allow-lists applied.
+pub fn lint_object(object: &Object, policy: &Policy) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    rules::check(object, policy.strict, &mut findings);
+    policy.apply(findings, std::slice::from_ref(object))
+}
+
+/// Builds the report from per-object findings and the tree's problems.
+pub fn report(
+    (per_object, errors): (Vec<Vec<Finding>>, Vec<ObjectsError>),
+    policy: &Policy,
+) -> Report {
+    let problems: Vec<Finding> = errors.iter().filter_map(rules::object_error).collect();
+    let objects = per_object.len();
+    let mut findings = policy.apply(problems, &[]);
+    findings.extend(per_object.into_iter().flatten());
+    findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Report { findings, objects }
 }
 
 /// What a gate decided: carry on (with warnings to show) or refuse.
