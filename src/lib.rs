@@ -8,6 +8,7 @@
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,4 +18,5 @@ pub mod cli;
 pub mod digest;
 pub mod reference;
 pub mod registry;
+pub mod signing;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::artifact::archive::Limits;
 use crate::registry::{auth, RegistryError, RegistryOptions};
+use crate::signing::policy::{PolicyError, Require, TrustPolicy};
 
 /// How to reach the registry.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +76,37 @@ impl LimitArgs {
             max_ratio: self.max_ratio.unwrap_or(d.max_ratio),
         }
     }
+}
+
+/// Trust material: who must have signed an artifact (shared by verify, pull, sync, apply).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// Public key (PEM, e.g. cosign.pub) of a trusted signer (repeatable).
+    #[arg(long = "key", value_name = "PUB", conflicts_with = "policy")]
+    pub keys: Vec<PathBuf>,
+    /// How many of the --key signers must have signed: any, all, or a number.
+    #[arg(long, value_name = "any|all|N", value_parser = parse_require, requires = "keys")]
+    pub require: Option<Require>,
+    /// Trust policy file (YAML or JSON, kind TrustPolicy): named authorities and a rule.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The trust policy, or `None` when no trust material was given.
+    pub fn policy(&self) -> Result<Option<TrustPolicy>, PolicyError> {
+        if let Some(path) = &self.policy {
+            return TrustPolicy::from_file(path).map(Some);
+        }
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        TrustPolicy::for_keys(&self.keys, self.require.unwrap_or(Require::Any)).map(Some)
+    }
+}
+
+fn parse_require(text: &str) -> Result<Require, String> {
+    text.parse()
 }
 
 /// Parses `1234`, `10KiB`, `512MiB`, `1GiB`, `100MB`, `2G`.

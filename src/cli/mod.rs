@@ -6,22 +6,26 @@
 mod args;
 mod diff;
 mod inspect;
+mod keygen;
 mod list;
 pub mod printer;
 mod pull;
 mod push;
+mod sign;
 mod tag;
+mod verify;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{parse_size, LimitArgs, RegistryArgs};
+pub use args::{parse_size, LimitArgs, RegistryArgs, TrustArgs};
 pub use printer::{Format, Printer};
 
 use crate::artifact::ArtifactError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
+use crate::signing::{SigningError, VerifyError};
 
 /// tresor: signed, digest-pinned OCI artifacts for GitOps without Git in the cluster.
 #[derive(Debug, Parser)]
@@ -50,6 +54,12 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// List the tags of a repository with their digests and creation times.
     List(list::ListArgs),
+    /// Create a cosign key pair (cosign.key, cosign.pub).
+    Keygen(keygen::KeygenArgs),
+    /// Sign an artifact with a cosign private key (appends to existing signatures).
+    Sign(sign::SignArgs),
+    /// Verify an artifact's signatures against keys or a trust policy (exit 1 if not trusted).
+    Verify(verify::VerifyArgs),
 }
 
 /// Why a command failed.
@@ -67,6 +77,12 @@ pub enum CliError {
     /// The content was refused because it could not be verified (exit code 1).
     #[error("{0}")]
     Unverified(String),
+    /// Signing failed.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    /// Verification failed or could not run (exit code 1 when the content is not trusted).
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -80,6 +96,8 @@ impl CliError {
             Self::Registry(e) => e.reason(),
             Self::Artifact(e) => e.reason(),
             Self::Unverified(_) => "Unverified",
+            Self::Signing(e) => e.reason(),
+            Self::Verify(e) => e.reason(),
             Self::Usage(_) => "InvalidArguments",
         }
     }
@@ -88,6 +106,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Unverified(_) => ExitCode::from(1),
+            Self::Verify(e) if e.is_unverified() => ExitCode::from(1),
             _ => ExitCode::from(2),
         }
     }
@@ -102,5 +121,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Diff(a) => diff::run(a).await,
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
+        Command::Keygen(a) => keygen::run(a),
+        Command::Sign(a) => sign::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
     }
 }

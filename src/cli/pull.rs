@@ -7,7 +7,8 @@ use crate::artifact::fetch;
 use crate::reference::Reference;
 use crate::registry::Repository;
 
-use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
+use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
+use crate::signing::{self, VerifyError};
 
 /// Arguments of `tresor pull`.
 #[derive(Debug, clap::Args)]
@@ -17,9 +18,12 @@ pub struct PullArgs {
     /// Directory to create with the artifact's files (must not exist or be empty).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Accept content without verifying a signature. Required until trust material is given.
+    /// Accept content without verifying a signature (explicit opt-out; ignored when trust
+    /// material is given, which is then always checked).
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -32,14 +36,33 @@ pub struct PullArgs {
 pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
-    if !args.allow_unsigned {
+    let policy = args.trust.policy().map_err(VerifyError::from)?;
+    if policy.is_none() && !args.allow_unsigned {
         return Err(CliError::Unverified(format!(
             "refusing to pull {reference}: no trust material given, so its signature cannot be \
-             verified; pass --allow-unsigned to accept unverified content explicitly"
+             verified; pass --key PUB or --policy FILE, or --allow-unsigned to accept \
+             unverified content explicitly"
         )));
     }
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
+    // Verification reads manifests and signature payloads only: nothing of the artifact's
+    // content is downloaded unless it passes.
+    match &policy {
+        Some(policy) => {
+            let verification = signing::verify(&repo, &artifact, policy).await?;
+            for s in &verification.signatures {
+                printer.note(format!(
+                    "verified: signed by {} ({})",
+                    s.authority, s.signer
+                ));
+            }
+        }
+        None => printer.note(format!(
+            "warning: pulling {} without signature verification (--allow-unsigned)",
+            artifact.reference.pinned(&artifact.digest)
+        )),
+    }
     let outcome = fetch::pull_to_dir(&repo, &artifact, &args.output, &args.limits.limits()).await?;
     printer.result(&outcome, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)

@@ -52,6 +52,10 @@ pub struct PushArgs {
     /// What the directory holds.
     #[arg(long, value_enum, default_value = "kubernetes")]
     pub content: Content,
+    /// Sign the pushed artifact with this cosign private key right after the upload
+    /// (password from COSIGN_PASSWORD or a prompt; asked before anything is uploaded).
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -117,6 +121,12 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     };
     let registry = args.registry.options()?;
     let repo = Repository::open(&reference, &registry)?;
+    // A wrong password must fail before anything is uploaded.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(super::sign::load_key)
+        .transpose()?;
 
     let progress =
         indicatif::ProgressBar::with_draw_target(Some(3), indicatif::ProgressDrawTarget::stderr());
@@ -146,6 +156,19 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             reference
         ));
     }
-    printer.result(&outcome, || format!("{}\n", outcome.reference));
+    let Some(key) = sign_key else {
+        printer.result(&outcome, || format!("{}\n", outcome.reference));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let signed = crate::signing::legacy::sign(&repo, &reference, &outcome.digest, &key).await?;
+    printer.note(super::sign::describe(&signed).trim_end());
+    let mut doc = serde_json::to_value(&outcome).unwrap_or_default();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "signature".into(),
+            serde_json::to_value(&signed).unwrap_or_default(),
+        );
+    }
+    printer.result(&doc, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,85 @@
+//! `tresor verify REF (--key PUB… [--require any|all|N] | --policy FILE)`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use crate::artifact::fetch;
+use crate::reference::Reference;
+use crate::registry::Repository;
+use crate::signing::{self, Verification, VerifyError};
+
+use super::{CliError, Format, Printer, RegistryArgs, TrustArgs};
+
+/// Arguments of `tresor verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
+    pub reference: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Text listing signers and provenance of a passed verification.
+pub(super) fn describe(v: &Verification) -> String {
+    let mut out = format!("Verified {} (require {})\n", v.reference, v.require);
+    for s in &v.signatures {
+        let _ = writeln!(
+            out,
+            "  signed by {}: {} [{}]",
+            s.authority, s.signer, s.source
+        );
+    }
+    let p = &v.provenance;
+    for (label, value) in [
+        ("source", &p.source),
+        ("revision", &p.revision),
+        ("created", &p.created),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<9} {}",
+            value.as_deref().unwrap_or("(not recorded)")
+        );
+    }
+    out
+}
+
+pub(super) async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let printer = Printer::new(args.format);
+    let reference: Reference = args.reference.parse()?;
+    let policy = args
+        .trust
+        .policy()
+        .map_err(VerifyError::from)?
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no trust material: give --key PUB (repeatable) or --policy FILE".into(),
+            )
+        })?;
+    let repo = Repository::open(&reference, &args.registry.options()?)?;
+    let artifact = fetch::resolve(&repo, &reference).await?;
+    match signing::verify(&repo, &artifact, &policy).await {
+        Ok(verification) => {
+            printer.result(&verification, || describe(&verification));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if printer.format() == Format::Json && e.is_unverified() {
+                let doc = serde_json::json!({
+                    "reference": artifact.reference.pinned(&artifact.digest),
+                    "digest": artifact.digest,
+                    "verified": false,
+                    "reason": e.reason(),
+                    "message": e.to_string(),
+                });
+                printer.result(&doc, String::new);
+            }
+            Err(e.into())
+        }
+    }
+}
