@@ -701,3 +701,80 @@ fn tampered_foreign_and_malformed_signatures_are_rejected() {
     assert_eq!(r, "TooManySignatures");
     assert!(err.contains("5000 signature layers"), "{err}");
 }
+
+#[test]
+fn verify_and_pull_with_a_policy_file() {
+    let work = tempfile::tempdir().unwrap();
+    let (key_a, pub_a) = keypair(work.path(), "a");
+    let (key_b, _) = keypair(work.path(), "b");
+    let layout = work.path().join("layout");
+    let reference = layout_ref(&layout, "v1");
+    push(&reference, &[]);
+    let pub_b_pem = std::fs::read_to_string(work.path().join("b/cosign.pub")).unwrap();
+    let indented: String = pub_b_pem
+        .lines()
+        .map(|l| format!("          {l}\n"))
+        .collect();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: tresor.dev/v1alpha1\nkind: TrustPolicy\nmetadata:\n  name: prod\nspec:\n  \
+             authorities:\n    - name: ci\n      key:\n        path: a/cosign.pub\n    - name: \
+             security\n      key:\n        data: |\n{indented}  require: all\n"
+        ),
+    )
+    .unwrap();
+    assert!(pub_a.exists());
+
+    stdout_of(tresor_pw(&["sign", &reference, "--key", s(&key_a)]));
+    let mut cmd = tresor();
+    cmd.args(["verify", &reference, "--policy", s(&policy)]);
+    let err = stderr_of_failure(cmd, 1);
+    assert!(err.contains("security (key sha256:"), "{err}");
+    assert!(err.contains("no valid signature"), "{err}");
+
+    stdout_of(tresor_pw(&["sign", &reference, "--key", s(&key_b)]));
+    let v = json_of(tresor().args([
+        "verify",
+        &reference,
+        "--policy",
+        s(&policy),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["satisfied"], serde_json::json!(["ci", "security"]));
+    let out = work.path().join("out");
+    stdout_of(tresor().args(["pull", &reference, "-o", s(&out), "--policy", s(&policy)]));
+    assert!(out.join("namespace.yaml").exists());
+
+    // --policy and --key do not mix.
+    stderr_of_failure(
+        tresor().args([
+            "verify",
+            &reference,
+            "--policy",
+            s(&policy),
+            "--key",
+            s(&pub_a),
+        ]),
+        2,
+    );
+    // A keyless authority is accepted by the parser but not verifiable yet: exit 2, clear.
+    let keyless = work.path().join("keyless.yaml");
+    std::fs::write(
+        &keyless,
+        "apiVersion: tresor.dev/v1alpha1\nkind: TrustPolicy\nspec:\n  authorities:\n    - name: \
+         gha\n      keyless:\n        identity: https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main\n        \
+         issuer: https://token.actions.githubusercontent.com\n        trustedRoot: root.json\n  require: any\n",
+    )
+    .unwrap();
+    let err = stderr_of_failure(
+        tresor().args(["verify", &reference, "--policy", s(&keyless)]),
+        2,
+    );
+    assert!(
+        err.contains("keyless verification is not supported yet"),
+        "{err}"
+    );
+}

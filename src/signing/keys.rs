@@ -473,3 +473,73 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), KeyError> {
     file.write_all(data).map_err(io)?;
     file.sync_all().map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/cosign")
+            .join(rel)
+    }
+
+    #[test]
+    fn cosign_vectors_decrypt_sign_and_verify() {
+        for (file, password) in [
+            ("keys/cosign-generated-empty-password.key", ""),
+            ("keys/ecdsa-password-123.key", "123"),
+        ] {
+            let key = PrivateKey::from_file(&vector(file), password.as_bytes()).unwrap();
+            let signature = key.sign(b"message");
+            assert!(key.public_key().verify(b"message", &signature));
+            assert!(!key.public_key().verify(b"other message", &signature));
+            assert!(!key.public_key().verify(b"message", b"not der"));
+            // Deterministic: the same message gives the same signature.
+            assert_eq!(key.sign(b"message"), signature);
+            let err = PrivateKey::from_file(&vector(file), b"wrong").unwrap_err();
+            assert_eq!(err.reason(), "WrongPassword");
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_the_spki() {
+        let path = vector("legacy/cosign.pub");
+        let key = PublicKey::from_file(&path).unwrap();
+        let der = pem::parse(std::fs::read(&path).unwrap())
+            .unwrap()
+            .into_contents();
+        assert_eq!(key.fingerprint(), hex::encode(Sha256::digest(&der)));
+        assert_eq!(
+            PublicKey::from_pem(key.to_pem().as_bytes(), &path)
+                .unwrap()
+                .fingerprint(),
+            key.fingerprint()
+        );
+    }
+
+    #[test]
+    fn generated_keys_round_trip_and_are_unique() {
+        let a = generate(b"pw").unwrap();
+        let b = generate(b"pw").unwrap();
+        assert_ne!(a.public.fingerprint(), b.public.fingerprint());
+        let loaded =
+            PrivateKey::from_encrypted_pem(a.private_pem.as_bytes(), b"pw", Path::new("a.key"))
+                .unwrap();
+        assert_eq!(loaded.public_key().fingerprint(), a.public.fingerprint());
+        assert!(a
+            .private_pem
+            .starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+        // Debug output never shows key material.
+        assert!(!format!("{loaded:?}").contains("secret"));
+    }
+
+    #[test]
+    fn write_key_pair_refuses_to_overwrite_either_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PUBLIC_KEY_FILE), "keep").unwrap();
+        let err = write_key_pair(dir.path(), b"").unwrap_err();
+        assert_eq!(err.reason(), "KeyFileExists");
+        assert!(!dir.path().join(PRIVATE_KEY_FILE).exists());
+    }
+}
