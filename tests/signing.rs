@@ -778,3 +778,87 @@ fn verify_and_pull_with_a_policy_file() {
         "{err}"
     );
 }
+
+#[test]
+fn provenance_round_trip_on_a_layout_and_a_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let (key_a, pub_a) = keypair(work.path(), "a");
+    let (_, pub_b) = keypair(work.path(), "b");
+    let layout = work.path().join("layout");
+    let targets = [
+        (layout_ref(&layout, "v1"), Vec::new()),
+        (
+            format!("{}:v1", TestRegistry::plain().repo("provenance")),
+            vec!["--plain-http".to_string()],
+        ),
+    ];
+    for (reference, flags) in targets {
+        let mut cmd = tresor_pw(&[]);
+        cmd.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_SERVER_URL", "https://github.com")
+            .env("GITHUB_REPOSITORY", "acme/app")
+            .env(
+                "GITHUB_WORKFLOW_REF",
+                "acme/app/.github/workflows/release.yml@refs/heads/main",
+            )
+            .env("GITHUB_RUN_ID", "4242")
+            .env("GITHUB_REF_NAME", "main")
+            .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+            .args(["push", s(&fixture_tree()), &reference, "--format", "json"])
+            .args(["--sign-key", s(&key_a), "--provenance"])
+            .args(&flags);
+        let pushed = json_of(cmd);
+        assert_eq!(pushed["provenance"]["added"], true);
+        let digest = pushed["digest"].as_str().unwrap().to_string();
+
+        let mut cmd = tresor();
+        cmd.args(["verify", &reference, "--key", s(&pub_a), "--attestation"])
+            .args(["--format", "json"])
+            .args(&flags);
+        let v = json_of(cmd);
+        assert_eq!(v["digest"], digest.as_str());
+        let st = &v["statements"][0];
+        assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+        assert_eq!(
+            st["subject"][0]["digest"]["sha256"],
+            &digest["sha256:".len()..]
+        );
+        let predicate = &st["predicate"];
+        assert_eq!(
+            predicate["runDetails"]["builder"]["id"],
+            "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+        );
+        assert_eq!(
+            predicate["runDetails"]["metadata"]["invocationId"],
+            "https://github.com/acme/app/actions/runs/4242/attempts/1"
+        );
+        assert_eq!(
+            predicate["buildDefinition"]["resolvedDependencies"][0]["uri"],
+            "git+https://github.com/acme/app"
+        );
+        assert_eq!(
+            predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"],
+            "0123456789abcdef0123456789abcdef01234567"
+        );
+
+        let mut cmd = tresor();
+        cmd.args(["verify", &reference, "--key", s(&pub_b), "--attestation"])
+            .args(&flags);
+        let err = stderr_of_failure(cmd, 1);
+        assert!(err.contains("no valid signature"), "{err}");
+    }
+
+    // An artifact without provenance: not verified.
+    let bare = layout_ref(&work.path().join("bare"), "v1");
+    push(&bare, &[]);
+    let err = stderr_of_failure(
+        tresor().args(["verify", &bare, "--key", s(&pub_a), "--attestation"]),
+        1,
+    );
+    assert!(err.contains(".att"), "{err}");
+    // --provenance needs --sign-key.
+    stderr_of_failure(
+        tresor().args(["push", s(&fixture_tree()), &bare, "--provenance"]),
+        2,
+    );
+}

@@ -56,6 +56,10 @@ pub struct PushArgs {
     /// (password from COSIGN_PASSWORD or a prompt; asked before anything is uploaded).
     #[arg(long, value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Also attach signed SLSA provenance (in-toto statement in a DSSE envelope, cosign's
+    /// `.att` tag) built from the CI environment; needs --sign-key.
+    #[arg(long, requires = "sign_key")]
+    pub provenance: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -89,6 +93,10 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     } else {
         metadata::Provenance::default()
     };
+    let build = args.provenance.then(|| {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        crate::signing::attestation::BuildContext::from_env(&env)
+    });
     let source = args.source.clone().or(detected.source);
     let revision = args.revision.clone().or(detected.revision);
     if source.is_none() || revision.is_none() {
@@ -103,6 +111,7 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             args.dir.display()
         ));
     }
+    let (options_source, options_revision) = (source.clone(), revision.clone());
     let options = PushOptions {
         source,
         revision,
@@ -168,6 +177,27 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             "signature".into(),
             serde_json::to_value(&signed).unwrap_or_default(),
         );
+    }
+    if let Some(build) = build {
+        let statement = crate::signing::attestation::provenance_statement(
+            &reference,
+            &outcome.digest,
+            options_source.as_deref(),
+            options_revision.as_deref(),
+            &build,
+        );
+        let attested =
+            crate::signing::attestation::attest(&repo, &outcome.digest, &statement, &key).await?;
+        printer.note(format!(
+            "Attached SLSA provenance ({}: {} attestation(s))",
+            attested.attestation_tag, attested.attestations
+        ));
+        if let Some(map) = doc.as_object_mut() {
+            map.insert(
+                "provenance".into(),
+                serde_json::to_value(&attested).unwrap_or_default(),
+            );
+        }
     }
     printer.result(&doc, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::artifact::fetch;
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::signing::verify::AttestationVerification;
 use crate::signing::{self, Verification, VerifyError};
 
 use super::{CliError, Format, Printer, RegistryArgs, TrustArgs};
@@ -17,6 +18,9 @@ pub struct VerifyArgs {
     pub reference: String,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// Verify and print the signed SLSA provenance (`.att`) instead of the signatures.
+    #[arg(long)]
+    pub attestation: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -49,6 +53,39 @@ pub(super) fn describe(v: &Verification) -> String {
     out
 }
 
+/// Text for verified attestations: signers, then each statement's provenance.
+fn describe_attestations(a: &AttestationVerification) -> String {
+    let mut out = describe(&a.verification);
+    for statement in &a.statements {
+        let get = |path: &[&str]| {
+            path.iter()
+                .try_fold(statement, |v, k| v.get(*k))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("(not recorded)")
+                .to_string()
+        };
+        let _ = writeln!(out, "  attestation {}", get(&["predicateType"]));
+        let _ = writeln!(
+            out,
+            "    builder    {}",
+            get(&["predicate", "runDetails", "builder", "id"])
+        );
+        let _ = writeln!(
+            out,
+            "    invocation {}",
+            get(&["predicate", "runDetails", "metadata", "invocationId"])
+        );
+        for (label, key) in [("source", "source"), ("revision", "revision")] {
+            let _ = writeln!(
+                out,
+                "    {label:<10} {}",
+                get(&["predicate", "buildDefinition", "externalParameters", key])
+            );
+        }
+    }
+    out
+}
+
 pub(super) async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
@@ -63,9 +100,22 @@ pub(super) async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
         })?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
-    match signing::verify(&repo, &artifact, &policy).await {
-        Ok(verification) => {
-            printer.result(&verification, || describe(&verification));
+    let result = if args.attestation {
+        signing::verify::verify_attestations(&repo, &artifact, &policy)
+            .await
+            .map(|a| {
+                let text = describe_attestations(&a);
+                (serde_json::to_value(&a).unwrap_or_default(), text)
+            })
+    } else {
+        signing::verify(&repo, &artifact, &policy).await.map(|v| {
+            let text = describe(&v);
+            (serde_json::to_value(&v).unwrap_or_default(), text)
+        })
+    };
+    match result {
+        Ok((doc, text)) => {
+            printer.result(&doc, || text);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -123,37 +123,56 @@ pub async fn collect(
     digest: &Digest,
 ) -> Result<Vec<LegacySignature>, VerifyError> {
     let tag = signature_tag(digest);
-    let Some(manifest) = fetch_signature_manifest(repo, &tag).await? else {
+    let layers = read_layers(repo, &tag, SIMPLE_SIGNING_MEDIA_TYPE, MAX_PAYLOAD_BYTES).await?;
+    Ok(layers
+        .into_iter()
+        .map(|(index, layer, payload)| {
+            let annotation = |key: &str| layer.annotations.get(key).cloned();
+            LegacySignature {
+                tag: tag.clone(),
+                index,
+                payload,
+                signature: annotation(SIGNATURE_ANNOTATION),
+                certificate: annotation(CERTIFICATE_ANNOTATION),
+                chain: annotation(CHAIN_ANNOTATION),
+                bundle: annotation(BUNDLE_ANNOTATION),
+            }
+        })
+        .collect())
+}
+
+/// The layers of the cosign-style manifest under `tag` with `media_type`, with their blobs
+/// (digest-checked, at most `max_bytes` each; larger ones are skipped with a warning).
+/// No such tag: an empty list. More than [`MAX_SIGNATURE_LAYERS`] layers: an error, before
+/// any blob is fetched.
+pub async fn read_layers(
+    repo: &Repository,
+    tag: &str,
+    media_type: &str,
+    max_bytes: u64,
+) -> Result<Vec<(usize, Descriptor, Bytes)>, VerifyError> {
+    let Some(manifest) = fetch_signature_manifest(repo, tag).await? else {
         return Ok(Vec::new());
     };
     if manifest.layers.len() > MAX_SIGNATURE_LAYERS {
         return Err(VerifyError::TooManySignatures {
-            tag,
+            tag: tag.to_string(),
             count: manifest.layers.len(),
             limit: MAX_SIGNATURE_LAYERS,
         });
     }
     let mut out = Vec::new();
-    for (index, layer) in manifest.layers.iter().enumerate() {
-        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
-            tracing::warn!(tag = %tag, index, media_type = %layer.media_type, "skipping signature layer with unexpected media type");
+    for (index, layer) in manifest.layers.into_iter().enumerate() {
+        if layer.media_type != media_type {
+            tracing::warn!(tag = %tag, index, media_type = %layer.media_type, "skipping layer with unexpected media type");
             continue;
         }
-        if layer.size > MAX_PAYLOAD_BYTES {
-            tracing::warn!(tag = %tag, index, size = layer.size, "skipping oversized signature payload");
+        if layer.size > max_bytes {
+            tracing::warn!(tag = %tag, index, size = layer.size, "skipping oversized signature layer");
             continue;
         }
-        let payload = repo.fetch_small_blob(layer, MAX_PAYLOAD_BYTES).await?;
-        let annotation = |key: &str| layer.annotations.get(key).cloned();
-        out.push(LegacySignature {
-            tag: tag.clone(),
-            index,
-            payload,
-            signature: annotation(SIGNATURE_ANNOTATION),
-            certificate: annotation(CERTIFICATE_ANNOTATION),
-            chain: annotation(CHAIN_ANNOTATION),
-            bundle: annotation(BUNDLE_ANNOTATION),
-        });
+        let blob = repo.fetch_small_blob(&layer, max_bytes).await?;
+        out.push((index, layer, blob));
     }
     Ok(out)
 }
@@ -215,16 +234,48 @@ pub async fn sign(
         .annotations
         .insert(SIGNATURE_ANNOTATION.to_string(), signature);
 
-    let existing = match repo.fetch_manifest(ManifestRef::Tag(&tag)).await {
-        Ok(f) => Some(
+    let appended = append_layer(repo, &tag, layer, payload).await?;
+    Ok(SignOutcome {
+        reference: reference.pinned(digest),
+        digest: digest.clone(),
+        signature_tag: tag,
+        signature_manifest: appended.manifest,
+        signatures: appended.layers,
+        added: appended.added,
+        fingerprint: key.public_key().fingerprint().to_string(),
+    })
+}
+
+/// What [`append_layer`] did.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Digest of the manifest now under the tag.
+    pub manifest: Digest,
+    /// Layers in it.
+    pub layers: usize,
+    /// False when an identical layer was already there (nothing written).
+    pub added: bool,
+}
+
+/// Appends `layer` (content `blob`) to the cosign-style manifest under `tag` (`.sig`,
+/// `.att`), creating it when absent. Existing layers are kept; an identical layer is not
+/// added again; more than [`MAX_SIGNATURE_LAYERS`] is refused.
+pub async fn append_layer(
+    repo: &Repository,
+    tag: &str,
+    layer: Descriptor,
+    blob: Bytes,
+) -> Result<Appended, SigningError> {
+    let existing = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
+        Ok(f) => Some((
             serde_json::from_slice::<ImageManifest>(&f.bytes).map_err(|e| {
                 SigningError::InvalidSignatureManifest {
-                    tag: tag.clone(),
+                    tag: tag.to_string(),
                     message: e.to_string(),
                 }
             })?,
-        )
-        .map(|m| (m, f.digest)),
+            f.digest,
+        )),
         Err(RegistryError::ManifestNotFound { .. } | RegistryError::RepositoryNotFound { .. }) => {
             None
         }
@@ -233,30 +284,26 @@ pub async fn sign(
     let mut layers = Vec::new();
     if let Some((manifest, manifest_digest)) = existing {
         if manifest.layers.contains(&layer) {
-            return Ok(SignOutcome {
-                reference: reference.pinned(digest),
-                digest: digest.clone(),
-                signature_tag: tag,
-                signature_manifest: manifest_digest,
-                signatures: manifest.layers.len(),
+            return Ok(Appended {
+                manifest: manifest_digest,
+                layers: manifest.layers.len(),
                 added: false,
-                fingerprint: key.public_key().fingerprint().to_string(),
             });
         }
         if manifest.layers.len() >= MAX_SIGNATURE_LAYERS {
             return Err(SigningError::TooManySignatures {
-                tag,
+                tag: tag.to_string(),
                 count: manifest.layers.len(),
                 limit: MAX_SIGNATURE_LAYERS,
             });
         }
         layers = manifest.layers;
     }
-    layers.push(layer.clone());
+    repo.push_blob(&layer.digest, blob).await?;
+    layers.push(layer);
 
     let config = signature_config(&layers);
     let config_descriptor = Descriptor::for_bytes(CONFIG_MEDIA_TYPE, &config);
-    repo.push_blob(&layer.digest, payload).await?;
     repo.push_blob(&config_descriptor.digest, Bytes::from(config))
         .await?;
     let manifest = ImageManifest {
@@ -268,17 +315,13 @@ pub async fn sign(
         subject: None,
         annotations: BTreeMap::new(),
     };
-    let manifest_digest = repo
-        .push_manifest(OCI_MANIFEST_MEDIA_TYPE, &manifest.to_bytes(), Some(&tag))
+    let digest = repo
+        .push_manifest(OCI_MANIFEST_MEDIA_TYPE, &manifest.to_bytes(), Some(tag))
         .await?;
-    Ok(SignOutcome {
-        reference: reference.pinned(digest),
-        digest: digest.clone(),
-        signature_tag: tag,
-        signature_manifest: manifest_digest,
-        signatures: manifest.layers.len(),
+    Ok(Appended {
+        manifest: digest,
+        layers: manifest.layers.len(),
         added: true,
-        fingerprint: key.public_key().fingerprint().to_string(),
     })
 }
 

@@ -14,6 +14,7 @@
 //! variant and a collector in [`verify::collect_candidates`]; a new authority kind
 //! (keyless) fills in the [`policy::Authority::Keyless`] arm of [`verify::verify_candidate`].
 
+pub mod attestation;
 pub mod keys;
 pub mod legacy;
 pub mod payload;

@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::attestation::{self, DsseAttestation};
 use super::legacy::{self, LegacySignature};
 use super::policy::{Authority, TrustPolicy};
 use super::VerifyError;
@@ -21,6 +22,8 @@ use crate::registry::Repository;
 pub enum Candidate {
     /// A layer of the cosign `sha256-<hex>.sig` manifest.
     Legacy(LegacySignature),
+    /// A DSSE attestation layer of the `sha256-<hex>.att` manifest.
+    Attestation(DsseAttestation),
 }
 
 impl Candidate {
@@ -28,6 +31,7 @@ impl Candidate {
     pub fn describe(&self) -> String {
         match self {
             Self::Legacy(s) => s.describe(),
+            Self::Attestation(a) => a.describe(),
         }
     }
 }
@@ -141,6 +145,63 @@ pub async fn verify(
     evaluate(artifact, policy, &candidates)
 }
 
+/// A passed attestation verification: the signers and the verified statements.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestationVerification {
+    /// Signers, rule and the artifact's annotations, as for signatures.
+    #[serde(flatten)]
+    pub verification: Verification,
+    /// The in-toto statements with a valid signature from a trusted authority.
+    pub statements: Vec<serde_json::Value>,
+}
+
+/// Verifies the artifact's attestations (`.att`, DSSE in-toto statements) against `policy`
+/// like [`verify`] does signatures; returns the statements that verified. Reads manifests
+/// and small envelope blobs only.
+pub async fn verify_attestations(
+    repo: &Repository,
+    artifact: &ResolvedArtifact,
+    policy: &TrustPolicy,
+) -> Result<AttestationVerification, VerifyError> {
+    let candidates: Vec<Candidate> = attestation::collect(repo, &artifact.digest)
+        .await?
+        .into_iter()
+        .map(Candidate::Attestation)
+        .collect();
+    if candidates.is_empty() {
+        return Err(VerifyError::NoSignatures {
+            reference: artifact.reference.pinned(&artifact.digest),
+            tag: attestation::attestation_tag(&artifact.digest),
+        });
+    }
+    let verification = evaluate(artifact, policy, &candidates)?;
+    let mut statements = Vec::new();
+    for candidate in &candidates {
+        let Candidate::Attestation(att) = candidate else {
+            continue;
+        };
+        let source = att.describe();
+        let Some(signed) = verification.signatures.iter().find(|s| s.source == source) else {
+            continue;
+        };
+        // Re-run the check with the authority that passed, to get its statement.
+        let Some(named) = policy
+            .authorities
+            .iter()
+            .find(|a| a.name == signed.authority)
+        else {
+            continue;
+        };
+        if let Authority::Key { key } = &named.authority {
+            statements.push(att.verify_with_key(key, &artifact.digest)?);
+        }
+    }
+    Ok(AttestationVerification {
+        verification,
+        statements,
+    })
+}
+
 /// Every signature stored for `digest`, from every source tresor reads.
 pub async fn collect_candidates(
     repo: &Repository,
@@ -164,6 +225,12 @@ pub fn verify_candidate(
     match (authority, candidate) {
         (Authority::Key { key }, Candidate::Legacy(sig)) => {
             sig.verify_with_key(key, digest)?;
+            Ok(Signer::Key {
+                fingerprint: key.fingerprint().to_string(),
+            })
+        }
+        (Authority::Key { key }, Candidate::Attestation(att)) => {
+            att.verify_with_key(key, digest)?;
             Ok(Signer::Key {
                 fingerprint: key.fingerprint().to_string(),
             })
