@@ -5,6 +5,7 @@
 //! - [`payload`]: the simple-signing payload cosign signs, byte for byte.
 //! - [`legacy`]: cosign's tag scheme (`sha256-<hex>.sig`): appending a signature layer, and
 //!   collecting the layers as verification candidates.
+//! - [`attestation`]: signed SLSA provenance (in-toto statement, DSSE, cosign's `.att` tag).
 //! - [`policy`]: trust policies: named authorities and a rule (`any`, `all`, `N`).
 //! - [`verify`]: [`verify()`] checks every candidate signature against every authority and
 //!   applies the rule. It reads manifests and small signature blobs only, never the
