@@ -169,36 +169,9 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
         printer.result(&outcome, || format!("{}\n", outcome.reference));
         return Ok(ExitCode::SUCCESS);
     };
-    let signed = crate::signing::legacy::sign(&repo, &reference, &outcome.digest, &key).await?;
-    printer.note(super::sign::describe(&signed).trim_end());
-    let mut doc = serde_json::to_value(&outcome).unwrap_or_default();
-    if let Some(map) = doc.as_object_mut() {
-        map.insert(
-            "signature".into(),
-            serde_json::to_value(&signed).unwrap_or_default(),
-        );
-    }
-    if let Some(build) = build {
-        let statement = crate::signing::attestation::provenance_statement(
-            &reference,
-            &outcome.digest,
-            options_source.as_deref(),
-            options_revision.as_deref(),
-            &build,
-        );
-        let attested =
-            crate::signing::attestation::attest(&repo, &outcome.digest, &statement, &key).await?;
-        printer.note(format!(
-            "Attached SLSA provenance ({}: {} attestation(s))",
-            attested.attestation_tag, attested.attestations
-        ));
-        if let Some(map) = doc.as_object_mut() {
-            map.insert(
-                "provenance".into(),
-                serde_json::to_value(&attested).unwrap_or_default(),
-            );
-        }
-    }
+    let provenance = build.map(|b| (b, options_source, options_revision));
+    let doc =
+        super::sign::sign_pushed(&repo, &reference, &outcome, &key, provenance, &printer).await?;
     printer.result(&doc, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)
 }

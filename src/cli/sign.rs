@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::artifact::push::PushOutcome;
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::signing::attestation::{self, BuildContext};
 use crate::signing::{keys, legacy, PrivateKey, SigningError};
 
 use super::{CliError, Format, Printer, RegistryArgs};
@@ -44,6 +46,49 @@ pub(super) fn describe(outcome: &legacy::SignOutcome) -> String {
         outcome.signature_tag,
         outcome.signatures
     )
+}
+
+/// After `push --sign-key`: signs the pushed artifact (and attaches provenance when asked);
+/// returns the push outcome as JSON with `signature` (and `provenance`) added.
+pub(super) async fn sign_pushed(
+    repo: &Repository,
+    reference: &Reference,
+    outcome: &PushOutcome,
+    key: &PrivateKey,
+    provenance: Option<(BuildContext, Option<String>, Option<String>)>,
+    printer: &Printer,
+) -> Result<serde_json::Value, CliError> {
+    let signed = legacy::sign(repo, reference, &outcome.digest, key).await?;
+    printer.note(describe(&signed).trim_end());
+    let mut doc = serde_json::to_value(outcome).unwrap_or_default();
+    let mut extra = vec![(
+        "signature",
+        serde_json::to_value(&signed).unwrap_or_default(),
+    )];
+    if let Some((build, source, revision)) = provenance {
+        let statement = attestation::provenance_statement(
+            reference,
+            &outcome.digest,
+            source.as_deref(),
+            revision.as_deref(),
+            &build,
+        );
+        let attested = attestation::attest(repo, &outcome.digest, &statement, key).await?;
+        printer.note(format!(
+            "Attached SLSA provenance ({}: {} attestation(s))",
+            attested.attestation_tag, attested.attestations
+        ));
+        extra.push((
+            "provenance",
+            serde_json::to_value(&attested).unwrap_or_default(),
+        ));
+    }
+    if let Some(map) = doc.as_object_mut() {
+        for (k, v) in extra {
+            map.insert(k.into(), v);
+        }
+    }
+    Ok(doc)
 }
 
 pub(super) async fn run(args: SignArgs) -> Result<ExitCode, CliError> {

@@ -111,7 +111,6 @@ pub fn provenance_statement(
     build: &BuildContext,
 ) -> Value {
     let mut external = serde_json::Map::new();
-    external.insert("artifact".into(), json!(reference.repository()));
     if let Some(s) = source {
         external.insert("source".into(), json!(s));
     }
