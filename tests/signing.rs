@@ -777,6 +777,35 @@ fn verify_and_pull_with_a_policy_file() {
         err.contains("keyless verification is not supported yet"),
         "{err}"
     );
+
+    // The same from flags; identity and issuer are both required, and a trusted root.
+    let gha = [
+        "verify",
+        &reference,
+        "--certificate-identity",
+        "https://github.com/acme/app/.github/workflows/r.yml@refs/heads/main",
+    ];
+    let mut cmd = tresor();
+    cmd.args(gha).args([
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+        "--trusted-root",
+        "root.json",
+    ]);
+    let err = stderr_of_failure(cmd, 2);
+    assert!(
+        err.contains("keyless verification is not supported yet"),
+        "{err}"
+    );
+    let mut cmd = tresor();
+    cmd.args(gha).args(["--trusted-root", "root.json"]);
+    let err = stderr_of_failure(cmd, 2);
+    assert!(err.contains("issuer or issuerRegexp is required"), "{err}");
+    let mut cmd = tresor();
+    cmd.args(gha)
+        .args(["--certificate-oidc-issuer-regexp", ".*"]);
+    let err = stderr_of_failure(cmd, 2);
+    assert!(err.contains("needs --trusted-root"), "{err}");
 }
 
 #[test]

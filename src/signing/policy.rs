@@ -209,6 +209,23 @@ impl fmt::Display for Authority {
     }
 }
 
+impl Authority {
+    /// A keyless authority from exact-or-regexp identity and issuer (one of each required).
+    pub fn keyless(
+        identity: Option<String>,
+        identity_regexp: Option<String>,
+        issuer: Option<String>,
+        issuer_regexp: Option<String>,
+        trusted_root: PathBuf,
+    ) -> Result<Self, String> {
+        Ok(Self::Keyless {
+            identity: Matcher::from_spec(identity, identity_regexp, "identity")?,
+            issuer: Matcher::from_spec(issuer, issuer_regexp, "issuer")?,
+            trusted_root,
+        })
+    }
+}
+
 /// An authority with the name the policy gives it.
 #[derive(Debug, Clone)]
 pub struct NamedAuthority {
@@ -230,19 +247,7 @@ pub struct TrustPolicy {
 impl TrustPolicy {
     /// A policy of public key files (`--key`), each named by its path.
     pub fn for_keys(keys: &[PathBuf], require: Require) -> Result<Self, PolicyError> {
-        let mut authorities = Vec::new();
-        for path in keys {
-            let name = path.display().to_string();
-            let key = PublicKey::from_file(path).map_err(|source| PolicyError::Key {
-                authority: name.clone(),
-                source,
-            })?;
-            authorities.push(NamedAuthority {
-                name,
-                authority: Authority::Key { key },
-            });
-        }
-        Self::new(authorities, require, Path::new("<command line>"))
+        Self::new(key_authorities(keys)?, require, Path::new("<command line>"))
     }
 
     /// Validates and builds a policy.
@@ -346,13 +351,14 @@ impl TrustPolicy {
                         })?,
                     }
                 }
-                (None, Some(k)) => Authority::Keyless {
-                    identity: Matcher::from_spec(k.identity, k.identity_regexp, "identity")
-                        .map_err(|m| invalid(format!("authority {name:?}: {m}")))?,
-                    issuer: Matcher::from_spec(k.issuer, k.issuer_regexp, "issuer")
-                        .map_err(|m| invalid(format!("authority {name:?}: {m}")))?,
-                    trusted_root: base.join(k.trusted_root),
-                },
+                (None, Some(k)) => Authority::keyless(
+                    k.identity,
+                    k.identity_regexp,
+                    k.issuer,
+                    k.issuer_regexp,
+                    base.join(k.trusted_root),
+                )
+                .map_err(|m| invalid(format!("authority {name:?}: {m}")))?,
                 _ => {
                     return Err(invalid(format!(
                         "authority {name:?}: needs exactly one of key or keyless"
@@ -373,6 +379,23 @@ impl TrustPolicy {
             Require::AtLeast(n) => format!("{n} of {total}"),
         }
     }
+}
+
+/// Key authorities for public key files (`--key`), each named by its path.
+pub fn key_authorities(keys: &[PathBuf]) -> Result<Vec<NamedAuthority>, PolicyError> {
+    let mut authorities = Vec::new();
+    for path in keys {
+        let name = path.display().to_string();
+        let key = PublicKey::from_file(path).map_err(|source| PolicyError::Key {
+            authority: name.clone(),
+            source,
+        })?;
+        authorities.push(NamedAuthority {
+            name,
+            authority: Authority::Key { key },
+        });
+    }
+    Ok(authorities)
 }
 
 /// The policy file as written (see the module docs and `schemas/trust-policy.schema.json`).
