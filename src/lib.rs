@@ -8,7 +8,7 @@
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
-//! - [`signing`]: keyless and Sigstore-bundle signature verification.
+//! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
 //! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image

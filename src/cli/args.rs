@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::artifact::archive::Limits;
 use crate::registry::{auth, RegistryError, RegistryOptions};
+use crate::signing::policy::{
+    key_authorities, Authority, NamedAuthority, PolicyError, Require, TrustPolicy,
+};
 
 /// How to reach the registry.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +78,86 @@ impl LimitArgs {
             max_ratio: self.max_ratio.unwrap_or(d.max_ratio),
         }
     }
+}
+
+/// Trust material: who must have signed an artifact (shared by verify, pull, sync, apply).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// Public key (PEM, e.g. cosign.pub) of a trusted signer (repeatable).
+    #[arg(long = "key", value_name = "PUB", conflicts_with = "policy")]
+    pub keys: Vec<PathBuf>,
+    /// How many of the given signers (--key, keyless) must have signed: any, all, or N.
+    #[arg(long, value_name = "any|all|N", value_parser = parse_require, conflicts_with = "policy")]
+    pub require: Option<Require>,
+    /// Trust policy file (YAML or JSON, kind TrustPolicy): named authorities and a rule.
+    /// (`tresor verify` also takes it as `--policy FILE`; elsewhere `--policy` is the
+    /// immutability policy mode.)
+    #[arg(long = "trust-policy", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Keyless signer: exact certificate identity (with an issuer and --trusted-root).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["policy", "certificate_identity_regexp"])]
+    pub certificate_identity: Option<String>,
+    /// Keyless signer: certificate identity regular expression (anchored).
+    #[arg(long, value_name = "REGEXP", conflicts_with = "policy")]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless signer: exact OIDC issuer.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["policy", "certificate_oidc_issuer_regexp"])]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless signer: OIDC issuer regular expression (anchored).
+    #[arg(long, value_name = "REGEXP", conflicts_with = "policy")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Sigstore trusted root (trusted_root.json) for keyless verification, offline.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub trusted_root: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The trust policy, or `None` when no trust material was given.
+    pub fn policy(&self) -> Result<Option<TrustPolicy>, PolicyError> {
+        if let Some(path) = &self.policy {
+            return TrustPolicy::from_file(path).map(Some);
+        }
+        let keyless_given = self.certificate_identity.is_some()
+            || self.certificate_identity_regexp.is_some()
+            || self.certificate_oidc_issuer.is_some()
+            || self.certificate_oidc_issuer_regexp.is_some()
+            || self.trusted_root.is_some();
+        if self.keys.is_empty() && !keyless_given {
+            return Ok(None);
+        }
+        let require = self.require.unwrap_or(Require::Any);
+        let mut authorities = key_authorities(&self.keys)?;
+        if keyless_given {
+            let origin = std::path::Path::new("<command line>");
+            let trusted_root = self
+                .trusted_root
+                .clone()
+                .ok_or_else(|| PolicyError::Invalid {
+                    path: origin.to_path_buf(),
+                    message: "keyless verification needs --trusted-root FILE".into(),
+                })?;
+            let keyless = Authority::keyless(
+                self.certificate_identity.clone(),
+                self.certificate_identity_regexp.clone(),
+                self.certificate_oidc_issuer.clone(),
+                self.certificate_oidc_issuer_regexp.clone(),
+                trusted_root,
+            )
+            .map_err(|message| PolicyError::Invalid {
+                path: origin.to_path_buf(),
+                message,
+            })?;
+            authorities.push(NamedAuthority {
+                name: "keyless".into(),
+                authority: keyless,
+            });
+        }
+        TrustPolicy::new(authorities, require, std::path::Path::new("<command line>")).map(Some)
+    }
+}
+
+fn parse_require(text: &str) -> Result<Require, String> {
+    text.parse()
 }
 
 /// Parses `1234`, `10KiB`, `512MiB`, `1GiB`, `100MB`, `2G`.

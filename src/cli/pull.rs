@@ -1,4 +1,4 @@
-//! `tresor pull REF --output DIR`.
+//! `tresor pull REF --output DIR`: verify, download, unpack, check the policy, switch in.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use crate::artifact::fetch;
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::signing::{self, VerifyError};
 
-use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
+use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor pull`.
 #[derive(Debug, clap::Args)]
@@ -17,9 +18,12 @@ pub struct PullArgs {
     /// Directory to create with the artifact's files (must not exist or be empty).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Accept content without verifying a signature. Required until trust material is given.
+    /// Accept content without verifying a signature (explicit opt-out; ignored when trust
+    /// material is given, which is then always checked).
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     #[command(flatten)]
     policy: super::lint::PolicyArgs,
     /// Output format.
@@ -34,18 +38,37 @@ pub struct PullArgs {
 pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
-    if !args.allow_unsigned {
+    let trust = args.trust.policy().map_err(VerifyError::from)?;
+    if trust.is_none() && !args.allow_unsigned {
         return Err(CliError::Unverified(format!(
             "refusing to pull {reference}: no trust material given, so its signature cannot be \
-             verified; pass --allow-unsigned to accept unverified content explicitly"
+             verified; pass --key PUB or --policy FILE, or --allow-unsigned to accept \
+             unverified content explicitly"
         )));
     }
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
-    let (policy, mode) = args.policy.load()?;
+    // Verification reads manifests and signature payloads only: nothing of the artifact's
+    // content is downloaded unless it passes.
+    match &trust {
+        Some(trust) => {
+            let verification = signing::verify(&repo, &artifact, trust).await?;
+            for s in &verification.signatures {
+                printer.note(format!(
+                    "verified: signed by {} ({})",
+                    s.authority, s.signer
+                ));
+            }
+        }
+        None => printer.note(format!(
+            "warning: pulling {} without signature verification (--allow-unsigned)",
+            artifact.reference.pinned(&artifact.digest)
+        )),
+    }
+    let (lint_policy, mode) = args.policy.load()?;
     let annotations = &artifact.manifest.annotations;
     let check = |staged: &std::path::Path| {
-        super::lint::check_pulled(staged, annotations, &policy, mode, &printer)
+        super::lint::check_pulled(staged, annotations, &lint_policy, mode, &printer)
     };
     let outcome =
         fetch::pull_to_dir_checked(&repo, &artifact, &args.output, &args.limits.limits(), check)

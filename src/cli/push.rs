@@ -58,6 +58,14 @@ pub struct PushArgs {
     pub pin_images: bool,
     #[command(flatten)]
     policy: super::lint::PolicyArgs,
+    /// Sign the pushed artifact with this cosign private key right after the upload
+    /// (password from COSIGN_PASSWORD or a prompt; asked before anything is uploaded).
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// Also attach signed SLSA provenance (in-toto statement in a DSSE envelope, cosign's
+    /// `.att` tag) built from the CI environment; needs --sign-key.
+    #[arg(long, requires = "sign_key")]
+    pub provenance: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -91,6 +99,10 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     } else {
         metadata::Provenance::default()
     };
+    let build = args.provenance.then(|| {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        crate::signing::attestation::BuildContext::from_env(&env)
+    });
     let source = args.source.clone().or(detected.source);
     let revision = args.revision.clone().or(detected.revision);
     if source.is_none() || revision.is_none() {
@@ -130,6 +142,7 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             )));
         }
     }
+    let (options_source, options_revision) = (source.clone(), revision.clone());
     let options = PushOptions {
         source,
         revision,
@@ -144,6 +157,12 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
         content,
     };
     let repo = Repository::open(&reference, &registry)?;
+    // A wrong password must fail before anything is uploaded.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(super::sign::load_key)
+        .transpose()?;
 
     let progress =
         indicatif::ProgressBar::with_draw_target(Some(3), indicatif::ProgressDrawTarget::stderr());
@@ -176,6 +195,13 @@ pub(super) async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
             reference
         ));
     }
-    printer.result(&outcome, || format!("{}\n", outcome.reference));
+    let Some(key) = sign_key else {
+        printer.result(&outcome, || format!("{}\n", outcome.reference));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let provenance = build.map(|b| (b, options_source, options_revision));
+    let doc =
+        super::sign::sign_pushed(&repo, &reference, &outcome, &key, provenance, &printer).await?;
+    printer.result(&doc, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,141 @@
+//! `tresor verify REF (--key PUB… [--require any|all|N] | --policy FILE)`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use crate::artifact::fetch;
+use crate::reference::Reference;
+use crate::registry::Repository;
+use crate::signing::verify::AttestationVerification;
+use crate::signing::{self, Verification, VerifyError};
+
+use super::{CliError, Format, Printer, RegistryArgs, TrustArgs};
+
+/// Arguments of `tresor verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
+    pub reference: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Trust policy file, the same as --trust-policy (verify has no immutability policy).
+    #[arg(long = "policy", value_name = "FILE", conflicts_with_all = ["policy", "keys"])]
+    pub policy_file: Option<std::path::PathBuf>,
+    /// Verify and print the signed SLSA provenance (`.att`) instead of the signatures.
+    #[arg(long)]
+    pub attestation: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Text listing signers and provenance of a passed verification.
+pub(super) fn describe(v: &Verification) -> String {
+    let mut out = format!("Verified {} (require {})\n", v.reference, v.require);
+    for s in &v.signatures {
+        let _ = writeln!(
+            out,
+            "  signed by {}: {} [{}]",
+            s.authority, s.signer, s.source
+        );
+    }
+    let p = &v.provenance;
+    for (label, value) in [
+        ("source", &p.source),
+        ("revision", &p.revision),
+        ("created", &p.created),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<9} {}",
+            value.as_deref().unwrap_or("(not recorded)")
+        );
+    }
+    out
+}
+
+/// Text for verified attestations: signers, then each statement's provenance.
+fn describe_attestations(a: &AttestationVerification) -> String {
+    let mut out = describe(&a.verification);
+    for statement in &a.statements {
+        let get = |path: &[&str]| {
+            path.iter()
+                .try_fold(statement, |v, k| v.get(*k))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("(not recorded)")
+                .to_string()
+        };
+        let _ = writeln!(out, "  attestation {}", get(&["predicateType"]));
+        let _ = writeln!(
+            out,
+            "    builder    {}",
+            get(&["predicate", "runDetails", "builder", "id"])
+        );
+        let _ = writeln!(
+            out,
+            "    invocation {}",
+            get(&["predicate", "runDetails", "metadata", "invocationId"])
+        );
+        for (label, key) in [("source", "source"), ("revision", "revision")] {
+            let _ = writeln!(
+                out,
+                "    {label:<10} {}",
+                get(&["predicate", "buildDefinition", "externalParameters", key])
+            );
+        }
+    }
+    out
+}
+
+pub(super) async fn run(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let printer = Printer::new(args.format);
+    if let Some(file) = args.policy_file.take() {
+        args.trust.policy = Some(file);
+    }
+    let reference: Reference = args.reference.parse()?;
+    let policy = args
+        .trust
+        .policy()
+        .map_err(VerifyError::from)?
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no trust material: give --key PUB (repeatable) or --policy FILE".into(),
+            )
+        })?;
+    let repo = Repository::open(&reference, &args.registry.options()?)?;
+    let artifact = fetch::resolve(&repo, &reference).await?;
+    let result = if args.attestation {
+        signing::verify::verify_attestations(&repo, &artifact, &policy)
+            .await
+            .map(|a| {
+                let text = describe_attestations(&a);
+                (serde_json::to_value(&a).unwrap_or_default(), text)
+            })
+    } else {
+        signing::verify(&repo, &artifact, &policy).await.map(|v| {
+            let text = describe(&v);
+            (serde_json::to_value(&v).unwrap_or_default(), text)
+        })
+    };
+    match result {
+        Ok((doc, text)) => {
+            printer.result(&doc, || text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if printer.format() == Format::Json && e.is_unverified() {
+                let doc = serde_json::json!({
+                    "reference": artifact.reference.pinned(&artifact.digest),
+                    "digest": artifact.digest,
+                    "verified": false,
+                    "reason": e.reason(),
+                    "message": e.to_string(),
+                });
+                printer.result(&doc, String::new);
+            }
+            Err(e.into())
+        }
+    }
+}
