@@ -785,3 +785,128 @@ fn trigger_file_and_sighup_force_a_cycle() {
     assert!(agent.alive(), "{}", agent.log());
     assert!(agent.terminate().success());
 }
+
+/// Writes a cosign key pair with `tresor keygen` (password from COSIGN_PASSWORD).
+fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    stdout_of(tresor().env("COSIGN_PASSWORD", "sync-test").args([
+        "keygen",
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]));
+    (dir.join("cosign.key"), dir.join("cosign.pub"))
+}
+
+#[test]
+fn sync_verifies_signatures_and_the_policy_and_keeps_the_last_good_version() {
+    let registry = TestRegistry::plain();
+    let reference = format!("{}:live", registry.repo("signed-sync"));
+    let work = tempfile::tempdir().unwrap();
+    let (ci_key, ci_pub) = keypair(&work.path().join("ci"));
+    let (other_key, _) = keypair(&work.path().join("other"));
+    let flags = registry.flags.clone();
+    let signed = |key: &Path, files: &[(&str, &str)]| {
+        let mut f = flags.clone();
+        f.extend(["--sign-key".to_string(), key.to_str().unwrap().to_string()]);
+        let src = tree(files);
+        let mut cmd = tresor();
+        cmd.env("COSIGN_PASSWORD", "sync-test")
+            .args(["push", src.path().to_str().unwrap(), &reference])
+            .args(["--content", "files", "--overwrite", "--format", "json"])
+            .args(&f);
+        json_of(cmd)["digest"].as_str().unwrap().to_string()
+    };
+    let dir = work.path().join("site");
+    let status_file = work.path().join("status.json");
+    let sync_once = || {
+        once(
+            &[
+                &reference,
+                "--dir",
+                dir.to_str().unwrap(),
+                "--key",
+                ci_pub.to_str().unwrap(),
+                "--status-file",
+                status_file.to_str().unwrap(),
+                "--cache-dir",
+                work.path().join("cache").to_str().unwrap(),
+                "--plain-http",
+            ],
+            &[],
+        )
+    };
+
+    // v1 signed by the CI key: applied.
+    let v1 = signed(&ci_key, &[("index.html", "v1\n")]);
+    let out = sync_once();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.join("index.html")).as_deref(), Some("v1\n"));
+    let s = status(&status_file);
+    assert_eq!(s["last_applied_digest"].as_str(), Some(v1.as_str()), "{s}");
+
+    // v2 unsigned: refused (exit 1), v1 stays, status names the reason.
+    push(&flags, &reference, &[("index.html", "v2 unsigned\n")]);
+    let out = sync_once();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.join("index.html")).as_deref(), Some("v1\n"));
+    let s = status(&status_file).to_string();
+    assert!(s.contains("NoSignatures"), "{s}");
+
+    // v3 signed by a key nobody trusts: refused as well.
+    signed(&other_key, &[("index.html", "v3 foreign\n")]);
+    let out = sync_once();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.join("index.html")).as_deref(), Some("v1\n"));
+    let s = status(&status_file).to_string();
+    assert!(
+        s.contains("SignatureInvalid") || s.contains("PolicyNotSatisfied"),
+        "{s}"
+    );
+
+    // v4 signed but a Kubernetes manifest with a :latest image: the immutability policy
+    // (enforce by default) refuses it before the switch.
+    let src = tree(&[(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: web\n    image: nginx:latest\n",
+    )]);
+    let mut cmd = tresor();
+    cmd.env("COSIGN_PASSWORD", "sync-test")
+        .args(["push", src.path().to_str().unwrap(), &reference])
+        .args([
+            "--overwrite",
+            "--policy",
+            "off",
+            "--sign-key",
+            ci_key.to_str().unwrap(),
+        ])
+        .args(&flags);
+    stdout_of(cmd);
+    let out = sync_once();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&dir.join("index.html")).as_deref(), Some("v1\n"));
+    let s = status(&status_file).to_string();
+    assert!(
+        s.contains("PolicyViolation") && s.contains("image-latest"),
+        "{s}"
+    );
+}

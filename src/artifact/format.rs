@@ -31,6 +31,9 @@ pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
 pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
 /// `org.opencontainers.image.created`: RFC 3339 creation time.
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+/// `dev.tresor.content`: `files` when pushed with `--content files` (so pull and sync check
+/// such content as files, not as Kubernetes objects).
+pub const ANNOTATION_CONTENT: &str = "dev.tresor.content";
 /// OCI layout annotation carrying a manifest's tag in `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 

@@ -250,6 +250,20 @@ pub enum ContentMode {
     Files,
 }
 
+impl ContentMode {
+    /// The mode an artifact was pushed with, from its manifest annotations
+    /// ([`super::format::ANNOTATION_CONTENT`]); Kubernetes unless it says `files`.
+    pub fn of_annotations(annotations: &BTreeMap<String, String>) -> Self {
+        match annotations
+            .get(super::format::ANNOTATION_CONTENT)
+            .map(String::as_str)
+        {
+            Some("files") => Self::Files,
+            _ => Self::Kubernetes,
+        }
+    }
+}
+
 /// Parses every manifest in `files` (relative `/`-separated path and content, any order).
 ///
 /// Returns the objects sorted by [`ObjectKey`] (in [`ContentMode::Files`]: by file, then

@@ -14,10 +14,6 @@ use crate::registry::{RegistryOptions, Repository};
 
 use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
 
-/// Manifest annotation that records `push --content files` (so `pull` lints such content as
-/// files, not as Kubernetes objects).
-pub const ANNOTATION_CONTENT: &str = "dev.tresor.content";
-
 /// `--policy` and `--policy-file`, shared by push and pull.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
@@ -88,7 +84,7 @@ pub(super) async fn run(args: LintArgs) -> Result<ExitCode, CliError> {
         let repo = Repository::open(&reference, &args.registry.options()?)?;
         let artifact = fetch::resolve(&repo, &reference).await?;
         let files = fetch::read_files(&repo, &artifact, &args.limits.limits()).await?;
-        let mode = content_mode(&artifact.manifest.annotations);
+        let mode = ContentMode::of_annotations(&artifact.manifest.annotations);
         policy::lint_files(&files, mode, &policy)
     };
     printer.result(&report, || report.to_text());
@@ -97,13 +93,6 @@ pub(super) async fn run(args: LintArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn content_mode(annotations: &BTreeMap<String, String>) -> ContentMode {
-    match annotations.get(ANNOTATION_CONTENT).map(String::as_str) {
-        Some("files") => ContentMode::Files,
-        _ => ContentMode::Kubernetes,
-    }
 }
 
 /// Turns a verdict into stderr output or a refusal (exit 1). `what` names the operation.
@@ -182,7 +171,10 @@ pub(super) async fn prepare_push(
     let (policy, mode) = policy_args.load()?;
     let mut annotations = BTreeMap::new();
     if content == ContentMode::Files {
-        annotations.insert(ANNOTATION_CONTENT.to_string(), "files".to_string());
+        annotations.insert(
+            crate::artifact::format::ANNOTATION_CONTENT.to_string(),
+            "files".to_string(),
+        );
     }
     if pin_images && content == ContentMode::Files {
         return Err(CliError::Usage(
@@ -288,6 +280,6 @@ pub(super) fn check_pulled(
     if mode == Mode::Off {
         return Ok(());
     }
-    let report = policy::lint_dir(staged, content_mode(annotations), policy)?;
+    let report = policy::lint_dir(staged, ContentMode::of_annotations(annotations), policy)?;
     enforce(policy::gate(report, mode), "the pull", printer)
 }

@@ -10,11 +10,14 @@ use crate::reconcile::agent::{self, AgentOptions};
 use crate::reconcile::cache::Cache;
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
-use crate::reconcile::{AllowUnsigned, Engine, NoPolicy, Outcome, Step, StepError, Summary};
+use crate::reconcile::{
+    AllowUnsigned, Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary,
+    TrustVerifier, Verifier,
+};
 use crate::reference::Reference;
 use crate::registry::Repository;
 
-use super::{CliError, Format, LimitArgs, Printer, RegistryArgs};
+use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor sync`.
 #[derive(Debug, clap::Args)]
@@ -54,9 +57,14 @@ pub struct SyncArgs {
     /// Reconcile at once whenever this file is touched (as SIGHUP does).
     #[arg(long, value_name = "PATH")]
     pub trigger_file: Option<PathBuf>,
-    /// Accept content without verifying a signature. Required until trust material is given.
+    /// Accept content without verifying a signature (explicit opt-out; ignored when trust
+    /// material is given, which is then always checked).
     #[arg(long)]
     pub allow_unsigned: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    policy: super::lint::PolicyArgs,
     /// Output format of the per-cycle results on stdout.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -69,12 +77,22 @@ pub struct SyncArgs {
 pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
-    if !args.allow_unsigned {
-        return Err(CliError::Unverified(format!(
-            "refusing to sync {reference}: no trust material given, so signatures cannot be \
-             verified; pass --allow-unsigned to accept unverified content explicitly"
-        )));
-    }
+    let verifier: Arc<dyn Verifier> = match args
+        .trust
+        .policy()
+        .map_err(crate::signing::VerifyError::from)?
+    {
+        Some(trust) => Arc::new(TrustVerifier::new(trust)),
+        None if args.allow_unsigned => Arc::new(AllowUnsigned),
+        None => {
+            return Err(CliError::Unverified(format!(
+                "refusing to sync {reference}: no trust material given, so signatures \
+                     cannot be verified; pass --key PUB or --trust-policy FILE, or \
+                     --allow-unsigned to accept unverified content explicitly"
+            )))
+        }
+    };
+    let (lint_policy, mode) = args.policy.load()?;
     if args.interval.is_zero() {
         return Err(CliError::Usage("--interval must be longer than 0s".into()));
     }
@@ -95,8 +113,8 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let engine = Engine::new(
         source,
         repo,
-        Arc::new(AllowUnsigned),
-        Arc::new(NoPolicy),
+        verifier,
+        Arc::new(ImmutabilityPolicy::new(lint_policy, mode)),
         cache,
         target,
         args.limits.limits(),
@@ -121,7 +139,13 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     } else {
         match &last.error {
             None => ExitCode::SUCCESS,
-            Some(f) if f.step == Step::Verify => ExitCode::from(1),
+            // Refused content (untrusted, or against the immutability policy) is a failed
+            // check, as in `pull`; transient trouble in those steps is an error.
+            Some(f)
+                if matches!(f.step, Step::Verify | Step::Policy) && f.retry == Retry::Stalled =>
+            {
+                ExitCode::from(1)
+            }
             Some(_) => ExitCode::from(2),
         }
     })

@@ -40,8 +40,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use engine::{Cancel, Engine};
-pub use policy::{NoPolicy, Policy, PolicyRejected};
-pub use verify::{AllowUnsigned, BoxFuture, VerifiedBy, Verifier, VerifyRejected};
+pub use policy::{ImmutabilityPolicy, NoPolicy, Policy, PolicyRejected};
+pub use verify::{AllowUnsigned, BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
 
 use crate::artifact::archive::ArchiveError;
 use crate::artifact::ArtifactError;

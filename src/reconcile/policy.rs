@@ -46,3 +46,48 @@ impl Policy for NoPolicy {
         Ok(Vec::new())
     }
 }
+
+/// The immutability policy (`tresor lint` rules) on the staged tree: in `enforce` mode error
+/// findings reject the digest, in `warn` mode they are reported and the content applied.
+#[derive(Debug, Clone)]
+pub struct ImmutabilityPolicy {
+    policy: crate::policy::Policy,
+    mode: crate::policy::Mode,
+}
+
+impl ImmutabilityPolicy {
+    /// Checks with `policy` in `mode`.
+    pub fn new(policy: crate::policy::Policy, mode: crate::policy::Mode) -> Self {
+        Self { policy, mode }
+    }
+}
+
+impl Policy for ImmutabilityPolicy {
+    fn check(
+        &self,
+        artifact: &ResolvedArtifact,
+        tree: &Path,
+    ) -> Result<Vec<String>, PolicyRejected> {
+        use crate::artifact::objects::ContentMode;
+        use crate::policy::{gate, lint_dir, Verdict};
+        if self.mode == crate::policy::Mode::Off {
+            return Ok(Vec::new());
+        }
+        let content = ContentMode::of_annotations(&artifact.manifest.annotations);
+        let report = lint_dir(tree, content, &self.policy).map_err(|e| PolicyRejected {
+            reason: e.reason(),
+            message: e.to_string(),
+        })?;
+        let lines = |findings: &[crate::policy::Finding]| -> Vec<String> {
+            findings.iter().map(ToString::to_string).collect()
+        };
+        match gate(report, self.mode) {
+            Verdict::Pass => Ok(Vec::new()),
+            Verdict::Warn(findings) => Ok(lines(&findings)),
+            Verdict::Refuse(findings) => Err(PolicyRejected {
+                reason: "PolicyViolation",
+                message: lines(&findings).join("; "),
+            }),
+        }
+    }
+}

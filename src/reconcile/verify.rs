@@ -103,3 +103,42 @@ impl Verifier for AllowUnsigned {
         Box::pin(std::future::ready(Ok(VerifiedBy::Unsigned)))
     }
 }
+
+/// Verifies signatures against a trust policy (`--key`, keyless identities, `--trust-policy`)
+/// with [`crate::signing::verify`]: manifests and signature payloads only.
+#[derive(Debug, Clone)]
+pub struct TrustVerifier {
+    policy: crate::signing::TrustPolicy,
+}
+
+impl TrustVerifier {
+    /// A verifier requiring `policy`.
+    pub fn new(policy: crate::signing::TrustPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+impl Verifier for TrustVerifier {
+    fn verify<'a>(
+        &'a self,
+        repo: &'a Repository,
+        artifact: &'a ResolvedArtifact,
+    ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
+        Box::pin(async move {
+            match crate::signing::verify(repo, artifact, &self.policy).await {
+                Ok(v) => Ok(VerifiedBy::Signers(
+                    v.signatures
+                        .iter()
+                        .map(|s| format!("{} ({})", s.authority, s.signer))
+                        .collect(),
+                )),
+                // Untrusted content is rejected until the reference moves; anything else
+                // (registry trouble while reading signatures, an unreadable key) is retried.
+                Err(e) if e.is_unverified() => {
+                    Err(VerifyRejected::rejected(e.reason(), e.to_string()))
+                }
+                Err(e) => Err(VerifyRejected::transient(e.reason(), e.to_string())),
+            }
+        })
+    }
+}
