@@ -11,6 +11,7 @@ mod list;
 pub mod printer;
 mod pull;
 mod push;
+pub mod status;
 mod sync;
 mod tag;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Sync(sync::SyncArgs),
     /// Check a directory or artifact against the immutability policy (exit 1 on errors).
     Lint(lint::LintArgs),
+    /// List the ArtifactSyncs of a cluster with their state (like `flux get`).
+    Status(status::StatusArgs),
 }
 
 /// Why a command failed.
@@ -89,6 +92,9 @@ pub enum CliError {
     /// The `tresor sync` agent could not start (metrics address, signals).
     #[error(transparent)]
     Agent(#[from] crate::reconcile::agent::AgentError),
+    /// `tresor status` could not reach the cluster or list the ArtifactSyncs.
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
 }
 
 impl CliError {
@@ -104,6 +110,7 @@ impl CliError {
             Self::Usage(_) => "InvalidArguments",
             Self::Sync(e) => e.reason(),
             Self::Agent(e) => e.reason(),
+            Self::Status(e) => e.reason(),
         }
     }
 
@@ -127,5 +134,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::List(a) => list::run(a).await,
         Command::Sync(a) => sync::run(a).await,
         Command::Lint(a) => lint::run(a).await,
+        Command::Status(a) => status::run(a).await,
     }
 }
