@@ -13,10 +13,13 @@
 //!   apply → prune) and the host agent behind `tresor sync`.
 //! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
 //!   pinning.
+//! - [`api`]: the Kubernetes custom resources (`ArtifactSync`, `TrustPolicy`), their
+//!   conditions, the trust "cannot weaken" rule and the generated CRDs.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod artifact;
 pub mod cli;
 pub mod digest;

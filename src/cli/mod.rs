@@ -13,6 +13,7 @@ pub mod printer;
 mod pull;
 mod push;
 mod sign;
+pub mod status;
 mod sync;
 mod tag;
 mod verify;
@@ -67,6 +68,8 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify an artifact's signatures against keys or a trust policy (exit 1 if not trusted).
     Verify(verify::VerifyArgs),
+    /// List the ArtifactSyncs of a cluster with their state (like `flux get`).
+    Status(status::StatusArgs),
 }
 
 /// Why a command failed.
@@ -105,6 +108,9 @@ pub enum CliError {
     /// The `tresor sync` agent could not start (metrics address, signals).
     #[error(transparent)]
     Agent(#[from] crate::reconcile::agent::AgentError),
+    /// `tresor status` could not reach the cluster or list the ArtifactSyncs.
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
 }
 
 impl CliError {
@@ -122,6 +128,7 @@ impl CliError {
             Self::Usage(_) => "InvalidArguments",
             Self::Sync(e) => e.reason(),
             Self::Agent(e) => e.reason(),
+            Self::Status(e) => e.reason(),
         }
     }
 
@@ -149,6 +156,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Status(a) => status::run(a).await,
     }
 }
 

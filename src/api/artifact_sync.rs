@@ -1,0 +1,335 @@
+//! `ArtifactSync`: pull one signed artifact and keep a namespace's objects equal to it.
+
+use std::time::Duration;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::trust::{validate_authorities, Authority, Require};
+use super::ApiError;
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+/// How many applied digests `status.history` keeps (newest first).
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Pull a signed OCI artifact by digest, verify it, and apply its manifests.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tresor.dev",
+    version = "v1alpha1",
+    kind = "ArtifactSync",
+    namespaced,
+    status = "ArtifactSyncStatus",
+    category = "tresor",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "Pulls a signed, digest-pinned OCI artifact and applies its manifests."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactSyncSpec {
+    /// The repository, `oci://host[:port]/path`, without tag or digest (those go in `ref`).
+    pub url: String,
+    /// What to follow in the repository: exactly one of tag, semver or digest.
+    #[serde(rename = "ref")]
+    pub source_ref: SourceRef,
+    /// How often to check the registry, e.g. `5m` (drift is corrected from watches sooner).
+    pub interval: String,
+    /// Who must have signed; combined with every TrustPolicy that covers this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+    /// Delete objects that left the artifact (only those tresor applied and labelled).
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    /// Allow an artifact with no objects to prune everything tresor applied before
+    /// (otherwise such an artifact is refused as a likely mistake).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
+    /// Namespace for namespaced objects that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// Apply with this ServiceAccount's rights (impersonation), so tenants cannot escalate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Limit for one reconcile including the health wait, e.g. `5m`; default: the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Wait until the applied objects are healthy (kstatus) before reporting Ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+    /// Stop reconciling (the applied objects stay as they are).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// A `kubernetes.io/dockerconfigjson` Secret with registry credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret_ref: Option<LocalObjectRef>,
+    /// A Secret whose `ca.crt` is added to the trusted roots for the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// Talk plain HTTP to the registry (test registries only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Directory inside the artifact to apply; default: the whole artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// When a new digest fails its health check, apply the last healthy digest again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What to follow: exactly one of `tag`, `semver` or `digest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.tag), has(self.semver), has(self.digest)].filter(x, x).size() == 1",
+    "message": "set exactly one of tag, semver or digest"
+}]))]
+pub struct SourceRef {
+    /// A tag; resolved to a digest on every check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A semver range over the tags, e.g. `>=1.2 <2`; the highest match wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// A fixed digest, `sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// Who must have signed, on top of the TrustPolicies that cover the ArtifactSync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// Name of a TrustPolicy that must also be satisfied, even if it does not cover this
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_policy: Option<String>,
+    /// Additional authorities (Secrets in this namespace, inline keys, keyless identities).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorities: Vec<Authority>,
+    /// How many of `authorities` must have signed; default `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Require>,
+    /// Accept unsigned artifacts. Refused when a TrustPolicy covers this ArtifactSync.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
+}
+
+/// A reference to an object in the ArtifactSync's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LocalObjectRef {
+    /// Its name.
+    pub name: String,
+}
+
+/// What the puller observed and did (kstatus-compatible).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactSyncStatus {
+    /// The `metadata.generation` the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled` (see [`super::conditions`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The digest whose objects are applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_digest: Option<String>,
+    /// The digest the last cycle tried (differs from the applied one after a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_digest: Option<String>,
+    /// Who signed the applied digest (key fingerprints or keyless identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The value of the `tresor.dev/reconcile-requested-at` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// The objects applied from the artifact (what prune compares against).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    /// The last applied digests, newest first, at most [`HISTORY_LIMIT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One applied object.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct InventoryEntry {
+    /// API group (`""` for the core group).
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (`""` for cluster-scoped objects).
+    #[serde(default)]
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// API version it was applied with.
+    pub version: String,
+}
+
+/// One applied digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    /// The digest.
+    pub digest: String,
+    /// When it was applied (RFC 3339).
+    pub time: String,
+    /// The tag it was resolved from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl ArtifactSyncStatus {
+    /// Records that `digest` was applied at `now`: last applied digest, signer and history
+    /// (newest first, a repeated digest moves to the front, at most [`HISTORY_LIMIT`]).
+    pub fn record_applied(&mut self, digest: &str, signer: &str, tag: Option<&str>, now: &str) {
+        self.last_applied_digest = Some(digest.to_string());
+        self.signer = Some(signer.to_string());
+        self.history.retain(|h| h.digest != digest);
+        self.history.insert(
+            0,
+            HistoryEntry {
+                digest: digest.to_string(),
+                time: now.to_string(),
+                tag: tag.map(str::to_string),
+            },
+        );
+        self.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// The `Ready` condition, if any.
+    pub fn ready(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == "Ready")
+    }
+}
+
+impl ArtifactSync {
+    /// `ArtifactSync namespace/name`, for messages.
+    pub fn object_name(&self) -> String {
+        format!(
+            "ArtifactSync {}/{}",
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            self.metadata.name.as_deref().unwrap_or("")
+        )
+    }
+
+    /// Checks what the API server's schema cannot: the URL, exactly one ref, durations,
+    /// the verify section.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let invalid = |field: &str, message: String| ApiError::InvalidSpec {
+            object: self.object_name(),
+            field: field.to_string(),
+            message,
+        };
+        let spec = &self.spec;
+        spec.repository().map_err(|m| match m {
+            ApiError::InvalidSpec { message, .. } => invalid("spec.url", message),
+            other => other,
+        })?;
+        let r = &spec.source_ref;
+        match (&r.tag, &r.semver, &r.digest) {
+            (Some(tag), None, None) => {
+                crate::reference::check_tag(tag).map_err(|m| invalid("spec.ref.tag", m))?
+            }
+            (None, Some(range), None) => crate::reconcile::source::parse_range(range)
+                .map(|_| ())
+                .map_err(|e| invalid("spec.ref.semver", e.to_string()))?,
+            (None, None, Some(digest)) => digest
+                .parse::<Digest>()
+                .map(|_| ())
+                .map_err(|e| invalid("spec.ref.digest", e.to_string()))?,
+            _ => {
+                return Err(invalid(
+                    "spec.ref",
+                    "set exactly one of tag, semver or digest".into(),
+                ))
+            }
+        }
+        parse_duration(&spec.interval).map_err(|m| invalid("spec.interval", m))?;
+        if let Some(t) = &spec.timeout {
+            parse_duration(t).map_err(|m| invalid("spec.timeout", m))?;
+        }
+        if let Some(p) = &spec.path {
+            if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+                return Err(invalid(
+                    "spec.path",
+                    format!("{p:?}: use a relative path inside the artifact, without .."),
+                ));
+            }
+        }
+        if let Some(v) = &spec.verify {
+            if !v.authorities.is_empty() {
+                validate_authorities(
+                    &v.authorities,
+                    v.require.unwrap_or_default(),
+                    Some(self.metadata.namespace.as_deref().unwrap_or("default")),
+                )
+                .map_err(|m| invalid("spec.verify.authorities", m))?;
+            } else if v.require.is_some() {
+                return Err(invalid(
+                    "spec.verify.require",
+                    "require needs authorities in spec.verify.authorities".into(),
+                ));
+            }
+            if v.allow_unsigned && (!v.authorities.is_empty() || v.trust_policy.is_some()) {
+                return Err(invalid(
+                    "spec.verify.allowUnsigned",
+                    "allowUnsigned cannot be combined with authorities or trustPolicy".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ArtifactSyncSpec {
+    /// The repository as `host[:port]/path` (what TrustPolicy `repositories` match).
+    pub fn repository(&self) -> Result<String, ApiError> {
+        let invalid = |message: String| ApiError::InvalidSpec {
+            object: String::from("ArtifactSync"),
+            field: "spec.url".into(),
+            message,
+        };
+        if !self.url.starts_with("oci://") {
+            return Err(invalid(format!(
+                "{:?}: expected oci://host/repository",
+                self.url
+            )));
+        }
+        match self.url.parse::<Reference>() {
+            Ok(Reference::Registry(r)) if r.tag.is_none() && r.digest.is_none() => {
+                Ok(format!("{}/{}", r.host, r.repository))
+            }
+            Ok(_) => Err(invalid(format!(
+                "{:?}: give the repository without tag or digest; put them in spec.ref",
+                self.url
+            ))),
+            Err(e) => Err(invalid(e.to_string())),
+        }
+    }
+
+    /// The interval as a duration.
+    pub fn interval(&self) -> Result<Duration, String> {
+        parse_duration(&self.interval)
+    }
+}
+
+/// A positive duration such as `30s`, `5m`, `1h30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(format!("{text:?}: must be at least 1s")),
+        Err(e) => Err(format!("{text:?}: {e} (examples: 30s, 5m, 1h)")),
+    }
+}

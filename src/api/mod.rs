@@ -1,0 +1,99 @@
+//! The Kubernetes API of tresor: the `tresor.dev/v1alpha1` custom resources.
+//!
+//! - [`ArtifactSync`] (namespaced): which artifact to pull, how to verify it and how to apply
+//!   it; its status carries kstatus conditions, digests, signer, inventory and history.
+//! - [`TrustPolicy`] (cluster-scoped): who must have signed artifacts from which repositories
+//!   in which namespaces. An `ArtifactSync` can add requirements but never weaken a policy
+//!   that covers it: see [`effective_requirements`].
+//! - [`conditions`]: pure helpers turning an engine outcome into kstatus conditions.
+//! - [`crdgen`]: the CRD YAML and JSON schemas under `schemas/` and `deploy/crds/`.
+//!
+//! The types are plain data with `validate()` methods; nothing here talks to a cluster.
+
+mod artifact_sync;
+pub mod conditions;
+pub mod crdgen;
+mod trust;
+mod trust_policy;
+
+pub use artifact_sync::{
+    ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
+    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT,
+};
+pub use conditions::{Condition, ConditionStatus};
+pub use trust::{
+    effective_requirements, Authority, Constraint, KeyAuthority, KeylessAuthority, Require,
+    Requirements, SecretKeyRef,
+};
+pub use trust_policy::{
+    LabelSelector, NamespaceSelector, SelectorRequirement, TrustPolicy, TrustPolicySpec,
+};
+
+/// API group of tresor's custom resources.
+pub const GROUP: &str = "tresor.dev";
+/// API version of tresor's custom resources.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of tresor's custom resources.
+pub const API_VERSION: &str = "tresor.dev/v1alpha1";
+
+/// A custom resource that is invalid, or trust requirements that cannot be satisfied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// A field of a spec is invalid (the API server's schema cannot catch everything).
+    #[error("{object}: {field}: {message}")]
+    InvalidSpec {
+        /// `Kind namespace/name` of the object.
+        object: String,
+        /// The field path, e.g. `spec.ref`.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// `spec.verify.trustPolicy` names a TrustPolicy that does not exist.
+    #[error("{object}: TrustPolicy {name:?} not found; create it or fix spec.verify.trustPolicy")]
+    TrustPolicyNotFound {
+        /// `Kind namespace/name` of the ArtifactSync.
+        object: String,
+        /// The policy name.
+        name: String,
+    },
+    /// The ArtifactSync tries to weaken a TrustPolicy that covers it.
+    #[error("{object}: {message} (TrustPolicy {policy:?} covers this ArtifactSync and cannot be weakened)")]
+    WeakensTrustPolicy {
+        /// `Kind namespace/name` of the ArtifactSync.
+        object: String,
+        /// The covering policy.
+        policy: String,
+        /// What the ArtifactSync asked for.
+        message: String,
+    },
+    /// No TrustPolicy covers the ArtifactSync and it names no authorities.
+    #[error(
+        "{object}: nothing says who must have signed the artifact; add spec.verify (authorities \
+         or trustPolicy), a TrustPolicy covering this namespace and repository, or set \
+         spec.verify.allowUnsigned: true to opt out explicitly"
+    )]
+    NoTrustRequirements {
+        /// `Kind namespace/name` of the ArtifactSync.
+        object: String,
+    },
+    /// The CRDs could not be rendered (a bug in the types).
+    #[error("could not render the CRDs: {message}")]
+    Render {
+        /// The serializer's message.
+        message: String,
+    },
+}
+
+impl ApiError {
+    /// Stable CamelCase reason for conditions, events, metrics and `--format json`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec { .. } => "InvalidSpec",
+            Self::TrustPolicyNotFound { .. } => "TrustPolicyNotFound",
+            Self::WeakensTrustPolicy { .. } => "WeakensTrustPolicy",
+            Self::NoTrustRequirements { .. } => "NoTrustRequirements",
+            Self::Render { .. } => "RenderFailed",
+        }
+    }
+}

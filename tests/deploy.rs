@@ -1,0 +1,262 @@
+//! deploy/: every YAML parses, the puller runs locked down, the examples are valid objects.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_norway::Value;
+use tresor::api::{ArtifactSync, TrustPolicy};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+/// (file, document) for every non-empty document under deploy/.
+fn documents() -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&deploy(), &mut files);
+    assert!(files.len() >= 8, "found only {files:?}");
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for d in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if !v.is_null() {
+                docs.push((f.clone(), v));
+            }
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [(PathBuf, Value)], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .map(|(_, v)| v)
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} under deploy/"))
+}
+
+#[test]
+fn every_document_is_an_object_and_the_kustomization_lists_existing_files() {
+    let docs = documents();
+    for (file, v) in &docs {
+        assert!(
+            v["apiVersion"].is_string(),
+            "{}: no apiVersion",
+            file.display()
+        );
+        assert!(v["kind"].is_string(), "{}: no kind", file.display());
+        if v["kind"] != "Kustomization" {
+            assert!(
+                v["metadata"]["name"].is_string(),
+                "{}: no metadata.name",
+                file.display()
+            );
+        }
+    }
+    let k = find_kustomization(&docs);
+    let resources = k["resources"].as_sequence().unwrap();
+    for r in resources {
+        let path = deploy().join(r.as_str().unwrap());
+        assert!(
+            path.is_file(),
+            "kustomization lists missing {}",
+            path.display()
+        );
+    }
+    assert_eq!(k["namespace"], "tresor-system");
+}
+
+fn find_kustomization(docs: &[(PathBuf, Value)]) -> &Value {
+    docs.iter()
+        .find(|(f, _)| f == &deploy().join("kustomization.yaml"))
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+#[test]
+fn puller_deployment_is_locked_down() {
+    let docs = documents();
+    let d = find(&docs, "Deployment", "tresor-puller");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["serviceAccountName"], "tresor-puller");
+    let containers = pod["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for what in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(
+                c["resources"][what][res].is_string(),
+                "resources.{what}.{res} missing"
+            );
+        }
+    }
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let ports: Vec<_> = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(ports.contains(&"metrics"), "{ports:?}");
+    // The cache lives on an emptyDir, since the root filesystem is read-only.
+    let cache = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "cache")
+        .unwrap();
+    assert!(cache["emptyDir"].is_mapping());
+}
+
+#[test]
+fn rbac_is_least_privilege_for_the_puller_itself() {
+    let docs = documents();
+    let role = find(&docs, "ClusterRole", "tresor-puller");
+    let rules = role["rules"].as_sequence().unwrap();
+    let verbs_for = |resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| r["verbs"].as_sequence().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(verbs_for("artifactsyncs"), ["get", "list", "watch"]);
+    assert_eq!(
+        verbs_for("artifactsyncs/status"),
+        ["get", "update", "patch"]
+    );
+    assert_eq!(verbs_for("trustpolicies"), ["get", "list", "watch"]);
+    assert_eq!(verbs_for("secrets"), ["get"], "never list or watch Secrets");
+    assert_eq!(verbs_for("serviceaccounts"), ["impersonate"]);
+    for r in rules {
+        for v in r["verbs"].as_sequence().unwrap() {
+            assert_ne!(v, "*", "no wildcard verbs in tresor-puller");
+        }
+    }
+    // Leases only in its own namespace.
+    let lease = find(&docs, "Role", "tresor-puller-leader-election");
+    assert_eq!(lease["metadata"]["namespace"], "tresor-system");
+    assert_eq!(lease["rules"][0]["resources"][0], "leases");
+}
+
+#[test]
+fn network_policy_allows_dns_api_registries_and_metrics_only() {
+    let docs = documents();
+    let np = find(&docs, "NetworkPolicy", "tresor-puller");
+    let ingress = np["spec"]["ingress"].as_sequence().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"][0]["port"], 8080);
+    let egress_ports: Vec<u64> = np["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["ports"].as_sequence().unwrap().clone())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(egress_ports, [53, 53, 443, 6443]);
+}
+
+#[test]
+fn examples_deserialize_into_the_rust_types_and_validate() {
+    let text = std::fs::read_to_string(deploy().join("examples/artifactsync.yaml")).unwrap();
+    let sync: ArtifactSync = serde_norway::from_str(&text).unwrap();
+    sync.validate().unwrap();
+    assert_eq!(
+        sync.spec.source_ref.semver.as_deref(),
+        Some(">=1.0.0 <2.0.0")
+    );
+    assert!(sync.spec.prune && sync.spec.wait && sync.spec.rollback);
+
+    let text = std::fs::read_to_string(deploy().join("examples/trustpolicy.yaml")).unwrap();
+    let policy: TrustPolicy = serde_norway::from_str(&text).unwrap();
+    policy.validate().unwrap();
+    assert_eq!(policy.spec.authorities.len(), 2);
+
+    // In a namespace labelled env=prod the policy covers the example: both must hold.
+    let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())]
+        .into_iter()
+        .collect();
+    let req = tresor::api::effective_requirements(&[policy], &sync, &labels).unwrap();
+    let sources: Vec<_> = req
+        .constraints()
+        .iter()
+        .map(|c| c.source.as_str())
+        .collect();
+    assert_eq!(
+        sources,
+        ["ArtifactSync team-a/app", "TrustPolicy/acme-production"]
+    );
+}
+
+/// `kubectl kustomize deploy/` when kubectl is installed (it is not required).
+#[test]
+fn kustomize_renders_the_base_when_kubectl_is_available() {
+    let out = match std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(deploy())
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!("kubectl not installed: skipping kubectl kustomize");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "kind: CustomResourceDefinition",
+        "name: artifactsyncs.tresor.dev",
+        "kind: Deployment",
+        "kind: NetworkPolicy",
+        "namespace: tresor-system",
+        "app.kubernetes.io/part-of: tresor",
+    ] {
+        assert!(rendered.contains(needle), "rendered base lacks {needle:?}");
+    }
+}
