@@ -361,8 +361,9 @@ fn key_bundle_verifies_through_the_cli_on_a_layout_and_the_registry() {
     }
 }
 
-/// Bundle discovery reads the referrers API (404 here), the fallback index, the referrer
-/// manifest and the bundle blob, and nothing of the artifact but its manifest.
+/// Bundle discovery reads the referrers API (404, then the fallback index; or the API's
+/// index), the referrer manifest and the bundle blob, and nothing of the artifact but its
+/// manifest.
 #[test]
 fn bundle_discovery_never_requests_the_artifact_layer() {
     let work = tempfile::tempdir().unwrap();
@@ -406,6 +407,7 @@ fn bundle_discovery_never_requests_the_artifact_layer() {
         fallback_tag(&digest),
         (OCI_INDEX_MEDIA_TYPE.into(), attached.index.clone()),
     );
+    let fake_content = content.clone();
     let fake = FakeRegistry::start(content);
     let reference = format!("{}:v1", fake.repo("app"));
 
@@ -428,6 +430,38 @@ fn bundle_discovery_never_requests_the_artifact_layer() {
             "unexpected request {r}: {requests:?}"
         );
     }
+
+    // A registry with the referrers API: the bundle is found there, without a fallback tag.
+    let mut content = fake_content.clone();
+    let index = content.manifests.remove(&fallback_tag(&digest)).unwrap();
+    content
+        .manifests
+        .insert(format!("referrers/{digest}"), index);
+    let with_api = FakeRegistry::start(content);
+    let v = json_of(tresor().args([
+        "verify",
+        &format!("{}:v1", with_api.repo("app")),
+        "--key",
+        s(&public),
+        "--plain-http",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        v["signatures"][0]["source"],
+        format!("referrer {referrer_digest}")
+    );
+    let requests = with_api.requests();
+    assert!(
+        requests.contains(&format!("GET /v2/app/blobs/{}", attached.bundle_digest)),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.contains(&format!("/blobs/{}", layer_descriptor.digest))),
+        "{requests:?}"
+    );
 
     fake.clear_requests();
     let (reason, _) = failure(
