@@ -98,8 +98,15 @@ fn main() {
             &artifact.digest,
         ))
         .unwrap();
+    let prepared = tresor::signing::verify::PreparedPolicy::load(&policy).unwrap();
     run("policy evaluation only (4 signature checks)", &mut || {
-        let v = tresor::signing::verify::evaluate(&artifact, &policy, &candidates).unwrap();
+        let v = tresor::signing::verify::evaluate(
+            &artifact,
+            &prepared,
+            &candidates,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(v.signatures.len(), 2);
     });
 }

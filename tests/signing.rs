@@ -767,7 +767,7 @@ fn verify_and_pull_with_a_policy_file() {
         ]),
         2,
     );
-    // A keyless authority is accepted by the parser but not verifiable yet: exit 2, clear.
+    // A keyless authority whose trusted root does not exist: exit 2, naming the file.
     let keyless = work.path().join("keyless.yaml");
     std::fs::write(
         &keyless,
@@ -781,7 +781,7 @@ fn verify_and_pull_with_a_policy_file() {
         2,
     );
     assert!(
-        err.contains("keyless verification is not supported yet"),
+        err.contains("trusted root") && err.contains("root.json") && err.contains("cannot read"),
         "{err}"
     );
 
@@ -801,7 +801,7 @@ fn verify_and_pull_with_a_policy_file() {
     ]);
     let err = stderr_of_failure(cmd, 2);
     assert!(
-        err.contains("keyless verification is not supported yet"),
+        err.contains("trusted root") && err.contains("root.json") && err.contains("cannot read"),
         "{err}"
     );
     let mut cmd = tresor();

@@ -1,4 +1,5 @@
-//! `tresor verify REF (--key PUB… [--require any|all|N] | --policy FILE)`.
+//! `tresor verify REF (--key PUB… | --certificate-identity… --certificate-oidc-issuer…
+//! --trusted-root FILE) [--require any|all|N] | --policy FILE)`.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -101,7 +102,10 @@ pub(super) async fn run(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
         .map_err(VerifyError::from)?
         .ok_or_else(|| {
             CliError::Usage(
-                "no trust material: give --key PUB (repeatable) or --policy FILE".into(),
+                "no trust material: give --key PUB (repeatable), --certificate-identity[-regexp] \
+                 with --certificate-oidc-issuer[-regexp] and --trusted-root FILE, or \
+                 --policy FILE"
+                    .into(),
             )
         })?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;

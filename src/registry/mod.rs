@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::artifact::format::Descriptor;
+use crate::artifact::format::{Descriptor, ImageIndex};
 use crate::digest::{Digest, DigestError};
 use crate::reference::Reference;
 
@@ -351,6 +351,20 @@ impl Repository {
             source,
         })?;
         Ok(Bytes::from(out))
+    }
+
+    /// The referrers of `digest` through the OCI referrers API (see
+    /// [`remote::RemoteRepository::referrers`]). `None` when there is no such API: always for
+    /// OCI layouts, which only have the `sha256-<hex>` fallback tag.
+    pub async fn referrers(
+        &self,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<ImageIndex>, RegistryError> {
+        match self {
+            Self::Remote(r) => r.referrers(digest, artifact_type).await,
+            Self::Layout(_) => Ok(None),
+        }
     }
 
     /// All tags of the repository, sorted.

@@ -20,7 +20,9 @@ use super::auth::{self, CredentialSource, Credentials};
 use super::{
     check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError, RegistryOptions,
 };
-use crate::artifact::format::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+use crate::artifact::format::{
+    Descriptor, ImageIndex, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX_MEDIA_TYPE,
+};
 use crate::digest::{Digest, DigestError, Hasher};
 use crate::reference::RegistryReference;
 
@@ -322,6 +324,44 @@ impl RemoteRepository {
         check_content(&what, descriptor, hasher.finish(), size)?;
         file.rewind().map_err(temp_err)?;
         Ok(file)
+    }
+
+    /// The OCI referrers API: the index of manifests whose `subject` is `digest`, filtered by
+    /// `artifact_type` (the registry may ignore the filter; callers filter again). Only the
+    /// first page is read, bounded like a manifest. `None` when the registry has no referrers
+    /// API (404, as Distribution 2.8 answers, or 405/501): callers fall back to the
+    /// `sha256-<hex>` tag.
+    pub async fn referrers(
+        &self,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<ImageIndex>, RegistryError> {
+        let mut url = self.url(&format!("referrers/{digest}"));
+        if let Some(t) = artifact_type {
+            url.push_str("?artifactType=");
+            url.push_str(&t.replace('+', "%2B"));
+        }
+        let resp = self
+            .send(Action::Pull, || {
+                self.http.get(&url).header(ACCEPT, OCI_INDEX_MEDIA_TYPE)
+            })
+            .await?;
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        ) {
+            return Ok(None);
+        }
+        let resp = self.expect_success(Method::GET, &url, resp).await?;
+        let what = format!("referrers of {}", self.display(ManifestRef::Digest(digest)));
+        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what).await?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RegistryError::Invalid {
+                what,
+                kind: "referrers index".into(),
+                message: e.to_string(),
+            })
     }
 
     /// All tags, following `Link` pagination (bounded).

@@ -13,15 +13,17 @@
 //! - [`keyless`]: cosign legacy `.sig` layers signed keylessly (Fulcio certificate, Rekor
 //!   SET), offline against a [`trust_root::TrustRoot`].
 //! - [`bundle`]: cosign v3 Sigstore bundles (v0.3), keyless or key-based.
+//! - [`referrers`]: finding bundles: the OCI referrers API, or the `sha256-<hex>` fallback
+//!   index tag.
 //! - [`identity`]: who may sign keylessly ([`identity::KeylessIdentity`]) and who did.
 //! - [`trust_root`]: Fulcio CAs and Rekor keys from a `trusted_root.json`.
 //!
 //! Not verified: embedded SCTs (CT logs) and RFC 3161 timestamps; the signing time comes from
 //! the Rekor SET.
 //!
-//! Extension points: a new signature source (sigstore bundles) adds a [`verify::Candidate`]
-//! variant and a collector in [`verify::collect_candidates`]; a new authority kind
-//! (keyless) fills in the [`policy::Authority::Keyless`] arm of [`verify::verify_candidate`].
+//! Extension points: a new signature source adds a [`verify::Candidate`] variant and a
+//! collector in [`verify::collect_candidates`]; a new authority kind adds a
+//! [`verify::PreparedAuthority`] variant and its arms in [`verify::verify_candidate`].
 
 pub mod attestation;
 pub mod bundle;
@@ -32,12 +34,15 @@ pub mod keys;
 pub mod legacy;
 pub mod payload;
 pub mod policy;
+pub mod referrers;
 mod rekor;
 pub mod trust_root;
 pub mod verify;
 
 use crate::digest::Digest;
 use crate::registry::RegistryError;
+
+pub use keyless::KeylessError;
 
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use policy::{Authority, NamedAuthority, PolicyError, Require, TrustPolicy};
@@ -168,14 +173,28 @@ pub enum VerifyError {
         /// Per authority: satisfied or why not.
         details: Vec<String>,
     },
-    /// The policy names a keyless authority; that is not wired in yet.
+    /// `--attestation` with a keyless authority: keyless attestations are not verified yet.
     #[error(
-        "authority {authority:?} is keyless; keyless verification is not supported yet \
-         (use key authorities)"
+        "authority {authority:?} is keyless; keyless verification of attestations is not \
+         supported yet (use key authorities for --attestation)"
     )]
     KeylessNotSupported {
         /// The authority name.
         authority: String,
+    },
+    /// A keyless or bundle signature did not verify (or the bundle is malformed): see
+    /// [`KeylessError::reason`]. Unverified, except for an unusable regexp or key.
+    #[error(transparent)]
+    Keyless(#[from] KeylessError),
+    /// The trusted root of a keyless authority cannot be read or is not a trusted root.
+    #[error("authority {authority:?}: trusted root {}: {source}", path.display())]
+    TrustedRoot {
+        /// The authority name.
+        authority: String,
+        /// The `trusted_root.json` file.
+        path: std::path::PathBuf,
+        /// What is wrong with it ([`KeylessError::TrustRootInvalid`]).
+        source: KeylessError,
     },
     /// The `.sig` manifest could not be parsed.
     #[error("{tag}: invalid signature manifest: {message}")]
@@ -202,12 +221,23 @@ impl VerifyError {
             Self::TooManySignatures { .. } => "TooManySignatures",
             Self::PolicyNotSatisfied { .. } => "PolicyNotSatisfied",
             Self::KeylessNotSupported { .. } => "KeylessNotSupported",
+            Self::Keyless(e) => e.reason(),
+            Self::TrustedRoot { .. } => "TrustRootInvalid",
             Self::InvalidSignatureManifest { .. } => "InvalidSignatureManifest",
         }
     }
 
     /// True when the artifact is not trusted (as opposed to verification failing to run).
     pub fn is_unverified(&self) -> bool {
+        if let Self::Keyless(e) = self {
+            // Configuration problems, not untrusted content.
+            return !matches!(
+                e,
+                KeylessError::TrustRootInvalid { .. }
+                    | KeylessError::InvalidRegexp { .. }
+                    | KeylessError::KeyInvalid { .. }
+            );
+        }
         matches!(
             self,
             Self::NoSignatures { .. }

@@ -27,9 +27,9 @@
 //! ```
 //!
 //! The JSON schema is `schemas/trust-policy.schema.json`. `--key PUB --require …` builds the
-//! same policy ad hoc ([`TrustPolicy::for_keys`]). Keyless authorities parse and validate
-//! (identity and issuer are required; there is no "any identity"), but verification with
-//! them reports [`super::VerifyError::KeylessNotSupported`] until it is wired in.
+//! same policy ad hoc ([`TrustPolicy::for_keys`]). Keyless authorities need an identity and an
+//! issuer (exact, or a fully anchored regexp: there is no "any identity") and a trusted root;
+//! they verify keyless `.sig` layers and sigstore bundles offline.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::identity::Matcher;
 use super::keys::{KeyError, PublicKey};
 
 /// `apiVersion` of policy documents.
@@ -134,48 +135,25 @@ impl std::str::FromStr for Require {
     }
 }
 
-/// A string matched exactly or by an anchored regular expression.
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    /// Equal to this string.
-    Exact(String),
-    /// Matches this regular expression over the whole string.
-    Regexp(regex::Regex),
-}
-
-impl Matcher {
-    /// Whether `value` matches.
-    pub fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Exact(s) => s == value,
-            Self::Regexp(r) => r.is_match(value),
-        }
-    }
-
-    fn from_spec(
-        exact: Option<String>,
-        regexp: Option<String>,
-        what: &str,
-    ) -> Result<Self, String> {
-        match (exact, regexp) {
-            (Some(e), None) if !e.is_empty() => Ok(Self::Exact(e)),
-            (None, Some(r)) if !r.is_empty() => regex::Regex::new(&format!("^(?:{r})$"))
-                .map(Self::Regexp)
-                .map_err(|e| format!("invalid {what}Regexp: {e}")),
-            (Some(_), Some(_)) => Err(format!("give {what} or {what}Regexp, not both")),
-            _ => Err(format!(
-                "{what} or {what}Regexp is required (there is no \"any {what}\" default)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Matcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Exact(s) => f.write_str(s),
-            Self::Regexp(r) => write!(f, "~{}", r.as_str()),
-        }
+/// Builds a matcher from a policy's `X` / `XRegexp` pair: exactly one must be given, and
+/// regexps are fully anchored ([`Matcher::regexp`]); there is no "any" default.
+fn matcher_from_spec(
+    exact: Option<String>,
+    regexp: Option<String>,
+    what: &str,
+) -> Result<Matcher, String> {
+    match (exact, regexp) {
+        (Some(e), None) if !e.is_empty() => Ok(Matcher::exact(e)),
+        (None, Some(r)) if !r.is_empty() => Matcher::regexp(&r).map_err(|e| match e {
+            super::keyless::KeylessError::InvalidRegexp { message, .. } => {
+                format!("invalid {what}Regexp: {message}")
+            }
+            other => format!("invalid {what}Regexp: {other}"),
+        }),
+        (Some(_), Some(_)) => Err(format!("give {what} or {what}Regexp, not both")),
+        _ => Err(format!(
+            "{what} or {what}Regexp is required (there is no \"any {what}\" default)"
+        )),
     }
 }
 
@@ -219,8 +197,8 @@ impl Authority {
         trusted_root: PathBuf,
     ) -> Result<Self, String> {
         Ok(Self::Keyless {
-            identity: Matcher::from_spec(identity, identity_regexp, "identity")?,
-            issuer: Matcher::from_spec(issuer, issuer_regexp, "issuer")?,
+            identity: matcher_from_spec(identity, identity_regexp, "identity")?,
+            issuer: matcher_from_spec(issuer, issuer_regexp, "issuer")?,
             trusted_root,
         })
     }

@@ -1,17 +1,29 @@
 //! Verification: collect candidate signatures, check each against each authority, apply
 //! the policy's rule.
 //!
-//! Reads only the `.sig` manifest and its small payload blobs; the artifact's own layers are
-//! never touched, so callers run this right after reading the manifest and before any
-//! download. Adding a signature source means a new [`Candidate`] variant plus a collector in
-//! [`collect_candidates`]; adding an authority kind means a new arm in [`verify_candidate`].
+//! Reads only the `.sig` manifest, the bundle referrers and their small payload blobs; the
+//! artifact's own layers are never touched, so callers run this right after reading the
+//! manifest and before any download. Adding a signature source means a new [`Candidate`]
+//! variant plus a collector in [`collect_candidates`]; adding an authority kind means a new
+//! [`PreparedAuthority`] variant and its arms in [`verify_candidate`].
 
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::attestation::{self, DsseAttestation};
+use super::bundle::{self, BundleAuthority};
+use super::identity::KeylessIdentity;
+use super::keyless::{self, KeylessError};
 use super::legacy::{self, LegacySignature};
 use super::policy::{Authority, TrustPolicy};
-use super::VerifyError;
+use super::referrers;
+use super::trust_root::{TrustRoot, MAX_TRUSTED_ROOT_BYTES};
+use super::{PublicKey, VerifyError};
 use crate::artifact::fetch::ResolvedArtifact;
 use crate::artifact::format::{ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 use crate::digest::Digest;
@@ -24,6 +36,13 @@ pub enum Candidate {
     Legacy(LegacySignature),
     /// A DSSE attestation layer of the `sha256-<hex>.att` manifest.
     Attestation(DsseAttestation),
+    /// A cosign v3 Sigstore bundle (v0.3), from a referrer manifest.
+    Bundle {
+        /// Where it was found, e.g. `referrer sha256:…`.
+        source: String,
+        /// The bundle JSON exactly as stored.
+        bytes: Bytes,
+    },
 }
 
 impl Candidate {
@@ -32,8 +51,103 @@ impl Candidate {
         match self {
             Self::Legacy(s) => s.describe(),
             Self::Attestation(a) => a.describe(),
+            Self::Bundle { source, .. } => source.clone(),
         }
     }
+}
+
+/// An authority ready to check signatures: the key with its PEM (bundles take PEM), or the
+/// keyless identity with its trusted root already read and parsed.
+#[derive(Debug, Clone)]
+pub enum PreparedAuthority {
+    /// A public key.
+    Key {
+        /// The key.
+        key: PublicKey,
+        /// Its PEM form, for [`BundleAuthority::Key`].
+        pem: String,
+    },
+    /// A keyless signer.
+    Keyless {
+        /// Required certificate identity and issuer.
+        identity: KeylessIdentity,
+        /// Fulcio CAs and Rekor keys.
+        root: TrustRoot,
+    },
+}
+
+/// A trust policy whose authorities are prepared: what [`evaluate`] checks against. Trusted
+/// roots are read once per verification (and once per file), not once per candidate.
+#[derive(Debug, Clone)]
+pub struct PreparedPolicy<'a> {
+    /// The policy as loaded.
+    pub policy: &'a TrustPolicy,
+    /// Its authorities, in the same order.
+    pub authorities: Vec<PreparedAuthority>,
+}
+
+impl<'a> PreparedPolicy<'a> {
+    /// Prepares `policy`: reads and parses each keyless authority's trusted root.
+    ///
+    /// Fails with [`VerifyError::TrustedRoot`] (an error, exit 2) when a trusted root cannot
+    /// be read or is not a Sigstore trusted root.
+    pub fn load(policy: &'a TrustPolicy) -> Result<Self, VerifyError> {
+        let mut roots: Vec<(PathBuf, TrustRoot)> = Vec::new();
+        let mut authorities = Vec::new();
+        for named in &policy.authorities {
+            authorities.push(match &named.authority {
+                Authority::Key { key } => PreparedAuthority::Key {
+                    key: key.clone(),
+                    pem: key.to_pem(),
+                },
+                Authority::Keyless {
+                    identity,
+                    issuer,
+                    trusted_root,
+                } => {
+                    let root = match roots.iter().find(|(p, _)| p == trusted_root) {
+                        Some((_, root)) => root.clone(),
+                        None => {
+                            let root = read_trusted_root(trusted_root).map_err(|source| {
+                                VerifyError::TrustedRoot {
+                                    authority: named.name.clone(),
+                                    path: trusted_root.clone(),
+                                    source,
+                                }
+                            })?;
+                            roots.push((trusted_root.clone(), root.clone()));
+                            root
+                        }
+                    };
+                    PreparedAuthority::Keyless {
+                        identity: KeylessIdentity {
+                            identity: identity.clone(),
+                            issuer: issuer.clone(),
+                        },
+                        root,
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            policy,
+            authorities,
+        })
+    }
+}
+
+/// Reads a `trusted_root.json`, bounded.
+fn read_trusted_root(path: &Path) -> Result<TrustRoot, KeylessError> {
+    let mut json = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_TRUSTED_ROOT_BYTES as u64 + 1)
+                .read_to_end(&mut json)
+        })
+        .map_err(|e| KeylessError::TrustRootInvalid {
+            message: format!("cannot read it: {e}"),
+        })?;
+    TrustRoot::from_json(&json)
 }
 
 /// Who made a valid signature.
@@ -128,21 +242,19 @@ pub async fn verify(
     artifact: &ResolvedArtifact,
     policy: &TrustPolicy,
 ) -> Result<Verification, VerifyError> {
-    for a in &policy.authorities {
-        if matches!(a.authority, Authority::Keyless { .. }) {
-            return Err(VerifyError::KeylessNotSupported {
-                authority: a.name.clone(),
-            });
-        }
-    }
+    let prepared = PreparedPolicy::load(policy)?;
     let candidates = collect_candidates(repo, &artifact.digest).await?;
     if candidates.is_empty() {
         return Err(VerifyError::NoSignatures {
             reference: artifact.reference.pinned(&artifact.digest),
-            tag: legacy::signature_tag(&artifact.digest),
+            tag: format!(
+                "{}, nor bundles in referrers or {}",
+                legacy::signature_tag(&artifact.digest),
+                referrers::fallback_tag(&artifact.digest)
+            ),
         });
     }
-    evaluate(artifact, policy, &candidates)
+    evaluate(artifact, &prepared, &candidates, SystemTime::now())
 }
 
 /// A passed attestation verification: the signers and the verified statements.
@@ -163,6 +275,14 @@ pub async fn verify_attestations(
     artifact: &ResolvedArtifact,
     policy: &TrustPolicy,
 ) -> Result<AttestationVerification, VerifyError> {
+    for a in &policy.authorities {
+        if matches!(a.authority, Authority::Keyless { .. }) {
+            return Err(VerifyError::KeylessNotSupported {
+                authority: a.name.clone(),
+            });
+        }
+    }
+    let prepared = PreparedPolicy::load(policy)?;
     let candidates: Vec<Candidate> = attestation::collect(repo, &artifact.digest)
         .await?
         .into_iter()
@@ -174,7 +294,7 @@ pub async fn verify_attestations(
             tag: attestation::attestation_tag(&artifact.digest),
         });
     }
-    let verification = evaluate(artifact, policy, &candidates)?;
+    let verification = evaluate(artifact, &prepared, &candidates, SystemTime::now())?;
     let mut statements = Vec::new();
     for candidate in &candidates {
         let Candidate::Attestation(att) = candidate else {
@@ -202,59 +322,116 @@ pub async fn verify_attestations(
     })
 }
 
-/// Every signature stored for `digest`, from every source tresor reads.
+/// Every signature stored for `digest`, from every source tresor reads: the legacy `.sig`
+/// layers, then the Sigstore bundles (referrers API and `sha256-<hex>` fallback tag).
 pub async fn collect_candidates(
     repo: &Repository,
     digest: &Digest,
 ) -> Result<Vec<Candidate>, VerifyError> {
-    let candidates = legacy::collect(repo, digest)
+    let mut candidates: Vec<Candidate> = legacy::collect(repo, digest)
         .await?
         .into_iter()
         .map(Candidate::Legacy)
         .collect();
-    // Sigstore bundles (referrers API / `sha256-<hex>` index tag) are to be collected here.
+    candidates.extend(
+        referrers::collect(repo, digest)
+            .await?
+            .into_iter()
+            .map(|b| Candidate::Bundle {
+                source: b.source,
+                bytes: b.bytes,
+            }),
+    );
     Ok(candidates)
 }
 
 /// Checks one candidate against one authority: who signed, or why it does not count.
+/// `now` bounds how far in the future a transparency-log entry may claim to be.
 pub fn verify_candidate(
-    authority: &Authority,
+    authority: &PreparedAuthority,
     candidate: &Candidate,
     digest: &Digest,
+    now: SystemTime,
 ) -> Result<Signer, VerifyError> {
+    let key_signer = |key: &PublicKey| Signer::Key {
+        fingerprint: key.fingerprint().to_string(),
+    };
     match (authority, candidate) {
-        (Authority::Key { key }, Candidate::Legacy(sig)) => {
+        (PreparedAuthority::Key { key, .. }, Candidate::Legacy(sig)) => {
             sig.verify_with_key(key, digest)?;
-            Ok(Signer::Key {
-                fingerprint: key.fingerprint().to_string(),
-            })
+            Ok(key_signer(key))
         }
-        (Authority::Key { key }, Candidate::Attestation(att)) => {
+        (PreparedAuthority::Key { key, .. }, Candidate::Attestation(att)) => {
             att.verify_with_key(key, digest)?;
-            Ok(Signer::Key {
-                fingerprint: key.fingerprint().to_string(),
+            Ok(key_signer(key))
+        }
+        (PreparedAuthority::Key { key, pem }, Candidate::Bundle { bytes, .. }) => {
+            bundle::verify_bundle(
+                bytes,
+                &digest.to_string(),
+                &BundleAuthority::Key {
+                    public_key_pem: pem,
+                },
+                now,
+            )?;
+            Ok(key_signer(key))
+        }
+        (PreparedAuthority::Keyless { identity, root }, Candidate::Legacy(sig)) => {
+            let annotations: BTreeMap<String, String> = [
+                (keyless::SIGNATURE_ANNOTATION, &sig.signature),
+                (keyless::CERTIFICATE_ANNOTATION, &sig.certificate),
+                (keyless::CHAIN_ANNOTATION, &sig.chain),
+                (keyless::BUNDLE_ANNOTATION, &sig.bundle),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+            .collect();
+            let signer =
+                keyless::verify_legacy_keyless(&sig.payload, &annotations, identity, root, now)?;
+            legacy::check_payload_digest(&sig.payload, digest)?;
+            Ok(certificate_signer(signer))
+        }
+        (PreparedAuthority::Keyless { identity, root }, Candidate::Bundle { bytes, .. }) => {
+            let signer = bundle::verify_bundle(
+                bytes,
+                &digest.to_string(),
+                &BundleAuthority::Keyless { identity, root },
+                now,
+            )?;
+            Ok(certificate_signer(signer))
+        }
+        (PreparedAuthority::Keyless { identity, .. }, Candidate::Attestation(_)) => {
+            Err(VerifyError::KeylessNotSupported {
+                authority: format!("keyless {}", identity.identity),
             })
         }
-        (Authority::Keyless { .. }, _) => Err(VerifyError::KeylessNotSupported {
-            authority: authority.to_string(),
-        }),
     }
 }
 
-/// Applies the policy to already collected candidates (pure; no I/O).
+fn certificate_signer(signer: super::identity::VerifiedSigner) -> Signer {
+    Signer::Certificate {
+        identity: signer.identity,
+        issuer: signer.issuer.unwrap_or_default(),
+    }
+}
+
+/// Applies the prepared policy to already collected candidates (pure; no I/O). `now` bounds
+/// how far in the future a transparency-log entry may claim to be.
 pub fn evaluate(
     artifact: &ResolvedArtifact,
-    policy: &TrustPolicy,
+    prepared: &PreparedPolicy<'_>,
     candidates: &[Candidate],
+    now: SystemTime,
 ) -> Result<Verification, VerifyError> {
+    let policy = prepared.policy;
     let mut signatures = Vec::new();
     let mut satisfied = Vec::new();
     let mut failures: Vec<VerifyError> = Vec::new();
     let mut details = Vec::new();
-    for named in &policy.authorities {
+    for (named, authority) in policy.authorities.iter().zip(&prepared.authorities) {
         let mut ok = false;
         for candidate in candidates {
-            match verify_candidate(&named.authority, candidate, &artifact.digest) {
+            match verify_candidate(authority, candidate, &artifact.digest, now) {
                 Ok(signer) => {
                     ok = true;
                     signatures.push(VerifiedSignature {
@@ -291,11 +468,11 @@ pub fn evaluate(
     }
     if satisfied.is_empty() {
         return Err(match most_telling(failures) {
-            Some(VerifyError::SignatureInvalid { .. }) | None => VerifyError::SignatureInvalid {
+            Some(telling) if rank(&telling) < GENERIC => telling,
+            _ => VerifyError::SignatureInvalid {
                 signatures: candidates.len(),
                 authorities: describe_authorities(policy),
             },
-            Some(other) => other,
         });
     }
     Err(VerifyError::PolicyNotSatisfied {
@@ -305,16 +482,35 @@ pub fn evaluate(
     })
 }
 
-/// The failure that says most about why nothing verified: a trusted signature over the
-/// wrong digest beats a malformed payload, which beats bad encoding, which beats "not
-/// signed by this key".
+/// Rank of failures that only say "not signed by this authority"; reported as the summary
+/// [`VerifyError::SignatureInvalid`].
+const GENERIC: u8 = 5;
+
+/// How much a failure says about why nothing verified (lower says more): a trusted signature
+/// over the wrong digest beats a certificate for another identity or issuer, which beats
+/// broken keyless evidence (chain, validity, transparency log), a malformed payload and bad
+/// encoding, which beat "not signed by this authority".
+fn rank(e: &VerifyError) -> u8 {
+    match e {
+        VerifyError::PayloadDigestMismatch { .. }
+        | VerifyError::Keyless(KeylessError::SubjectDigestMismatch { .. }) => 0,
+        VerifyError::Keyless(
+            KeylessError::IdentityMismatch { .. } | KeylessError::IssuerMismatch { .. },
+        ) => 1,
+        VerifyError::Keyless(
+            KeylessError::CertificateChainInvalid { .. }
+            | KeylessError::CertificateExpired { .. }
+            | KeylessError::TlogEntryInvalid { .. }
+            | KeylessError::TlogEntryMissing,
+        ) => 2,
+        VerifyError::InvalidPayload { .. } => 3,
+        VerifyError::BadSignatureEncoding { .. } => 4,
+        _ => GENERIC,
+    }
+}
+
+/// The failure that says most about why nothing verified (see [`rank`]).
 fn most_telling(failures: Vec<VerifyError>) -> Option<VerifyError> {
-    let rank = |e: &VerifyError| match e {
-        VerifyError::PayloadDigestMismatch { .. } => 0,
-        VerifyError::InvalidPayload { .. } => 1,
-        VerifyError::BadSignatureEncoding { .. } => 2,
-        _ => 3,
-    };
     failures.into_iter().min_by_key(rank)
 }
 

@@ -2,7 +2,9 @@
 //! do not match their digest: the malicious server. It records every request.
 //!
 //! Manifests are answered with `Docker-Content-Digest` (the sha256 of the bytes served), on
-//! GET and HEAD; `/tags/list` lists the tags among the manifest keys. Content can be changed
+//! GET and HEAD; `/tags/list` lists the tags among the manifest keys; `/referrers/<digest>`
+//! answers the manifest stored under the key `referrers/<digest>` (404 otherwise, like a
+//! registry without the referrers API). Content can be changed
 //! while it runs, and [`FakeRegistry::set_down`] makes it answer 503 to everything.
 #![allow(dead_code)]
 
@@ -147,6 +149,10 @@ fn serve(
         if let Some((media_type, bytes)) = content.manifests.get(reference) {
             return respond(StatusCode::OK, media_type, bytes.clone(), true);
         }
+    } else if let Some((_, digest)) = path.rsplit_once("/referrers/") {
+        if let Some((media_type, bytes)) = content.manifests.get(&format!("referrers/{digest}")) {
+            return respond(StatusCode::OK, media_type, bytes.clone(), false);
+        }
     } else if let Some((_, digest)) = path.rsplit_once("/blobs/") {
         if let Some(bytes) = content.blobs.get(digest) {
             return respond(
@@ -163,7 +169,7 @@ fn serve(
         let mut tags: Vec<&String> = content
             .manifests
             .keys()
-            .filter(|k| !k.starts_with("sha256:"))
+            .filter(|k| !k.starts_with("sha256:") && !k.starts_with("referrers/"))
             .collect();
         tags.sort();
         let body = serde_json::json!({ "name": name, "tags": tags });
