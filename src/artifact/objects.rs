@@ -731,8 +731,69 @@ fn split_sections(text: &str) -> Vec<Section<'_>> {
 }
 
 fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsError> {
+    let sections = split_sections(text);
+    let docs = match parse_whole(text, &sections, depth) {
+        Some(docs) => docs,
+        None => parse_sections(path, &sections, depth)?,
+    };
+    // Merge keys can supply identity fields; only the full parse resolves them.
+    if depth == Depth::Identity && docs.iter().any(|d| identity::uses_merge(&d.value)) {
+        return parse_yaml(path, text, Depth::Full);
+    }
+    Ok(docs)
+}
+
+/// The fast path: one parser for the whole file. A parser per section costs more than a
+/// small document itself (libyaml allocates its buffers per parser), so a file of many small
+/// documents is read in one go when that gives exactly one document per section — always,
+/// unless the file uses `...` end markers or `%` directives. Returns `None` (and the caller
+/// takes the per-section path, which also reports errors with file-relative lines) on any
+/// error or mismatch.
+fn parse_whole(text: &str, sections: &[Section<'_>], depth: Depth) -> Option<Vec<Doc>> {
+    let unusual = text
+        .lines()
+        .any(|l| l.starts_with("...") || l.starts_with('%'));
+    if unusual {
+        return None;
+    }
+    let mut values = Vec::with_capacity(sections.len());
+    for de in serde_norway::Deserializer::from_str(text) {
+        let value = match depth {
+            Depth::Full => {
+                let mut value = Value::deserialize(de).ok()?;
+                value.apply_merge().ok()?;
+                value
+            }
+            Depth::Identity => identity::read(de).ok()?,
+        };
+        values.push(value);
+    }
+    if values.len() != sections.len() {
+        return None;
+    }
+    Some(
+        values
+            .into_iter()
+            .zip(sections)
+            .enumerate()
+            .filter(|(_, (value, _))| !value.is_null())
+            .map(|(index, (value, section))| Doc {
+                index,
+                line: section.content_line.unwrap_or(section.first_line + 1),
+                value,
+            })
+            .collect(),
+    )
+}
+
+/// The exact path: each `---` section parsed on its own, so errors carry file lines.
+fn parse_sections(
+    path: &str,
+    sections: &[Section<'_>],
+    depth: Depth,
+) -> Result<Vec<Doc>, ObjectsError> {
     let mut docs = Vec::new();
-    for (index, section) in split_sections(text).into_iter().enumerate() {
+    for (index, section) in sections.iter().enumerate() {
         let line = section.content_line.unwrap_or(section.first_line + 1);
         let invalid = |err: serde_norway::Error| {
             let (line, column) = match err.location() {
@@ -761,10 +822,6 @@ fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsE
                 docs.push(Doc { index, line, value });
             }
         }
-    }
-    // Merge keys can supply identity fields; only the full parse resolves them.
-    if depth == Depth::Identity && docs.iter().any(|d| identity::uses_merge(&d.value)) {
-        return parse_yaml(path, text, Depth::Full);
     }
     Ok(docs)
 }
@@ -1278,6 +1335,37 @@ mod tests {
                     "{files:?}: full {:?} vs check {:?}",
                     a.map(|v| v.len()),
                     b.map(|v| v.len())
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn whole_file_fast_path_matches_the_per_section_parse() {
+        let texts = [
+            "# leading comment\n---\napiVersion: v1\nkind: A\nmetadata: {name: a}\n---\n---\n# only a comment\n---\napiVersion: v1\nkind: B\nmetadata: {name: b}\n",
+            "apiVersion: v1\nkind: A\nmetadata: {name: a}\n---\napiVersion: v1\nkind: B\nmetadata: {name: b}\n",
+            "---\nkey: |\n  ---\n  not a marker inside a block scalar\n---\nx: 1\n",
+            "\n\n# nothing but comments\n",
+        ];
+        for text in texts {
+            let sections = split_sections(text);
+            let exact = parse_sections("f.yaml", &sections, Depth::Full).unwrap();
+            let exact: Vec<_> = exact
+                .iter()
+                .map(|d| (d.index, d.line, d.value.clone()))
+                .collect();
+            match parse_whole(text, &sections, Depth::Full) {
+                Some(fast) => {
+                    let fast: Vec<_> = fast
+                        .iter()
+                        .map(|d| (d.index, d.line, d.value.clone()))
+                        .collect();
+                    assert_eq!(fast, exact, "{text:?}");
+                }
+                None => assert!(
+                    exact.is_empty() || text.contains("..."),
+                    "fast path declined {text:?}"
                 ),
             }
         }
