@@ -11,6 +11,8 @@
 //! - [`signing`]: keyless and Sigstore-bundle signature verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
+//! - [`kube`]: the Kubernetes apply step: staged server-side apply, prune, health, drift
+//!   (the puller and `tresor apply`).
 //! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
 //!   pinning.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
@@ -20,6 +22,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod kube;
 pub mod policy;
 pub mod reconcile;
 pub mod reference;
