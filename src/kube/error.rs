@@ -387,25 +387,19 @@ fn conflict_manager(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::response::{StatusCause, StatusDetails};
+    use serde_json::{json, Value};
 
-    fn status(code: u16, reason: &str, message: &str, causes: Vec<StatusCause>) -> kube::Error {
-        kube::Error::Api(Box::new(
-            Status::failure(message, reason)
-                .with_code(code)
-                .with_details(StatusDetails {
-                    causes,
-                    ..StatusDetails::default()
-                }),
-        ))
+    fn status(code: u16, reason: &str, message: &str, causes: Vec<Value>) -> kube::Error {
+        let status: Status = serde_json::from_value(json!({
+            "status": "Failure", "code": code, "reason": reason, "message": message,
+            "details": {"causes": causes}
+        }))
+        .unwrap();
+        kube::Error::Api(Box::new(status))
     }
 
-    fn cause(field: &str, message: &str) -> StatusCause {
-        StatusCause {
-            field: field.into(),
-            message: message.into(),
-            ..StatusCause::default()
-        }
+    fn cause(field: &str, message: &str) -> Value {
+        json!({"field": field, "message": message})
     }
 
     #[test]
