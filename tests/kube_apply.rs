@@ -412,8 +412,10 @@ async fn drift_is_found_and_reapplied() {
             "deployments",
         ),
     );
-    let mut pp = PatchParams::default();
-    pp.field_manager = Some("kubectl-edit".into());
+    let pp = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
     deployments
         .patch("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 5}})))
         .await
@@ -1041,4 +1043,112 @@ async fn engine_applies_prunes_and_corrects_drift_in_a_cluster() {
     assert!(names.contains(&Step::Prune), "{names:?}");
     let inventory: Vec<&ObjectRef> = engine.target().inventory().iter().collect();
     assert_eq!(inventory.len(), 2);
+}
+
+#[test]
+fn tresor_apply_applies_prunes_and_dry_runs_from_a_kubeconfig() {
+    let api = KubeApi::start(Duration::from_millis(10));
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(work.path());
+    let layout = work.path().join("layout");
+    let push = |files: &[(&str, &str)], tag: &str| {
+        let tree = work.path().join(format!("tree-{tag}"));
+        std::fs::create_dir_all(&tree).unwrap();
+        for (name, text) in files {
+            std::fs::write(tree.join(name), text).unwrap();
+        }
+        common::stdout_of(common::tresor().args([
+            "push",
+            tree.to_str().unwrap(),
+            &format!("oci-layout:{}:{tag}", layout.display()),
+        ]))
+    };
+    let apply = |tag: &str, extra: &[&str]| {
+        let mut cmd = common::tresor();
+        cmd.args([
+            "apply",
+            &format!("oci-layout:{}:{tag}", layout.display()),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "shop",
+            "--name",
+            "shop",
+            "--allow-unsigned",
+            "--prune",
+            "--cache-dir",
+            work.path().join("cache").to_str().unwrap(),
+        ])
+        .args(extra);
+        cmd
+    };
+    push(SHOP_V1, "v1");
+    let out = common::stdout_of(apply("v1", &["--wait"]));
+    assert!(out.starts_with("applied sha256:"), "{out}");
+    assert!(out.contains("  ConfigMap/shop/b"), "{out}");
+    assert_eq!(
+        api.get("", "configmaps", Some("shop"), "b").unwrap()["metadata"]["labels"][LABEL_NAME],
+        "shop"
+    );
+    let inventory = api
+        .get("", "configmaps", Some("shop"), "tresor-inventory-shop")
+        .unwrap();
+    assert!(
+        inventory["data"]["objects"]
+            .as_str()
+            .unwrap()
+            .contains("\"name\":\"b\""),
+        "{inventory}"
+    );
+
+    // The same again: unchanged, nothing written.
+    api.clear_log();
+    let out = common::stdout_of(apply("v1", &[]));
+    assert!(out.starts_with("unchanged sha256:"), "{out}");
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+
+    // v2 without b: a dry run reports the prune and changes nothing; the real run prunes.
+    push(
+        &[
+            SHOP_V1[0],
+            (
+                "app.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+            ),
+        ],
+        "v2",
+    );
+    let out = common::stdout_of(apply("v2", &["--dry-run"]));
+    assert!(out.starts_with("would apply sha256:"), "{out}");
+    assert!(out.contains("would prune ConfigMap/shop/b"), "{out}");
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    let out = common::stdout_of(apply("v2", &[]));
+    assert!(out.contains("pruned ConfigMap/shop/b"), "{out}");
+    assert!(api.get("", "configmaps", Some("shop"), "b").is_none());
+
+    // A service account without rights: exit 2, Forbidden, nothing written.
+    api.clear_log();
+    push(
+        &[
+            SHOP_V1[0],
+            (
+                "app.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            ),
+        ],
+        "v3",
+    );
+    let stdout = {
+        let out = apply("v3", &["--service-account", "deployer"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(stdout.contains("error [Forbidden at apply]"), "{stdout}");
+    assert!(
+        stdout.contains("system:serviceaccount:shop:deployer"),
+        "{stdout}"
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
 }

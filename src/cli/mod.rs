@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
 //! 2 an error (bad input, registry trouble, …).
 
+mod apply;
 mod args;
 mod diff;
 mod inspect;
@@ -55,6 +56,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Keep a directory equal to an artifact: verify, switch atomically, undo drift.
     Sync(sync::SyncArgs),
+    /// Apply an artifact to a Kubernetes cluster once (server-side apply, prune, wait).
+    Apply(apply::ApplyArgs),
     /// Check a directory or artifact against the immutability policy (exit 1 on errors).
     Lint(lint::LintArgs),
 }
@@ -89,6 +92,9 @@ pub enum CliError {
     /// The `tresor sync` agent could not start (metrics address, signals).
     #[error(transparent)]
     Agent(#[from] crate::reconcile::agent::AgentError),
+    /// `tresor apply` could not reach or read the cluster (kubeconfig, inventory).
+    #[error(transparent)]
+    Kube(#[from] crate::kube::ApplyError),
 }
 
 impl CliError {
@@ -104,6 +110,7 @@ impl CliError {
             Self::Usage(_) => "InvalidArguments",
             Self::Sync(e) => e.reason(),
             Self::Agent(e) => e.reason(),
+            Self::Kube(e) => e.reason(),
         }
     }
 
@@ -126,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
         Command::Sync(a) => sync::run(a).await,
+        Command::Apply(a) => apply::run(a).await,
         Command::Lint(a) => lint::run(a).await,
     }
 }

@@ -82,7 +82,7 @@ impl KubeApplier {
         staging: &Path,
         store: InventoryStore,
     ) -> Result<Self, ApplyError> {
-        let loaded = store.load(&cluster, options.api_timeout).await?;
+        let loaded = store.load(options.api_timeout).await?;
         let mut me = Self::new(cluster, options, staging);
         if let Some(inventory) = loaded {
             me.current = inventory.digest.as_deref().and_then(|d| d.parse().ok());
@@ -222,9 +222,7 @@ impl KubeApplier {
             healthy: self.healthy_digest.as_ref().map(ToString::to_string),
             objects,
         };
-        store
-            .save(&self.cluster, &inventory, self.options.api_timeout)
-            .await
+        store.save(&inventory, self.options.api_timeout).await
     }
 
     async fn rollback(&mut self, to: Healthy, why: ApplyError) -> ApplyError {

@@ -28,10 +28,15 @@ pub struct Inventory {
 }
 
 /// A ConfigMap holding an [`Inventory`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Read and written as tresor itself (`cluster`), not as an impersonated service account:
+/// the inventory is tresor's bookkeeping, not a tenant's object.
+#[derive(Clone)]
 pub struct InventoryStore {
     /// The owner (the ConfigMap lives in its namespace, named after it).
     pub owner: Owner,
+    /// The identity that reads and writes it.
+    pub cluster: Cluster,
 }
 
 impl InventoryStore {
@@ -61,12 +66,12 @@ impl InventoryStore {
     }
 
     /// Reads the inventory; `None` when there is none yet (or its namespace is missing).
-    pub async fn load(
-        &self,
-        cluster: &Cluster,
-        timeout: Duration,
-    ) -> Result<Option<Inventory>, ApplyError> {
-        let live = match cluster.get(&self.id(), &Self::resource(), timeout).await {
+    pub async fn load(&self, timeout: Duration) -> Result<Option<Inventory>, ApplyError> {
+        let live = match self
+            .cluster
+            .get(&self.id(), &Self::resource(), timeout)
+            .await
+        {
             Ok(live) => live,
             Err(ApplyError::NamespaceMissing { .. } | ApplyError::NotFound { .. }) => None,
             Err(e) => return Err(e),
@@ -93,12 +98,7 @@ impl InventoryStore {
     }
 
     /// Writes the inventory (server-side apply, field manager `tresor`).
-    pub async fn save(
-        &self,
-        cluster: &Cluster,
-        inventory: &Inventory,
-        timeout: Duration,
-    ) -> Result<(), ApplyError> {
+    pub async fn save(&self, inventory: &Inventory, timeout: Duration) -> Result<(), ApplyError> {
         let objects =
             serde_json::to_string(&inventory.objects).map_err(|e| ApplyError::BadObject {
                 object: self.id().to_string(),
@@ -126,6 +126,9 @@ impl InventoryStore {
                 },
             }),
         };
-        cluster.patch(&object, true, false, timeout).await.map(drop)
+        self.cluster
+            .patch(&object, true, false, timeout)
+            .await
+            .map(drop)
     }
 }

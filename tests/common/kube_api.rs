@@ -40,7 +40,7 @@
 //! validation against OpenAPI/CRD schemas, admission webhooks, finalizers and graceful
 //! deletion, watches, subresources (`/status`, `/scale`), multiple stored versions and
 //! conversion, the permission needed to impersonate, authentication.
-#![allow(clippy::too_many_lines)]
+#![allow(clippy::too_many_lines, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
