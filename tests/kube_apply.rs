@@ -1152,3 +1152,51 @@ fn tresor_apply_applies_prunes_and_dry_runs_from_a_kubeconfig() {
     );
     assert!(api.writes().is_empty(), "{:?}", api.writes());
 }
+
+#[tokio::test]
+async fn dry_run_checks_everything_it_can_and_writes_nothing() {
+    let mut s = setup_with(Duration::from_millis(10), None, |o| o.dry_run = true);
+    let previous = s
+        .applier
+        .apply_objects(
+            &digest(1),
+            vec![
+                namespace("shop"),
+                widget_crd(),
+                widget("blue"),
+                config_map("a", json!({})),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(previous, None);
+    assert!(s.api.writes().is_empty(), "{:?}", s.api.writes());
+    assert!(s.applier.current().is_none());
+    let checked: Vec<String> = s
+        .applier
+        .last_report()
+        .unwrap()
+        .inventory
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The custom resource cannot be checked before its CRD exists; everything else was
+    // sent with dryRun=All (the ConfigMap's namespace is the artifact's own). Sorted by
+    // group, version, kind.
+    assert_eq!(
+        checked,
+        [
+            "ConfigMap/shop/a",
+            "Namespace/shop",
+            "CustomResourceDefinition.apiextensions.k8s.io/widgets.acme.dev",
+        ]
+    );
+    assert!(
+        s.api
+            .requests()
+            .iter()
+            .any(|r| r.contains("configmaps/a?") && r.contains("dryRun=All")),
+        "{:?}",
+        s.api.requests()
+    );
+}

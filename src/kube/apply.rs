@@ -238,16 +238,10 @@ impl Cluster {
         if !crds.is_empty() && !options.dry_run {
             self.wait_established(&crds, options).await?;
         }
-        let deadline = (!crd_kinds.is_empty() && !options.dry_run)
-            .then(|| (Instant::now() + options.crd_timeout, &crd_kinds));
-        let second = match self.resolve_all(second, options, deadline).await {
-            Ok(objects) => objects,
-            // A dry run cannot resolve kinds whose CRD it only pretended to create.
-            Err(ApplyError::UnknownKind { .. }) if options.dry_run && !crd_kinds.is_empty() => {
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
+        let deadline = Instant::now() + options.crd_timeout;
+        let second = self
+            .resolve_all(second, options, Some((deadline, &crd_kinds)))
+            .await?;
         self.run_stage(STAGE_TWO, &second, options, &artifact_namespaces)
             .await?;
         report.objects = first.into_iter().chain(second).collect();
@@ -280,21 +274,29 @@ impl Cluster {
     ) -> Result<Vec<AppliedObject>, ApplyError> {
         let mut out = Vec::with_capacity(manifests.len());
         for m in manifests {
+            let from_artifact_crd = crd_deadline.is_some_and(|(_, kinds)| {
+                kinds.contains(&(m.gvk.group.clone(), m.gvk.kind.clone()))
+            });
             let resource = loop {
                 match self.resolver.resolve(&m.gvk, &m.display).await {
-                    Ok(r) => break r,
+                    Ok(r) => break Some(r),
+                    // A dry run cannot resolve kinds whose CRD it only pretended to create.
+                    Err(ApplyError::UnknownKind { .. }) if from_artifact_crd && options.dry_run => {
+                        tracing::info!(object = %m.display, "dry run: its CRD is not established yet; not checked");
+                        break None;
+                    }
                     Err(ApplyError::UnknownKind { .. })
-                        if crd_deadline.is_some_and(|(until, kinds)| {
-                            Instant::now() < until
-                                && kinds.contains(&(m.gvk.group.clone(), m.gvk.kind.clone()))
-                        }) =>
+                        if from_artifact_crd
+                            && crd_deadline.is_some_and(|(until, _)| Instant::now() < until) =>
                     {
                         tokio::time::sleep(options.poll.min(Duration::from_millis(200))).await;
                     }
                     Err(e) => return Err(e),
                 }
             };
-            out.push(finish(m, resource, options)?);
+            if let Some(resource) = resource {
+                out.push(finish(m, resource, options)?);
+            }
         }
         Ok(out)
     }
