@@ -11,6 +11,8 @@
 //! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
+//! - [`kube`]: the Kubernetes apply step: staged server-side apply, prune, health, drift
+//!   (the puller and `tresor apply`).
 //! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
 //!   pinning.
 //! - [`api`]: the Kubernetes custom resources (`ArtifactSync`, `TrustPolicy`), their
@@ -23,6 +25,7 @@ pub mod api;
 pub mod artifact;
 pub mod cli;
 pub mod digest;
+pub mod kube;
 pub mod policy;
 pub mod reconcile;
 pub mod reference;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
 //! 2 an error (bad input, registry trouble, …).
 
+mod apply;
 mod args;
 mod diff;
 mod inspect;
@@ -60,6 +61,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Keep a directory equal to an artifact: verify, switch atomically, undo drift.
     Sync(sync::SyncArgs),
+    /// Apply an artifact to a Kubernetes cluster once (server-side apply, prune, wait).
+    Apply(apply::ApplyArgs),
     /// Check a directory or artifact against the immutability policy (exit 1 on errors).
     Lint(lint::LintArgs),
     /// Create a cosign key pair (cosign.key, cosign.pub).
@@ -111,6 +114,9 @@ pub enum CliError {
     /// `tresor status` could not reach the cluster or list the ArtifactSyncs.
     #[error(transparent)]
     Status(#[from] status::StatusError),
+    /// `tresor apply` could not reach or read the cluster (kubeconfig, inventory).
+    #[error(transparent)]
+    Kube(#[from] crate::kube::ApplyError),
 }
 
 impl CliError {
@@ -129,6 +135,7 @@ impl CliError {
             Self::Sync(e) => e.reason(),
             Self::Agent(e) => e.reason(),
             Self::Status(e) => e.reason(),
+            Self::Kube(e) => e.reason(),
         }
     }
 
@@ -152,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tag(a) => tag::run(a).await,
         Command::List(a) => list::run(a).await,
         Command::Sync(a) => sync::run(a).await,
+        Command::Apply(a) => apply::run(a).await,
         Command::Lint(a) => lint::run(a).await,
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a).await,

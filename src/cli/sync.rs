@@ -10,10 +10,7 @@ use crate::reconcile::agent::{self, AgentOptions};
 use crate::reconcile::cache::Cache;
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
-use crate::reconcile::{
-    AllowUnsigned, Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary,
-    TrustVerifier, Verifier,
-};
+use crate::reconcile::{Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary};
 use crate::reference::Reference;
 use crate::registry::Repository;
 
@@ -77,21 +74,9 @@ pub struct SyncArgs {
 pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
-    let verifier: Arc<dyn Verifier> = match args
+    let verifier = args
         .trust
-        .policy()
-        .map_err(crate::signing::VerifyError::from)?
-    {
-        Some(trust) => Arc::new(TrustVerifier::new(trust)),
-        None if args.allow_unsigned => Arc::new(AllowUnsigned),
-        None => {
-            return Err(CliError::Unverified(format!(
-                "refusing to sync {reference}: no trust material given, so signatures \
-                     cannot be verified; pass --key PUB or --trust-policy FILE, or \
-                     --allow-unsigned to accept unverified content explicitly"
-            )))
-        }
-    };
+        .verifier(args.allow_unsigned, "sync", &reference)?;
     let (lint_policy, mode) = args.policy.load()?;
     if args.interval.is_zero() {
         return Err(CliError::Usage("--interval must be longer than 0s".into()));

@@ -12,7 +12,8 @@ use super::cache::{Cache, Lookup};
 use super::source::{Follow, Source};
 use super::target::Target;
 use super::{
-    Failure, Outcome, Policy, Retry, Step, StepError, StepTiming, Summary, VerifiedBy, Verifier,
+    Applier, Failure, Outcome, Policy, Retry, Step, StepError, StepTiming, Summary, VerifiedBy,
+    Verifier,
 };
 use crate::artifact::archive::Limits;
 use crate::artifact::fetch::{self, ResolvedArtifact};
@@ -109,20 +110,22 @@ fn at<T>(step: Step, r: Result<T, impl Into<StepError>>) -> StepResult<T> {
 /// The reconcile engine for one source and one target.
 ///
 /// Plug points: the [`Verifier`] (trust; [`super::AllowUnsigned`] until signatures are
-/// wired in) and the [`Policy`] hook ([`super::NoPolicy`] until the immutability policy is).
-pub struct Engine {
+/// wired in), the [`Policy`] hook ([`super::NoPolicy`] until the immutability policy is),
+/// and the [`Applier`] — the host agent's directory [`Target`] (the default) or
+/// [`crate::kube::KubeApplier`].
+pub struct Engine<A: Applier = Target> {
     source: Source,
     repo: Repository,
     verifier: Arc<dyn Verifier>,
     policy: Arc<dyn Policy>,
     cache: Cache,
-    target: Target,
+    target: A,
     limits: Limits,
     signer: Option<(Digest, String)>,
     rejected: Option<(Digest, Failure)>,
 }
 
-impl Engine {
+impl<A: Applier> Engine<A> {
     /// An engine reconciling `target` with `source`.
     pub fn new(
         source: Source,
@@ -130,7 +133,7 @@ impl Engine {
         verifier: Arc<dyn Verifier>,
         policy: Arc<dyn Policy>,
         cache: Cache,
-        target: Target,
+        target: A,
         limits: Limits,
     ) -> Self {
         Self {
@@ -152,8 +155,13 @@ impl Engine {
     }
 
     /// The target.
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &A {
         &self.target
+    }
+
+    /// The target, mutably (e.g. for the puller to re-apply on a watch event).
+    pub fn target_mut(&mut self) -> &mut A {
+        &mut self.target
     }
 
     /// Runs one cycle: resolve → verify → fetch → extract → policy → apply → prune, then
@@ -309,16 +317,15 @@ impl Engine {
             return Err((Step::Apply, StepError::Abandoned));
         }
         let since = Instant::now();
-        let switched = self.target.switch(staged);
+        let switched = self.target.apply(staged).await;
         run.time(Step::Apply, since, switched.is_ok());
         let (previous, warnings) = at(Step::Apply, switched)?;
         run.warnings.extend(warnings);
         self.signer = Some((digest.clone(), verified.signer()));
-        tracing::info!(%digest, dir = %self.target.dir().display(), "applied");
 
         if let Some(previous) = previous {
             let since = Instant::now();
-            let pruned = self.target.prune(&previous);
+            let pruned = self.target.prune(&previous).await;
             run.time(Step::Prune, since, pruned.is_ok());
             match pruned {
                 Ok(w) => run.warnings.extend(w),
@@ -326,6 +333,13 @@ impl Engine {
                 Err(e) => run.warnings.push(format!("pruning {previous} failed: {e}")),
             }
             self.forget_cached(&previous, &artifact.layer.digest);
+        }
+
+        if self.target.checks_health() {
+            let since = Instant::now();
+            let healthy = self.target.health().await;
+            run.time(Step::Health, since, healthy.is_ok());
+            run.warnings.extend(at(Step::Health, healthy)?);
         }
         Ok(())
     }
@@ -419,29 +433,16 @@ impl Engine {
         let Some(current) = self.target.current().cloned() else {
             return Ok(Vec::new());
         };
-        let drift = self.target.check()?;
-        if drift.is_clean() {
+        let Some(drift) = self.target.check_drift().await? else {
             return Ok(Vec::new());
-        }
+        };
         let artifact = self.current_artifact(&current, run, cancel).await?;
         let layer = self.layer_file(&artifact, run, cancel).await?;
-        if drift.version_missing {
-            tracing::warn!(digest = %current, "the applied version's directory is gone; restoring it");
-            self.target.forget_current();
-            let staged = self
-                .target
-                .stage(&current, layer, artifact.layer.size, &self.limits)?;
-            let restored = staged.files().iter().map(|f| f.path.clone()).collect();
-            let (_, warnings) = self.target.switch(staged)?;
-            run.warnings.extend(warnings);
-            return Ok(restored);
-        }
-        let mut restored = self
+        let (restored, warnings) = self
             .target
-            .repair(&drift, layer, artifact.layer.size, &self.limits)?;
-        if drift.relink {
-            restored.push(".".to_string());
-        }
+            .repair(drift, layer, artifact.layer.size, &self.limits)
+            .await?;
+        run.warnings.extend(warnings);
         Ok(restored)
     }
 

@@ -11,9 +11,12 @@
 //!    when read back; a corrupted entry is deleted and fetched again) or from the registry.
 //! 4. **extract** — hardened, bounded unpacking into a staging directory ([`target`]).
 //! 5. **policy** — the [`Policy`] hook sees the staged tree (no-op for now).
-//! 6. **apply** — the atomic switch of the target directory.
-//! 7. **prune** — the previous version goes; files tresor never managed are carried over.
-//! 8. **record** — the caller turns the [`Summary`] into status, metrics and logs, once.
+//! 6. **apply** — the [`Applier`]: the atomic switch of the target directory, or staged
+//!    server-side apply into a cluster ([`crate::kube::KubeApplier`]).
+//! 7. **prune** — the previous version goes; files tresor never managed are carried over
+//!    (objects that left the artifact are deleted, if they still carry tresor's labels).
+//! 8. **health** — only appliers that check health (Kubernetes: kstatus rules, rollback).
+//! 9. **record** — the caller turns the [`Summary`] into status, metrics and logs, once.
 //!
 //! Every cycle also corrects drift (edited or deleted managed files) from the cache, so the
 //! target stays correct while the registry is unreachable. Failures are classified by
@@ -26,6 +29,7 @@
 //! puller will reuse [`Engine`] with its own target.
 
 pub mod agent;
+mod applier;
 pub mod cache;
 mod engine;
 pub mod metrics;
@@ -39,6 +43,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use applier::Applier;
 pub use engine::{Cancel, Engine};
 pub use policy::{ImmutabilityPolicy, NoPolicy, Policy, PolicyRejected};
 pub use verify::{AllowUnsigned, BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
@@ -66,6 +71,8 @@ pub enum Step {
     Apply,
     /// Removal of the previous version.
     Prune,
+    /// Waiting until what was applied is healthy (Kubernetes).
+    Health,
     /// Restoring edited or deleted managed files.
     Drift,
     /// The `--exec` command after an applied change (host agent).
@@ -83,6 +90,7 @@ impl Step {
             Self::Policy => "policy",
             Self::Apply => "apply",
             Self::Prune => "prune",
+            Self::Health => "health",
             Self::Drift => "drift",
             Self::Exec => "exec",
         }
@@ -140,6 +148,9 @@ pub enum StepError {
     /// Switching or repairing the target failed.
     #[error(transparent)]
     Target(#[from] target::TargetError),
+    /// Applying to, pruning from or checking a Kubernetes cluster failed.
+    #[error(transparent)]
+    Kube(#[from] crate::kube::ApplyError),
     /// The applied version is not in the cache and the registry cannot be asked.
     #[error(
         "{digest} is applied but not in the cache, and the registry could not be reached to \
@@ -167,6 +178,7 @@ impl StepError {
             Self::Extract(e) => e.reason(),
             Self::Cache(e) => e.reason(),
             Self::Target(e) => e.reason(),
+            Self::Kube(e) => e.reason(),
             Self::NotCached { .. } => "NotCached",
             Self::Abandoned => "Abandoned",
         }
@@ -182,6 +194,7 @@ impl StepError {
             Self::Verify(e) => e.transient,
             Self::Cache(_) | Self::Target(_) | Self::NotCached { .. } | Self::Abandoned => true,
             Self::Extract(ArchiveError::Io { .. }) => true,
+            Self::Kube(e) => e.is_transient(),
             _ => false,
         };
         if transient {

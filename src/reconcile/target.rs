@@ -372,13 +372,7 @@ impl Target {
         size: u64,
         limits: &Limits,
     ) -> Result<Staged, StepError> {
-        let dir = tempfile::Builder::new()
-            .prefix(STAGE_PREFIX)
-            .tempdir_in(&self.state)
-            .map_err(io_err(&self.state))?;
-        archive::extract_to_dir(BufReader::new(layer), size, dir.path(), limits)?;
-        let list = list_tree(dir.path(), digest)?;
-        Ok(Staged { list, dir })
+        stage_in(&self.state, digest, layer, size, limits)
     }
 
     /// Switches `DIR` to the staged version: carries unmanaged files over, renames the
@@ -585,6 +579,82 @@ impl Target {
             eprintln!("{CRASH_ENV}={point}: aborting (test hook)");
             std::process::abort();
         }
+    }
+}
+
+/// Unpacks a content layer (hardened, with `limits`) into a new staging directory under
+/// `parent` and lists its files; the directory is removed when the [`Staged`] is dropped.
+pub fn stage_in(
+    parent: &Path,
+    digest: &Digest,
+    layer: File,
+    size: u64,
+    limits: &Limits,
+) -> Result<Staged, StepError> {
+    let dir = tempfile::Builder::new()
+        .prefix(STAGE_PREFIX)
+        .tempdir_in(parent)
+        .map_err(io_err(parent))?;
+    archive::extract_to_dir(BufReader::new(layer), size, dir.path(), limits)?;
+    let list = list_tree(dir.path(), digest)?;
+    Ok(Staged { list, dir })
+}
+
+impl super::Applier for Target {
+    type Drift = Drift;
+
+    fn current(&self) -> Option<&Digest> {
+        Target::current(self)
+    }
+
+    fn stage(
+        &self,
+        digest: &Digest,
+        layer: File,
+        size: u64,
+        limits: &Limits,
+    ) -> Result<Staged, StepError> {
+        Target::stage(self, digest, layer, size, limits)
+    }
+
+    async fn apply(&mut self, staged: Staged) -> Result<(Option<Digest>, Vec<String>), StepError> {
+        let switched = self.switch(staged)?;
+        tracing::info!(digest = ?self.current, dir = %self.dir.display(), "applied");
+        Ok(switched)
+    }
+
+    async fn prune(&mut self, previous: &Digest) -> Result<Vec<String>, StepError> {
+        Ok(Target::prune(self, previous)?)
+    }
+
+    async fn check_drift(&mut self) -> Result<Option<Drift>, StepError> {
+        let drift = self.check()?;
+        Ok((!drift.is_clean()).then_some(drift))
+    }
+
+    async fn repair(
+        &mut self,
+        drift: Drift,
+        layer: File,
+        size: u64,
+        limits: &Limits,
+    ) -> Result<(Vec<String>, Vec<String>), StepError> {
+        let Some(current) = self.current.clone() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if drift.version_missing {
+            tracing::warn!(digest = %current, "the applied version's directory is gone; restoring it");
+            self.forget_current();
+            let staged = Target::stage(self, &current, layer, size, limits)?;
+            let restored = staged.files().iter().map(|f| f.path.clone()).collect();
+            let (_, warnings) = self.switch(staged)?;
+            return Ok((restored, warnings));
+        }
+        let mut restored = Target::repair(self, &drift, layer, size, limits)?;
+        if drift.relink {
+            restored.push(".".to_string());
+        }
+        Ok((restored, Vec::new()))
     }
 }
 

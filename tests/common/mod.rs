@@ -8,6 +8,7 @@
 )]
 
 pub mod fake_registry;
+pub mod kube_api;
 pub mod tarball;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,77 @@
+//! The apply, prune, health and drift steps as a trait, so the engine does not care what it
+//! keeps equal to an artifact.
+//!
+//! Two implementations: [`super::target::Target`] (the host agent's directory, switched
+//! atomically) and [`crate::kube::KubeApplier`] (server-side apply into a cluster). The
+//! engine owns resolve → verify → fetch → extract → policy; the applier gets the staged,
+//! verified, policy-checked tree and does the rest.
+
+use std::fs::File;
+use std::future::Future;
+
+use super::target::Staged;
+use super::StepError;
+use crate::artifact::archive::Limits;
+use crate::digest::Digest;
+
+/// Keeps a target equal to a staged artifact: apply, prune the previous version, check
+/// health, and find and repair drift.
+///
+/// Every method reports failures as [`StepError`]s; the engine turns them into the one
+/// summary. Futures are `Send` so an engine can run on a spawned task (the puller).
+pub trait Applier: Send {
+    /// What [`Applier::check_drift`] found, handed back to [`Applier::repair`].
+    type Drift: Send;
+
+    /// The digest the target holds now, if any.
+    fn current(&self) -> Option<&Digest>;
+
+    /// Unpacks the content layer (hardened, with `limits`) into a staging directory that
+    /// the policy hook inspects and [`Applier::apply`] consumes.
+    fn stage(
+        &self,
+        digest: &Digest,
+        layer: File,
+        size: u64,
+        limits: &Limits,
+    ) -> Result<Staged, StepError>;
+
+    /// Makes the target equal to `staged`. Returns the previous digest (to prune) and
+    /// warnings. On failure the previous version must stay in effect as far as possible.
+    fn apply(
+        &mut self,
+        staged: Staged,
+    ) -> impl Future<Output = Result<(Option<Digest>, Vec<String>), StepError>> + Send;
+
+    /// Removes what the previous version had and the new one does not. Failures are
+    /// reported as warnings by the engine: the new version is already applied.
+    fn prune(
+        &mut self,
+        previous: &Digest,
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send;
+
+    /// Whether [`Applier::health`] does anything (the directory target has no health).
+    fn checks_health(&self) -> bool {
+        false
+    }
+
+    /// Waits until what was applied is healthy (or fails/rolls back). Returns warnings.
+    fn health(&mut self) -> impl Future<Output = Result<Vec<String>, StepError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Looks for drift from the applied version; `None` when there is none.
+    fn check_drift(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Self::Drift>, StepError>> + Send;
+
+    /// Repairs `drift` from the applied version's verified layer. Returns what was
+    /// restored (paths or objects) and warnings.
+    fn repair(
+        &mut self,
+        drift: Self::Drift,
+        layer: File,
+        size: u64,
+        limits: &Limits,
+    ) -> impl Future<Output = Result<(Vec<String>, Vec<String>), StepError>> + Send;
+}

@@ -1,0 +1,1214 @@
+//! An in-process Kubernetes API double: an HTTP server that behaves like a real API server
+//! on the points tresor's apply depends on, for tests through a real `kube::Client`.
+//!
+//! What it does:
+//! - **Discovery**: `/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>` with kinds,
+//!   plurals, `namespaced` and verbs. A CRD becomes discoverable (and its resources
+//!   servable) only once it is `Established`, which happens `establish_delay` after it was
+//!   created; until then its custom resources get 404 like on a real server.
+//! - **Objects**: GET, LIST (namespace and `k=v` label selectors), POST (409
+//!   AlreadyExists), PUT (409 on a stale `metadata.resourceVersion`), DELETE (a Namespace
+//!   takes its objects with it, a CRD its custom resources — at once, no Terminating
+//!   phase), server-side apply PATCH (`application/apply-patch+yaml`) and merge PATCH.
+//!   Every change bumps a global resourceVersion; spec changes bump `metadata.generation`.
+//! - **Server-side apply field ownership** at field-path granularity one level below the
+//!   top-level fields (`spec.replicas`, `spec.template`, `data.key`) and per label and
+//!   annotation key: a manager changing a field another manager owns gets 409 Conflict
+//!   (with `FieldManagerConflict` causes naming the manager and `.spec.replicas`-style
+//!   fields) unless `force=true`, which takes ownership. Fields a manager applied before and
+//!   leaves out are removed (if nobody else owns them). Merge patches and PUTs transfer
+//!   ownership of the fields they change to their manager (operation Update), as on a real
+//!   server. `metadata.managedFields` is rendered (FieldsV1).
+//! - **Namespaces must exist** for writes of namespaced objects (404 `namespaces "x" not
+//!   found`, details kind `namespaces`).
+//! - **Immutable fields** → 422 Invalid with a cause naming the field: Service
+//!   `spec.clusterIP` (allocated on create), Job `spec.template`, Deployment/StatefulSet
+//!   `spec.selector`, and `metadata.name` differing from the URL.
+//! - **Impersonation**: requests with `Impersonate-User` are checked against a small RBAC
+//!   table (per user: verbs per resource plural, `*` wildcards), 403 Forbidden otherwise
+//!   with a real server's message. Requests without it are cluster-admin. Discovery is
+//!   open to everyone (as `system:discovery` is).
+//! - **Dry run** (`dryRun=All`): the full check, nothing stored.
+//! - **Controllers, simulated**: Deployments, StatefulSets and DaemonSets are rolled out
+//!   and available at once, Jobs complete at once — unless their name was marked with
+//!   [`KubeApi::never_ready`] or an image ends in `:broken` (workloads then never become
+//!   available; Jobs fail). Services get a clusterIP.
+//!
+//! What it does not model: field ownership deeper than one level below the top (a
+//! manager applying `spec.template` owns all of it; real servers track every leaf and
+//! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
+//! validation against OpenAPI/CRD schemas, admission webhooks, finalizers and graceful
+//! deletion, watches, subresources (`/status`, `/scale`), multiple stored versions and
+//! conversion, the permission needed to impersonate, authentication.
+#![allow(clippy::too_many_lines, clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// A resource type the double serves.
+#[derive(Debug, Clone)]
+struct Res {
+    group: String,
+    version: String,
+    kind: String,
+    plural: String,
+    namespaced: bool,
+}
+
+/// (group, plural, namespace or "", name)
+type Key = (String, String, String, String);
+type Field = Vec<String>;
+
+#[derive(Debug, Clone)]
+struct Stored {
+    obj: Value,
+    /// field path → (manager, operation "Apply" | "Update")
+    owners: BTreeMap<Field, (String, &'static str)>,
+}
+
+/// An RBAC rule: these verbs on these resources (plurals; `*` for all).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub verbs: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+impl Rule {
+    pub fn new(verbs: &[&str], resources: &[&str]) -> Self {
+        Self {
+            verbs: verbs.iter().map(|s| s.to_string()).collect(),
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    resources: Vec<Res>,
+    pending: Vec<(Instant, Key)>,
+    objects: BTreeMap<Key, Stored>,
+    rv: u64,
+    uid: u64,
+    establish_delay: Duration,
+    rbac: HashMap<String, Vec<Rule>>,
+    never_ready: HashSet<String>,
+    requests: Vec<String>,
+    writes: Vec<String>,
+}
+
+/// A running API double.
+pub struct KubeApi {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "v1", "Namespace", "namespaces", false),
+    ("", "v1", "ConfigMap", "configmaps", true),
+    ("", "v1", "Secret", "secrets", true),
+    ("", "v1", "Service", "services", true),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true),
+    ("", "v1", "Pod", "pods", true),
+    ("apps", "v1", "Deployment", "deployments", true),
+    ("apps", "v1", "StatefulSet", "statefulsets", true),
+    ("apps", "v1", "DaemonSet", "daemonsets", true),
+    ("batch", "v1", "Job", "jobs", true),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
+];
+
+const VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+impl KubeApi {
+    /// Starts the double on 127.0.0.1 (random port) with namespaces `default` and
+    /// `kube-system`; CRDs are established `establish_delay` after creation.
+    pub fn start(establish_delay: Duration) -> Self {
+        let mut state = State {
+            establish_delay,
+            ..State::default()
+        };
+        for (g, v, k, p, n) in BUILTIN {
+            state.resources.push(Res {
+                group: g.to_string(),
+                version: v.to_string(),
+                kind: k.to_string(),
+                plural: p.to_string(),
+                namespaced: *n,
+            });
+        }
+        for ns in ["default", "kube-system"] {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let res = state.res("", "v1", "namespaces").unwrap();
+            apply(
+                &mut state,
+                &res,
+                None,
+                ns,
+                body,
+                "kube-apiserver",
+                false,
+                false,
+            )
+            .unwrap();
+        }
+        let state = Arc::new(Mutex::new(state));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(move |req: Request<Body>| {
+                    let state = shared.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = axum::body::to_bytes(body, 64 << 20)
+                            .await
+                            .unwrap_or_default();
+                        let mut st = state.lock().unwrap();
+                        handle(&mut st, &parts, &body)
+                    }
+                });
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Self { addr, state }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client for the double (optionally impersonating `user`).
+    pub fn client(&self, user: Option<&str>) -> kube::Client {
+        let config = kube::Config::new(self.url().parse().unwrap());
+        tresor::kube::client_from_config(config, user, Duration::from_secs(10)).unwrap()
+    }
+
+    /// A kubeconfig file pointing at the double (for the CLI).
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n\
+             contexts:\n- name: double\n  context:\n    cluster: double\n    user: admin\n    namespace: default\n\
+             current-context: double\nusers:\n- name: admin\n  user: {{}}\n",
+            self.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+        let mut st = self.state.lock().unwrap();
+        tick(&mut st);
+        st.objects
+            .get(&key(group, plural, ns.unwrap_or(""), name))
+            .map(|s| s.obj.clone())
+    }
+
+    /// Number of stored objects of a resource.
+    pub fn count(&self, group: &str, plural: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.objects
+            .keys()
+            .filter(|k| k.0 == group && k.1 == plural)
+            .count()
+    }
+
+    /// Allows `user` exactly `rules`.
+    pub fn set_rbac(&self, user: &str, rules: Vec<Rule>) {
+        self.state
+            .lock()
+            .unwrap()
+            .rbac
+            .insert(user.to_string(), rules);
+    }
+
+    /// Workloads with this name never become available / complete.
+    pub fn never_ready(&self, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .never_ready
+            .insert(name.to_string());
+    }
+
+    /// Every request as `METHOD /path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Stored changes (not dry runs) as `METHOD /path`.
+    pub fn writes(&self) -> Vec<String> {
+        self.state.lock().unwrap().writes.clone()
+    }
+
+    /// Forgets requests and writes seen so far.
+    pub fn clear_log(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.requests.clear();
+        st.writes.clear();
+    }
+}
+
+impl State {
+    fn res(&self, group: &str, version: &str, plural: &str) -> Option<Res> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn allowed(&self, user: Option<&str>, verb: &str, plural: &str) -> bool {
+        let Some(user) = user else { return true };
+        self.rbac.get(user).is_some_and(|rules| {
+            rules.iter().any(|r| {
+                (r.verbs.iter().any(|v| v == verb || v == "*"))
+                    && (r.resources.iter().any(|p| p == plural || p == "*"))
+            })
+        })
+    }
+}
+
+fn key(group: &str, plural: &str, ns: &str, name: &str) -> Key {
+    (group.into(), plural.into(), ns.into(), name.into())
+}
+
+fn respond(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str, message: &str, details: Value) -> Response<Body> {
+    respond(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "details": details, "code": code}),
+    )
+}
+
+fn not_found_resource() -> Response<Body> {
+    status(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        json!({}),
+    )
+}
+
+fn resource_name(res: &Res) -> String {
+    if res.group.is_empty() {
+        res.plural.clone()
+    } else {
+        format!("{}.{}", res.plural, res.group)
+    }
+}
+
+/// Establishes CRDs whose delay has passed.
+fn tick(st: &mut State) {
+    let now = Instant::now();
+    let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.pending)
+        .into_iter()
+        .partition(|(at, _)| *at <= now);
+    st.pending = rest;
+    for (_, k) in due {
+        let rv = st.next_rv();
+        let Some(stored) = st.objects.get_mut(&k) else {
+            continue;
+        };
+        stored.obj["status"]["conditions"] = json!([
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}]);
+        stored.obj["metadata"]["resourceVersion"] = json!(rv);
+        let spec = stored.obj["spec"].clone();
+        let group = spec["group"].as_str().unwrap_or_default().to_string();
+        let kind = spec["names"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let plural = spec["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let namespaced = spec["scope"].as_str() != Some("Cluster");
+        for v in spec["versions"].as_array().cloned().unwrap_or_default() {
+            if v["served"].as_bool() == Some(false) {
+                continue;
+            }
+            st.resources.push(Res {
+                group: group.clone(),
+                version: v["name"].as_str().unwrap_or_default().to_string(),
+                kind: kind.clone(),
+                plural: plural.clone(),
+                namespaced,
+            });
+        }
+    }
+}
+
+fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Response<Body> {
+    tick(st);
+    let path = parts.uri.path().to_string();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    st.requests.push(format!(
+        "{} {}{}",
+        parts.method,
+        path,
+        parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
+    ));
+    let user = parts
+        .headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Discovery.
+    match segs.as_slice() {
+        ["api"] => {
+            return respond(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": []}),
+            )
+        }
+        ["apis"] => {
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in st.resources.iter().filter(|r| !r.group.is_empty()) {
+                let versions = groups.entry(r.group.clone()).or_default();
+                if !versions.contains(&r.version) {
+                    versions.push(r.version.clone());
+                }
+            }
+            let groups: Vec<Value> = groups
+                .into_iter()
+                .map(|(g, vs)| {
+                    let versions: Vec<Value> = vs
+                        .iter()
+                        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                        .collect();
+                    let preferred = versions[0].clone();
+                    json!({"name": g, "versions": versions, "preferredVersion": preferred})
+                })
+                .collect();
+            return respond(
+                200,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            );
+        }
+        ["api", "v1"] => return resource_list(st, "", "v1"),
+        ["apis", g, v] => return resource_list(st, g, v),
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return not_found_resource(),
+    };
+    let (ns, plural, name) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => (
+            Some(ns.to_string()),
+            *plural,
+            tail.first().map(|s| s.to_string()),
+        ),
+        [plural, tail @ ..] if tail.len() <= 1 => {
+            (None, *plural, tail.first().map(|s| s.to_string()))
+        }
+        _ => return not_found_resource(),
+    };
+    let Some(res) = st.res(group, version, plural) else {
+        return not_found_resource();
+    };
+    if ns.is_some() && !res.namespaced {
+        return not_found_resource();
+    }
+    let verb = match (&parts.method, name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::PATCH, _) => "patch",
+        (&Method::PUT, _) => "update",
+        (&Method::POST, _) => "create",
+        (&Method::DELETE, _) => "delete",
+        _ => return status(405, "MethodNotAllowed", "method not allowed", json!({})),
+    };
+    let forbidden = |st: &State, verb: &str| -> Option<Response<Body>> {
+        if st.allowed(user.as_deref(), verb, &res.plural) {
+            return None;
+        }
+        let what = match &name {
+            Some(n) => format!("{} \"{n}\"", resource_name(&res)),
+            None => resource_name(&res),
+        };
+        let scope = ns
+            .as_deref()
+            .map(|n| format!(" in the namespace \"{n}\""))
+            .unwrap_or_else(|| " at the cluster scope".into());
+        Some(status(
+            403,
+            "Forbidden",
+            &format!(
+                "{what} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\"{scope}",
+                user.as_deref().unwrap_or(""),
+                res.plural,
+                res.group
+            ),
+            json!({"name": name.clone().unwrap_or_default(), "group": res.group, "kind": res.plural}),
+        ))
+    };
+    if let Some(denied) = forbidden(st, verb) {
+        return denied;
+    }
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let nskey = ns.clone().unwrap_or_default();
+    let writing = matches!(verb, "patch" | "update" | "create");
+    if writing && res.namespaced {
+        let Some(ns) = &ns else {
+            return not_found_resource();
+        };
+        if !st.objects.contains_key(&key("", "namespaces", "", ns)) {
+            return status(
+                404,
+                "NotFound",
+                &format!("namespaces \"{ns}\" not found"),
+                json!({"name": ns, "kind": "namespaces"}),
+            );
+        }
+    }
+
+    match verb {
+        "get" => {
+            let name = name.clone().unwrap_or_default();
+            match st.objects.get(&key(&res.group, &res.plural, &nskey, &name)) {
+                Some(s) => respond(200, &s.obj),
+                None => status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{name}\" not found", resource_name(&res)),
+                    json!({"name": name, "group": res.group, "kind": res.plural}),
+                ),
+            }
+        }
+        "list" => {
+            let selector: Vec<(String, String)> = query
+                .get("labelSelector")
+                .map(|s| {
+                    s.split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let items: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|(k, _)| k.0 == res.group && k.1 == res.plural)
+                .filter(|(k, _)| ns.is_none() || k.2 == nskey)
+                .filter(|(_, s)| {
+                    selector
+                        .iter()
+                        .all(|(k, v)| s.obj["metadata"]["labels"][k].as_str() == Some(v.as_str()))
+                })
+                .map(|(_, s)| s.obj.clone())
+                .collect();
+            respond(
+                200,
+                &json!({"kind": format!("{}List", res.kind),
+                "apiVersion": if res.group.is_empty() { res.version.clone() } else { format!("{}/{}", res.group, res.version) },
+                "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+            )
+        }
+        "delete" => {
+            let name = name.clone().unwrap_or_default();
+            let k = key(&res.group, &res.plural, &nskey, &name);
+            if !st.objects.contains_key(&k) {
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{name}\" not found", resource_name(&res)),
+                    json!({"name": name, "group": res.group, "kind": res.plural}),
+                );
+            }
+            if dry_run {
+                return respond(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            }
+            let removed = st.objects.remove(&k).unwrap();
+            if res.plural == "namespaces" {
+                st.objects.retain(|k, _| k.2 != name);
+            }
+            if res.plural == "customresourcedefinitions" {
+                let g = removed.obj["spec"]["group"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let p = removed.obj["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                st.objects.retain(|k, _| !(k.0 == g && k.1 == p));
+                st.resources.retain(|r| !(r.group == g && r.plural == p));
+            }
+            st.rv += 1;
+            st.writes.push(format!("DELETE {path}"));
+            respond(
+                200,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                "details": {"name": name, "kind": res.plural}}),
+            )
+        }
+        _ => {
+            let content_type = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let Ok(body) = serde_json::from_slice::<Value>(body) else {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the request body is not JSON (the double only reads JSON, which kube sends)",
+                    json!({}),
+                );
+            };
+            let manager = query
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            let force = query.get("force").is_some_and(|v| v == "true");
+            let name = name
+                .clone()
+                .or_else(|| body["metadata"]["name"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let exists = st
+                .objects
+                .contains_key(&key(&res.group, &res.plural, &nskey, &name));
+            let result = match verb {
+                "patch" if content_type.starts_with("application/apply-patch") => {
+                    if !exists {
+                        if let Some(denied) = forbidden(st, "create") {
+                            return denied;
+                        }
+                    }
+                    apply(
+                        st,
+                        &res,
+                        ns.as_deref(),
+                        &name,
+                        body,
+                        &manager,
+                        force,
+                        dry_run,
+                    )
+                }
+                "patch" => update(
+                    st,
+                    &res,
+                    ns.as_deref(),
+                    &name,
+                    body,
+                    &manager,
+                    dry_run,
+                    true,
+                ),
+                "update" => update(
+                    st,
+                    &res,
+                    ns.as_deref(),
+                    &name,
+                    body,
+                    &manager,
+                    dry_run,
+                    false,
+                ),
+                _ if exists => Err(status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{} \"{name}\" already exists", resource_name(&res)),
+                    json!({"name": name, "group": res.group, "kind": res.plural}),
+                )),
+                _ => apply(
+                    st,
+                    &res,
+                    ns.as_deref(),
+                    &name,
+                    body,
+                    &manager,
+                    false,
+                    dry_run,
+                ),
+            };
+            match result {
+                Ok((obj, changed)) => {
+                    if changed && !dry_run {
+                        st.writes.push(format!("{} {path}", parts.method));
+                    }
+                    respond(if exists { 200 } else { 201 }, &obj)
+                }
+                Err(r) => r,
+            }
+        }
+    }
+}
+
+fn resource_list(st: &State, group: &str, version: &str) -> Response<Body> {
+    let resources: Vec<Value> = st
+        .resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+            "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS})
+        })
+        .collect();
+    if resources.is_empty() {
+        return not_found_resource();
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    respond(
+        200,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+        "resources": resources}),
+    )
+}
+
+/// The owned field paths of an object and their values.
+fn fields(obj: &Value) -> BTreeMap<Field, Value> {
+    let mut out = BTreeMap::new();
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
+    for (k, v) in map {
+        match k.as_str() {
+            "apiVersion" | "kind" | "status" => {}
+            "metadata" => {
+                for part in ["labels", "annotations"] {
+                    if let Some(m) = v[part].as_object() {
+                        for (lk, lv) in m {
+                            out.insert(
+                                vec!["metadata".into(), part.into(), lk.clone()],
+                                lv.clone(),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => match v.as_object() {
+                Some(m) if !m.is_empty() => {
+                    for (k2, v2) in m {
+                        out.insert(vec![k.clone(), k2.clone()], v2.clone());
+                    }
+                }
+                _ => {
+                    out.insert(vec![k.clone()], v.clone());
+                }
+            },
+        }
+    }
+    out
+}
+
+fn get_field<'a>(obj: &'a Value, f: &Field) -> Option<&'a Value> {
+    f.iter().try_fold(obj, |v, k| v.get(k))
+}
+
+fn set_field(obj: &mut Value, f: &Field, value: Value) {
+    let mut cur = obj;
+    for (i, k) in f.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let map = cur.as_object_mut().unwrap();
+        if i + 1 == f.len() {
+            map.insert(k.clone(), value);
+            return;
+        }
+        cur = map.entry(k.clone()).or_insert_with(|| json!({}));
+    }
+}
+
+fn remove_field(obj: &mut Value, f: &Field) {
+    let (last, parent) = f.split_last().unwrap();
+    let mut cur = obj;
+    for k in parent {
+        match cur.get_mut(k) {
+            Some(v) => cur = v,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
+}
+
+fn dotted(f: &Field) -> String {
+    format!(".{}", f.join("."))
+}
+
+fn api_version(res: &Res) -> String {
+    if res.group.is_empty() {
+        res.version.clone()
+    } else {
+        format!("{}/{}", res.group, res.version)
+    }
+}
+
+fn invalid(res: &Res, name: &str, field: &str, message: &str) -> Response<Body> {
+    status(
+        422,
+        "Invalid",
+        &format!("{} \"{name}\" is invalid: {field}: {message}", res.kind),
+        json!({"name": name, "group": res.group, "kind": res.kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]}),
+    )
+}
+
+/// Immutable fields: 422 when `new` changes one `old` has.
+fn check_immutable(res: &Res, name: &str, old: &Value, new: &Value) -> Result<(), Response<Body>> {
+    let immutable: &[&[&str]] = match (res.group.as_str(), res.kind.as_str()) {
+        ("", "Service") => &[&["spec", "clusterIP"]],
+        ("batch", "Job") => &[&["spec", "template"], &["spec", "selector"]],
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") => &[&["spec", "selector"]],
+        _ => &[],
+    };
+    for path in immutable {
+        let f: Field = path.iter().map(|s| s.to_string()).collect();
+        if let (Some(o), Some(n)) = (get_field(old, &f), get_field(new, &f)) {
+            if o != n && !n.is_null() {
+                return Err(invalid(
+                    res,
+                    name,
+                    &f.join("."),
+                    &format!("Invalid value: {n}: field is immutable"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_identity(
+    res: &Res,
+    ns: Option<&str>,
+    name: &str,
+    body: &Value,
+) -> Result<(), Response<Body>> {
+    if body["apiVersion"].as_str() != Some(api_version(res).as_str())
+        || body["kind"].as_str() != Some(res.kind.as_str())
+    {
+        return Err(status(
+            400,
+            "BadRequest",
+            &format!(
+                "the API version or kind in the body ({} {}) does not match the resource ({} {})",
+                body["apiVersion"],
+                body["kind"],
+                api_version(res),
+                res.kind
+            ),
+            json!({}),
+        ));
+    }
+    if let Some(n) = body["metadata"]["name"].as_str() {
+        if n != name {
+            return Err(invalid(
+                res,
+                name,
+                "metadata.name",
+                &format!("Invalid value: \"{n}\": field is immutable"),
+            ));
+        }
+    }
+    if let (Some(body_ns), Some(ns)) = (body["metadata"]["namespace"].as_str(), ns) {
+        if body_ns != ns {
+            return Err(status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request", json!({})));
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply (also used for create).
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    st: &mut State,
+    res: &Res,
+    ns: Option<&str>,
+    name: &str,
+    body: Value,
+    manager: &str,
+    force: bool,
+    dry_run: bool,
+) -> Result<(Value, bool), Response<Body>> {
+    check_identity(res, ns, name, &body)?;
+    let k = key(&res.group, &res.plural, ns.unwrap_or(""), name);
+    let applied = fields(&body);
+    let existing = st.objects.get(&k).cloned();
+    let (mut obj, mut owners) = match &existing {
+        Some(s) => (s.obj.clone(), s.owners.clone()),
+        None => (
+            json!({"apiVersion": api_version(res), "kind": res.kind,
+            "metadata": {"name": name}}),
+            BTreeMap::new(),
+        ),
+    };
+    if let Some(old) = &existing {
+        let mut conflicts = Vec::new();
+        for (f, v) in &applied {
+            if let Some((owner, _)) = owners.get(f) {
+                if owner != manager && get_field(&old.obj, f) != Some(v) {
+                    conflicts.push((f.clone(), owner.clone()));
+                }
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|(f, m)| json!({"reason": "FieldManagerConflict",
+                    "message": format!("conflict with \"{m}\" using {}", api_version(res)), "field": dotted(f)}))
+                .collect();
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(|(f, m)| {
+                    format!(
+                        "conflict with \"{m}\" using {}: {}",
+                        api_version(res),
+                        dotted(f)
+                    )
+                })
+                .collect();
+            return Err(status(
+                409,
+                "Conflict",
+                &format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    list.join("\n")
+                ),
+                json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}),
+            ));
+        }
+        // Fields this manager applied before and leaves out now.
+        let dropped: Vec<Field> = owners
+            .iter()
+            .filter(|(f, (m, op))| m == manager && *op == "Apply" && !applied.contains_key(*f))
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in dropped {
+            owners.remove(&f);
+            remove_field(&mut obj, &f);
+        }
+    }
+    for (f, v) in &applied {
+        set_field(&mut obj, f, v.clone());
+        owners.insert(f.clone(), (manager.to_string(), "Apply"));
+    }
+    if let Some(ns) = ns {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    finish(st, res, &k, existing, obj, owners, dry_run)
+}
+
+/// Merge patch (`merge=true`) or PUT: the changed fields move to `manager`.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    st: &mut State,
+    res: &Res,
+    ns: Option<&str>,
+    name: &str,
+    body: Value,
+    manager: &str,
+    dry_run: bool,
+    merge: bool,
+) -> Result<(Value, bool), Response<Body>> {
+    let k = key(&res.group, &res.plural, ns.unwrap_or(""), name);
+    let Some(existing) = st.objects.get(&k).cloned() else {
+        return Err(status(
+            404,
+            "NotFound",
+            &format!("{} \"{name}\" not found", resource_name(res)),
+            json!({"name": name, "group": res.group, "kind": res.plural}),
+        ));
+    };
+    if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
+        if Some(rv) != existing.obj["metadata"]["resourceVersion"].as_str() {
+            return Err(status(409, "Conflict", &format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                resource_name(res)), json!({"name": name, "group": res.group, "kind": res.plural})));
+        }
+    } else if !merge {
+        return Err(invalid(
+            res,
+            name,
+            "metadata.resourceVersion",
+            "Invalid value: 0x0: must be specified for an update",
+        ));
+    }
+    let mut obj = if merge {
+        let mut o = existing.obj.clone();
+        merge_patch(&mut o, &body);
+        o
+    } else {
+        check_identity(res, ns, name, &body)?;
+        let mut o = body.clone();
+        o["metadata"] = existing.obj["metadata"].clone();
+        for part in ["labels", "annotations"] {
+            o["metadata"][part] = body["metadata"][part].clone();
+        }
+        o["status"] = existing.obj["status"].clone();
+        o
+    };
+    if let Some(n) = obj["metadata"]["name"].as_str() {
+        if n != name {
+            return Err(invalid(
+                res,
+                name,
+                "metadata.name",
+                &format!("Invalid value: \"{n}\": field is immutable"),
+            ));
+        }
+    }
+    if let Some(ns) = ns {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    let before = fields(&existing.obj);
+    let after = fields(&obj);
+    let mut owners = existing.owners.clone();
+    for (f, v) in &after {
+        if before.get(f) != Some(v) {
+            owners.insert(f.clone(), (manager.to_string(), "Update"));
+        }
+    }
+    owners.retain(|f, _| after.contains_key(f));
+    finish(st, res, &k, Some(existing), obj, owners, dry_run)
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// Checks immutables, bumps versions, simulates controllers, renders managedFields and
+/// stores (unless dry run). Returns the object and whether it changed.
+fn finish(
+    st: &mut State,
+    res: &Res,
+    k: &Key,
+    existing: Option<Stored>,
+    mut obj: Value,
+    owners: BTreeMap<Field, (String, &'static str)>,
+    dry_run: bool,
+) -> Result<(Value, bool), Response<Body>> {
+    let name = k.3.clone();
+    if let Some(old) = &existing {
+        check_immutable(res, &name, &old.obj, &obj)?;
+    }
+    let spec_of = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        o
+    };
+    let changed = match &existing {
+        None => true,
+        Some(old) => {
+            let strip = |o: &Value| {
+                let mut o = o.clone();
+                o["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("managedFields"));
+                o
+            };
+            strip(&old.obj) != strip(&obj) || old.owners != owners
+        }
+    };
+    if !changed {
+        return Ok((existing.map(|e| e.obj).unwrap_or_default(), false));
+    }
+    let generation = match &existing {
+        None => 1,
+        Some(old) => {
+            let g = old.obj["metadata"]["generation"].as_i64().unwrap_or(1);
+            if spec_of(&old.obj) != spec_of(&obj) {
+                g + 1
+            } else {
+                g
+            }
+        }
+    };
+    if existing.is_none() {
+        st.uid += 1;
+        obj["metadata"]["uid"] = json!(format!("00000000-0000-0000-0000-{:012}", st.uid));
+        obj["metadata"]["creationTimestamp"] = json!("2025-01-01T00:00:00Z");
+    }
+    obj["metadata"]["generation"] = json!(generation);
+    obj["metadata"]["resourceVersion"] = json!(if dry_run {
+        st.rv.to_string()
+    } else {
+        st.next_rv()
+    });
+    simulate(st, res, &mut obj, existing.is_none());
+    let mut by_manager: BTreeMap<(String, &str), Value> = BTreeMap::new();
+    for (f, (m, op)) in &owners {
+        let entry = by_manager
+            .entry((m.clone(), op))
+            .or_insert_with(|| json!({}));
+        let path: Field = f.iter().map(|s| format!("f:{s}")).collect();
+        set_field(entry, &path, json!({}));
+    }
+    obj["metadata"]["managedFields"] = Value::Array(
+        by_manager
+            .into_iter()
+            .map(|((m, op), fields)| {
+                json!({"manager": m, "operation": op, "apiVersion": api_version(res),
+                "time": "2025-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": fields})
+            })
+            .collect(),
+    );
+    if !dry_run {
+        if existing.is_none() && res.plural == "customresourcedefinitions" {
+            let delay = st.establish_delay;
+            st.pending.push((Instant::now() + delay, k.clone()));
+        }
+        st.objects.insert(
+            k.clone(),
+            Stored {
+                obj: obj.clone(),
+                owners,
+            },
+        );
+    }
+    Ok((obj, true))
+}
+
+/// What the controllers would do, at once.
+fn simulate(st: &State, res: &Res, obj: &mut Value, created: bool) {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let generation = obj["metadata"]["generation"].clone();
+    let broken = st.never_ready.contains(&name)
+        || obj["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["image"].as_str().is_some_and(|i| i.ends_with(":broken")))
+            });
+    let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+    let ready = if broken { 0 } else { replicas };
+    match (res.group.as_str(), res.kind.as_str()) {
+        ("apps", "Deployment") => {
+            obj["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
+                "conditions": [{"type": "Available", "status": if broken { "False" } else { "True" }},
+                               {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]});
+        }
+        ("apps", "StatefulSet") => {
+            obj["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                "updatedReplicas": replicas, "readyReplicas": ready, "currentReplicas": replicas});
+        }
+        ("apps", "DaemonSet") => {
+            obj["status"] = json!({"observedGeneration": generation, "desiredNumberScheduled": 1,
+                "updatedNumberScheduled": 1, "numberAvailable": if broken { 0 } else { 1 }});
+        }
+        ("batch", "Job") if broken => {
+            obj["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]});
+        }
+        ("batch", "Job") => {
+            obj["status"] =
+                json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+        }
+        ("", "Service") if obj["spec"]["clusterIP"].is_null() => {
+            obj["spec"]["clusterIP"] = json!(format!("10.96.0.{}", 10 + st.rv % 200));
+        }
+        ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") if created => {
+            obj["status"] = json!({"conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                {"type": "Established", "status": "False", "reason": "Installing"}]});
+        }
+        _ => {}
+    }
+}
