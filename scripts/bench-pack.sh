@@ -27,6 +27,7 @@ tar -cf - -C "$tree" . >/dev/null
 
 pipeline=()
 push=()
+push_off=()
 for i in $(seq "$runs"); do
   t0="$(now)"; tar -cf - -C "$tree" . | gzip -6 | sha256sum >/dev/null; t1="$(now)"
   pipeline+=("$(echo "$t1 - $t0" | bc -l)")
@@ -34,21 +35,34 @@ for i in $(seq "$runs"); do
   t0="$(now)"; "$tresor" push "$tree" "oci-layout:$work/layout:v1" --reproducible \
     --source bench --revision bench >/dev/null; t1="$(now)"
   push+=("$(echo "$t1 - $t0" | bc -l)")
+  rm -rf "$work/layout-off"
+  t0="$(now)"; "$tresor" push "$tree" "oci-layout:$work/layout-off:v1" --reproducible \
+    --source bench --revision bench --policy off >/dev/null; t1="$(now)"
+  push_off+=("$(echo "$t1 - $t0" | bc -l)")
 done
 p="$(printf '%s\n' "${pipeline[@]}" | median)"
 t="$(printf '%s\n' "${push[@]}" | median)"
+toff="$(printf '%s\n' "${push_off[@]}" | median)"
 
 pulls=()
+pulls_off=()
 for i in $(seq "$runs"); do
   rm -rf "$work/out"
-  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned >/dev/null; t1="$(now)"
+  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned 2>/dev/null >/dev/null; t1="$(now)"
   pulls+=("$(echo "$t1 - $t0" | bc -l)")
+  rm -rf "$work/out"
+  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned --policy off 2>/dev/null >/dev/null; t1="$(now)"
+  pulls_off+=("$(echo "$t1 - $t0" | bc -l)")
 done
 pl="$(printf '%s\n' "${pulls[@]}" | median)"
+ploff="$(printf '%s\n' "${pulls_off[@]}" | median)"
 layer="$(find "$work/layout/blobs/sha256" -type f -size +1k -printf '%s\n' | sort -n | tail -1)"
 
 printf 'tree: %s (%.1f MB, %s files), layer %.1f MB, %s runs, medians\n' "$tree" "$(echo "$bytes/1000000" | bc -l)" "$(find "$tree" -type f | wc -l)" "$(echo "$layer/1000000" | bc -l)" "$runs"
 printf 'tar | gzip -6 | sha256sum : %.3f s\n' "$p"
-printf 'tresor push (oci-layout)   : %.3f s\n' "$t"
+printf 'tresor push (oci-layout)   : %.3f s  (validation + policy lint + pack, in parallel)\n' "$t"
 printf 'ratio tresor / pipeline    : %.2f (target <= 0.70)\n' "$(echo "$t / $p" | bc -l)"
-printf 'tresor pull + extract      : %.3f s = %.0f MB/s (unpacked)\n' "$pl" "$(echo "$bytes / 1000000 / $pl" | bc -l)"
+printf 'tresor push --policy off   : %.3f s  (validation + pack), ratio %.2f\n' "$toff" "$(echo "$toff / $p" | bc -l)"
+printf 'tresor pull + extract      : %.3f s = %.0f MB/s (unpacked; with the policy lint)\n' "$pl" "$(echo "$bytes / 1000000 / $pl" | bc -l)"
+printf 'pull --policy off          : %.3f s = %.0f MB/s (unpacked)\n' "$ploff" "$(echo "$bytes / 1000000 / $ploff" | bc -l)"
+printf 'load average during the run: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

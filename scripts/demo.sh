@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, no registry needed: build tresor, push the example
-# manifest tree into a local OCI layout, inspect it, pull it back and compare.
+# The main job on the embedded default, no registry needed: build tresor, make a signing key,
+# push the example manifest tree signed into a local OCI layout, inspect and verify it, pull
+# it back (verified before download) and compare.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,16 +13,24 @@ work="$repo/.tmp/demo"
 rm -rf "$work"
 mkdir -p "$work"
 
-echo "+ tresor push testdata/manifests/app oci-layout:$work/layout:v1"
+export COSIGN_PASSWORD="${COSIGN_PASSWORD-demo}"
+echo "+ tresor keygen --output-dir $work/keys"
+"$tresor" keygen --output-dir "$work/keys"
+
+echo "+ tresor push testdata/manifests/app oci-layout:$work/layout:v1 --sign-key $work/keys/cosign.key"
 ref="$("$tresor" push testdata/manifests/app "oci-layout:$work/layout:v1" \
+  --sign-key "$work/keys/cosign.key" \
   --source https://example.com/acme/app --revision "main@sha1:$(printf '0%.0s' {1..40})")"
 echo "$ref"
 
 echo "+ tresor inspect oci-layout:$work/layout:v1"
 "$tresor" inspect "oci-layout:$work/layout:v1"
 
-echo "+ tresor pull $ref --output $work/pulled --allow-unsigned"
-"$tresor" pull "$ref" --output "$work/pulled" --allow-unsigned
+echo "+ tresor verify $ref --key $work/keys/cosign.pub"
+"$tresor" verify "$ref" --key "$work/keys/cosign.pub"
+
+echo "+ tresor pull $ref --output $work/pulled --key $work/keys/cosign.pub"
+"$tresor" pull "$ref" --output "$work/pulled" --key "$work/keys/cosign.pub"
 
 echo "+ tresor diff testdata/manifests/app $ref"
 "$tresor" diff testdata/manifests/app "$ref"

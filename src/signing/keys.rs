@@ -346,6 +346,10 @@ pub fn write_key_pair(dir: &Path, password: &[u8]) -> Result<KeyPairFiles, KeyEr
         }
     }
     let pair = generate(password)?;
+    std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     write_new(&private_path, pair.private_pem.as_bytes(), 0o600)?;
     if let Err(e) = write_new(&public_path, pair.public.to_pem().as_bytes(), 0o644) {
         let _ = std::fs::remove_file(&private_path);
