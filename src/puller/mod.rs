@@ -1,0 +1,436 @@
+//! The in-cluster controller (`tresor-puller`): reconciles every `ArtifactSync` with the
+//! shared engine (resolve → verify → fetch → policy → apply → prune → health) and writes its
+//! status once per cycle.
+//!
+//! One [`Engine<KubeApplier>`] per ArtifactSync, kept between cycles (so an idle cycle is one
+//! registry HEAD and no API write) and rebuilt when `metadata.generation` changes. Trust comes
+//! from [`crate::api::effective_requirements`]: every covering TrustPolicy, the named one and
+//! the sync's own authorities must each hold; keys are read from Secrets. A suspended sync is
+//! not touched. The status is patched only when it differs from what is stored.
+//!
+//! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
+//! `caSecretRef`, `path`, keyless authorities. Leader election and Events are not wired;
+//! run one replica.
+
+mod error;
+mod serve;
+mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+pub use error::PullerError;
+pub use serve::serve_health;
+pub use verify::AllOf;
+
+use crate::api::conditions::{now_rfc3339, observe, Observation};
+use crate::api::{
+    effective_requirements, ArtifactSync, ArtifactSyncStatus, InventoryEntry, Requirements,
+    TrustPolicy,
+};
+use crate::kube::{
+    client_from_config, service_account_user, ApplyOptions, Cluster, DiscoveryResolver,
+    InventoryStore, KubeApplier, Owner,
+};
+use crate::reconcile::cache::Cache;
+use crate::reconcile::source::Source;
+use crate::reconcile::{
+    AllowUnsigned, Cancel, Engine, ImmutabilityPolicy, Outcome, Retry, Summary, Verifier,
+};
+use crate::reference::Reference;
+use crate::registry::{RegistryOptions, Repository};
+
+/// The annotation whose new value asks for a cycle now (`tresor reconcile`, `kubectl annotate`).
+pub const REQUESTED_AT: &str = "tresor.dev/reconcile-requested-at";
+
+/// How the puller runs.
+#[derive(Debug, Clone)]
+pub struct PullerOptions {
+    /// Content-addressed cache of verified artifacts (and staging for applies).
+    pub cache_dir: PathBuf,
+    /// ArtifactSyncs reconciled at the same time.
+    pub concurrency: u16,
+    /// Timeout of every Kubernetes API and registry call.
+    pub call_timeout: Duration,
+    /// Poll interval while waiting for CRDs and health.
+    pub poll: Duration,
+}
+
+impl Default for PullerOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("/var/cache/tresor"),
+            concurrency: 4,
+            call_timeout: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One sync's engine and the generation it was built for.
+struct SyncState {
+    generation: Option<i64>,
+    engine: Engine<KubeApplier>,
+}
+
+/// What every reconcile shares: the puller's own client, the configuration to impersonate
+/// tenants with, and the engines by `namespace/name`.
+pub struct Context {
+    client: Client,
+    config: kube::Config,
+    options: PullerOptions,
+    syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
+}
+
+impl Context {
+    /// A context talking to the cluster as `config` (impersonated clients derive from it).
+    pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
+        let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        Ok(Self {
+            client,
+            config,
+            options,
+            syncs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The puller's own client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+async fn call<T, E: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, PullerError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(PullerError::Kube {
+            what: what.to_string(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(PullerError::Kube {
+            what: what.to_string(),
+            message: format!("timed out after {}s", timeout.as_secs()),
+        }),
+    }
+}
+
+/// Runs the controller over all ArtifactSyncs until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<ArtifactSync> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn error_policy(_sync: Arc<ArtifactSync>, error: &PullerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(reason = error.reason(), error = %error, "reconcile error");
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// One reconcile of `sync`: nothing when suspended; otherwise one engine cycle and one status
+/// patch (skipped when the status is unchanged). Errors only when the status cannot be
+/// written; everything else ends up in the status.
+pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Action, PullerError> {
+    let namespace = sync.namespace().unwrap_or_else(|| "default".into());
+    let name = sync.name_any();
+    if sync.spec.suspend {
+        tracing::debug!(namespace, name, "suspended");
+        return Ok(Action::await_change());
+    }
+    let interval = sync
+        .spec
+        .interval()
+        .unwrap_or_else(|_| Duration::from_secs(300));
+    let generation = sync.metadata.generation;
+    let old = sync.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let now = now_rfc3339();
+    let requeue = match cycle(&sync, &ctx, &namespace, &name).await {
+        Ok((summary, inventory)) => {
+            record(&mut status, &summary, inventory, &now);
+            match summary.error.as_ref().map(|f| f.retry) {
+                Some(Retry::Transient) => interval.min(Duration::from_secs(30)),
+                _ => interval,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(namespace, name, reason = e.reason(), error = %e, "cannot reconcile");
+            let retry = if e.is_transient() {
+                Retry::Transient
+            } else {
+                Retry::Stalled
+            };
+            observe(
+                &mut status,
+                generation,
+                &Observation::Failed {
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                    retry,
+                },
+                &now,
+            );
+            interval.min(Duration::from_secs(30))
+        }
+    };
+    status.observed_generation = generation;
+    for c in &mut status.conditions {
+        c.observed_generation = generation;
+    }
+    status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
+    if status != old {
+        let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = Patch::Merge(json!({ "status": status }));
+        call(
+            "patch ArtifactSync status",
+            ctx.options.call_timeout,
+            api.patch_status(&name, &PatchParams::default(), &patch),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Writes a cycle's summary into `status` (conditions, digests, signer, inventory, history).
+fn record(
+    status: &mut ArtifactSyncStatus,
+    summary: &Summary,
+    inventory: Vec<InventoryEntry>,
+    now: &str,
+) {
+    observe(
+        status,
+        status.observed_generation,
+        &Observation::from_summary(summary),
+        now,
+    );
+    if let Some(d) = &summary.digest {
+        status.last_attempted_digest = Some(d.to_string());
+    }
+    if summary.outcome == Outcome::Applied {
+        if let Some(d) = &summary.applied {
+            status.record_applied(
+                &d.to_string(),
+                summary.signer.as_deref().unwrap_or("unknown"),
+                summary.tag.as_deref(),
+                now,
+            );
+        }
+    } else if let Some(d) = &summary.applied {
+        status.last_applied_digest = Some(d.to_string());
+    }
+    status.inventory = inventory;
+}
+
+/// Runs one engine cycle for `sync`, building its engine first if needed.
+async fn cycle(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(Summary, Vec<InventoryEntry>), PullerError> {
+    let key = format!("{namespace}/{name}");
+    let existing = ctx.syncs.lock().await.get(&key).cloned();
+    let state = match existing {
+        Some(s) if s.lock().await.generation == sync.metadata.generation => s,
+        _ => {
+            let engine = build_engine(sync, ctx, namespace, name).await?;
+            let state = Arc::new(Mutex::new(SyncState {
+                generation: sync.metadata.generation,
+                engine,
+            }));
+            ctx.syncs.lock().await.insert(key, state.clone());
+            state
+        }
+    };
+    let mut state = state.lock().await;
+    let limit = match &sync.spec.timeout {
+        Some(t) => humantime::parse_duration(t).unwrap_or(Duration::from_secs(300)),
+        None => sync.spec.interval().unwrap_or(Duration::from_secs(300)),
+    };
+    let (cancel_tx, cancel) = Cancel::new();
+    let summary = {
+        let fut = state.engine.reconcile(&cancel);
+        tokio::pin!(fut);
+        tokio::select! {
+            s = &mut fut => s,
+            () = tokio::time::sleep(limit) => {
+                // Let the engine stop at its next step boundary and report Abandoned.
+                let _ = cancel_tx.send(true);
+                fut.await
+            }
+        }
+    };
+    let inventory = state
+        .engine
+        .target()
+        .inventory()
+        .iter()
+        .map(|o| InventoryEntry {
+            group: o.group.clone(),
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone().unwrap_or_default(),
+            name: o.name.clone(),
+            version: o.version.clone(),
+        })
+        .collect();
+    Ok((summary, inventory))
+}
+
+/// Builds the engine for `sync` from its spec: source, trust, registry, apply options.
+async fn build_engine(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Engine<KubeApplier>, PullerError> {
+    sync.validate()?;
+    let object = sync.object_name();
+    let spec = &sync.spec;
+    let unsupported = |field: &str| PullerError::Unsupported {
+        object: object.clone(),
+        field: field.to_string(),
+    };
+    if spec.pull_secret_ref.is_some() {
+        return Err(unsupported("spec.pullSecretRef"));
+    }
+    if spec.ca_secret_ref.is_some() {
+        return Err(unsupported("spec.caSecretRef"));
+    }
+    if spec.path.is_some() {
+        return Err(unsupported("spec.path"));
+    }
+    let verifier = verifier_for(sync, ctx, namespace).await?;
+
+    let r = &spec.source_ref;
+    let (text, semver) = match (&r.tag, &r.semver, &r.digest) {
+        (Some(tag), _, _) => (format!("{}:{tag}", spec.url), None),
+        (_, _, Some(digest)) => (format!("{}@{digest}", spec.url), None),
+        (_, range, _) => (spec.url.clone(), range.as_deref()),
+    };
+    let setup = |reason: &'static str, message: String| PullerError::Setup { reason, message };
+    let reference: Reference = text
+        .parse()
+        .map_err(|e: crate::reference::ReferenceError| setup(e.reason(), e.to_string()))?;
+    let source =
+        Source::new(reference.clone(), semver).map_err(|e| setup(e.reason(), e.to_string()))?;
+    let registry = RegistryOptions {
+        plain_http: spec.insecure,
+        timeout: ctx.options.call_timeout,
+        ..RegistryOptions::default()
+    };
+    let repo =
+        Repository::open(&reference, &registry).map_err(|e| setup(e.reason(), e.to_string()))?;
+    let cache =
+        Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
+
+    let account = spec
+        .service_account_name
+        .as_deref()
+        .map(|sa| service_account_user(namespace, sa));
+    let client = client_from_config(
+        ctx.config.clone(),
+        account.as_deref(),
+        ctx.options.call_timeout,
+    )?;
+    let resolver = Arc::new(DiscoveryResolver::new(
+        ctx.client.clone(),
+        ctx.options.call_timeout,
+    ));
+    let owner = Owner {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+    };
+    let mut options = ApplyOptions::new(owner.clone());
+    options.target_namespace = Some(
+        spec.target_namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_string()),
+    );
+    options.prune = spec.prune;
+    options.allow_empty = spec.allow_empty;
+    options.wait = spec.wait;
+    options.rollback = spec.rollback;
+    options.api_timeout = ctx.options.call_timeout;
+    options.poll = ctx.options.poll;
+    if let Some(t) = &spec.timeout {
+        if let Ok(d) = humantime::parse_duration(t) {
+            options.health_timeout = d;
+        }
+    }
+    let store = InventoryStore {
+        owner,
+        cluster: Cluster::new(ctx.client.clone(), resolver.clone(), None),
+    };
+    let cluster = Cluster::new(client, resolver, account);
+    let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    let lint = crate::policy::Policy::default();
+    let mode = lint.mode(None);
+    Ok(Engine::new(
+        source,
+        repo,
+        verifier,
+        Arc::new(ImmutabilityPolicy::new(lint, mode)),
+        cache,
+        applier,
+        crate::artifact::archive::Limits::default(),
+    ))
+}
+
+/// The verifier of `sync`'s effective trust requirements.
+async fn verifier_for(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Arc<dyn Verifier>, PullerError> {
+    let timeout = ctx.options.call_timeout;
+    let policies: Vec<TrustPolicy> = call(
+        "list TrustPolicies",
+        timeout,
+        Api::<TrustPolicy>::all(ctx.client.clone()).list(&ListParams::default()),
+    )
+    .await?
+    .items;
+    let ns: k8s_openapi::api::core::v1::Namespace = call(
+        "get Namespace",
+        timeout,
+        Api::all(ctx.client.clone()).get(namespace),
+    )
+    .await?;
+    let labels: BTreeMap<String, String> = ns.metadata.labels.unwrap_or_default();
+    match effective_requirements(&policies, sync, &labels)? {
+        Requirements::Unsigned => Ok(Arc::new(AllowUnsigned)),
+        Requirements::Signed(constraints) => {
+            let mut all = Vec::new();
+            for c in &constraints {
+                all.push(verify::policy_for(c, ctx, namespace, &sync.object_name()).await?);
+            }
+            Ok(Arc::new(AllOf::new(all)))
+        }
+    }
+}
