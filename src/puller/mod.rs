@@ -172,7 +172,11 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     let now = now_rfc3339();
     let requeue = match cycle(&sync, &ctx, &namespace, &name).await {
         Ok((summary, inventory)) => {
-            record(&mut status, &summary, inventory, &now);
+            let tag = summary
+                .tag
+                .as_deref()
+                .or(sync.spec.source_ref.tag.as_deref());
+            record(&mut status, &summary, tag, inventory, &now);
             match summary.error.as_ref().map(|f| f.retry) {
                 Some(Retry::Transient) => interval.min(Duration::from_secs(30)),
                 _ => interval,
@@ -216,10 +220,12 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(requeue))
 }
 
-/// Writes a cycle's summary into `status` (conditions, digests, signer, inventory, history).
+/// Writes a cycle's summary into `status` (conditions, digests, signer, inventory, history;
+/// `tag` is the tag followed or picked).
 fn record(
     status: &mut ArtifactSyncStatus,
     summary: &Summary,
+    tag: Option<&str>,
     inventory: Vec<InventoryEntry>,
     now: &str,
 ) {
@@ -237,7 +243,7 @@ fn record(
             status.record_applied(
                 &d.to_string(),
                 summary.signer.as_deref().unwrap_or("unknown"),
-                summary.tag.as_deref(),
+                tag,
                 now,
             );
         }
