@@ -110,6 +110,18 @@ impl Setup {
             .unwrap()
     }
 
+    /// (type, reason) of the Events in `default`.
+    async fn events(&self) -> Vec<(String, String)> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.api.client(None), "default")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+
     async fn reconcile(&self, name: &str) {
         let sync = self.get(name).await;
         reconcile(Arc::new(sync), self.ctx.clone()).await.unwrap();
@@ -156,6 +168,7 @@ async fn puller_applies_an_unsigned_opt_in_sync_and_reports_ready() {
     assert_eq!(status.history[0].tag.as_deref(), Some("v1"));
     let names: Vec<&str> = status.inventory.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
+    assert_eq!(s.events().await, [("Normal".into(), "Applied".into())]);
 
     // The next cycle finds nothing new: no object written, the status only says Unchanged.
     s.api.clear_log();
@@ -224,6 +237,10 @@ async fn puller_refuses_an_unsigned_artifact_when_a_key_is_required_and_applies_
         ("True".into(), "NoSignatures".into())
     );
     assert_eq!(condition(&sync, "Ready").0, "False");
+    assert_eq!(
+        s.events().await,
+        [("Warning".into(), "NoSignatures".into())]
+    );
     let status = sync.status.unwrap();
     assert_eq!(status.last_applied_digest, None);
     assert_eq!(

@@ -6,10 +6,11 @@
 //! registry HEAD and no API write) and rebuilt when `metadata.generation` changes. Trust comes
 //! from [`crate::api::effective_requirements`]: every covering TrustPolicy, the named one and
 //! the sync's own authorities must each hold; keys are read from Secrets. A suspended sync is
-//! not touched. The status is patched only when it differs from what is stored.
+//! not touched. The status is patched only when it differs from what is stored; an Event is
+//! published when `Ready` changes.
 //!
 //! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
-//! `caSecretRef`, `path`, keyless authorities. Leader election and Events are not wired;
+//! `caSecretRef`, `path`, keyless authorities. Leader election and metrics are not wired;
 //! run one replica.
 
 mod error;
@@ -24,8 +25,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -87,6 +89,7 @@ struct SyncState {
 /// tenants with, and the engines by `namespace/name`.
 pub struct Context {
     client: Client,
+    recorder: Recorder,
     config: kube::Config,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
@@ -96,7 +99,12 @@ impl Context {
     /// A context talking to the cluster as `config` (impersonated clients derive from it).
     pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        let reporter = Reporter {
+            controller: "tresor-puller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             options,
@@ -207,6 +215,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
         c.observed_generation = generation;
     }
     status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
+    publish_transition(&sync, &ctx, &old, &status).await;
     if status != old {
         let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = Patch::Merge(json!({ "status": status }));
@@ -218,6 +227,50 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
         .await?;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Publishes an Event when `Ready` changed status or reason (except a plain `Unchanged`
+/// after a success): new digest applied, drift corrected, failures and recoveries. A failed
+/// publish is logged and otherwise ignored; Events are a courtesy, the status is the record.
+async fn publish_transition(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    old: &ArtifactSyncStatus,
+    new: &ArtifactSyncStatus,
+) {
+    let Some(ready) = new.ready() else {
+        return;
+    };
+    let before = old.ready().map(|c| (c.status, c.reason.as_str()));
+    if before == Some((ready.status, ready.reason.as_str()))
+        || (ready.reason == Outcome::Unchanged.name() && before.map(|b| b.0) == Some(ready.status))
+    {
+        return;
+    }
+    let type_ = if ready.status == crate::api::ConditionStatus::True {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let note: String = ready.message.chars().take(1000).collect();
+    let event = Event {
+        type_,
+        reason: ready.reason.clone(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = sync.object_ref(&());
+    let published = tokio::time::timeout(
+        ctx.options.call_timeout,
+        ctx.recorder.publish(&event, &reference),
+    )
+    .await;
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, reason = %ready.reason, "cannot publish event"),
+        Err(_) => tracing::warn!(reason = %ready.reason, "publishing an event timed out"),
+    }
 }
 
 /// Writes a cycle's summary into `status` (conditions, digests, signer, inventory, history;
