@@ -169,6 +169,11 @@ async fn puller_applies_an_unsigned_opt_in_sync_and_reports_ready() {
     let names: Vec<&str> = status.inventory.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(s.events().await, [("Normal".into(), "Applied".into())]);
+    let metrics = s.ctx.metrics().render();
+    assert!(
+        metrics.contains("tresor_reconciles_total{outcome=\"Applied\"} 1"),
+        "{metrics}"
+    );
 
     // The next cycle finds nothing new: no object written, the status only says Unchanged.
     s.api.clear_log();

@@ -12,7 +12,7 @@ use tresor::puller::{run, serve_health, Context, PullerOptions};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address for Prometheus metrics (`:8080`); not served yet.
+    /// Address of Prometheus `/metrics`.
     #[arg(long, default_value = ":8080")]
     metrics_addr: String,
     /// Address of `/healthz` and `/readyz`.
@@ -67,12 +67,14 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(serve_health(health));
     let config = kube::Config::infer().await?;
     let options = PullerOptions {
-        cache_dir: args.cache_dir,
+        cache_dir: args.cache_dir.clone(),
         concurrency: args.concurrency,
         call_timeout: args.timeout,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);
+    let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
+    tokio::spawn(tresor::reconcile::metrics::serve(metrics, ctx.metrics()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     run(ctx, async move {
         tokio::select! {

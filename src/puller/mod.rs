@@ -10,7 +10,7 @@
 //! published when `Ready` changes.
 //!
 //! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
-//! `caSecretRef`, `path`, keyless authorities. Leader election and metrics are not wired;
+//! `caSecretRef`, `path`, keyless authorities. Leader election is not wired;
 //! run one replica.
 
 mod error;
@@ -45,6 +45,7 @@ use crate::kube::{
     InventoryStore, KubeApplier, Owner,
 };
 use crate::reconcile::cache::Cache;
+use crate::reconcile::metrics::Metrics;
 use crate::reconcile::source::Source;
 use crate::reconcile::{
     AllowUnsigned, Cancel, Engine, ImmutabilityPolicy, Outcome, Retry, Summary, Verifier,
@@ -89,6 +90,7 @@ struct SyncState {
 /// tenants with, and the engines by `namespace/name`.
 pub struct Context {
     client: Client,
+    metrics: Arc<Metrics>,
     recorder: Recorder,
     config: kube::Config,
     options: PullerOptions,
@@ -105,6 +107,7 @@ impl Context {
         };
         Ok(Self {
             recorder: Recorder::new(client.clone(), reporter),
+            metrics: Arc::new(Metrics::default()),
             client,
             config,
             options,
@@ -115,6 +118,12 @@ impl Context {
     /// The puller's own client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Metrics of every cycle of every ArtifactSync (served by
+    /// [`crate::reconcile::metrics::serve`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 }
 
@@ -180,6 +189,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     let now = now_rfc3339();
     let requeue = match cycle(&sync, &ctx, &namespace, &name).await {
         Ok((summary, inventory)) => {
+            ctx.metrics.observe(&summary, std::time::SystemTime::now());
             let tag = summary
                 .tag
                 .as_deref()
