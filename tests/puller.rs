@@ -22,7 +22,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, TrustPolicy};
 use tresor::kube::LABEL_NAME;
-use tresor::puller::{reconcile, Context, PullerOptions};
+use tresor::puller::{reconcile, Context, LeaseLock, PullerOptions};
 
 const PASSWORD: &str = "test-password";
 
@@ -327,4 +327,36 @@ async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
         condition(&sync, "Stalled"),
         ("True".into(), "WeakensTrustPolicy".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_has_one_holder_and_is_taken_over_only_after_it_expired() {
+    let api = KubeApi::start(Duration::from_millis(10));
+    let lock = |id: &str| {
+        LeaseLock::new(
+            api.client(None),
+            "default",
+            "tresor-puller",
+            id,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        )
+    };
+    let (a, b) = (lock("a"), lock("b"));
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a creates the lease");
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    let lease = api
+        .get("coordination.k8s.io", "leases", Some("default"), "tresor-puller")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "a");
+    // a stops renewing: after the duration b takes over and a no longer holds it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(b.try_acquire_or_renew().await.unwrap(), "b takes the expired lease");
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+    let lease = api
+        .get("coordination.k8s.io", "leases", Some("default"), "tresor-puller")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }

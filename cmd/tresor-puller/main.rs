@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tresor::puller::{run, serve_health, Context, PullerOptions};
+use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOptions};
 
 /// Reconciles ArtifactSyncs: pulls signed OCI artifacts and applies them to the cluster.
 #[derive(Debug, Parser)]
@@ -21,7 +21,8 @@ struct Args {
     /// Cache of verified artifacts.
     #[arg(long, default_value = "/var/cache/tresor")]
     cache_dir: PathBuf,
-    /// Leader election with a Lease; not implemented yet (run one replica).
+    /// Leader election with the Lease `tresor-puller` in POD_NAMESPACE (identity: POD_NAME or
+    /// HOSTNAME), so only one replica reconciles.
     #[arg(long)]
     leader_elect: bool,
     /// `json` or `text`.
@@ -50,9 +51,6 @@ fn addr(text: &str) -> String {
 async fn main() -> ExitCode {
     let args = Args::parse();
     tresor::telemetry::init(args.verbose.max(1), args.log_format != "text");
-    if args.leader_elect {
-        tracing::warn!("--leader-elect is not implemented; run a single replica");
-    }
     match start(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -76,12 +74,15 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
     tokio::spawn(tresor::reconcile::metrics::serve(metrics, ctx.metrics()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    run(ctx, async move {
+    let lease = args
+        .leader_elect
+        .then(|| LeaseLock::from_env(ctx.client().clone(), args.timeout));
+    run_elected(ctx, lease, async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
     })
-    .await;
+    .await?;
     Ok(())
 }

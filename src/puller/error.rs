@@ -36,6 +36,14 @@ pub enum PullerError {
         /// The error.
         message: String,
     },
+    /// This replica lost the leader-election Lease and must stop reconciling.
+    #[error("lost the leader lease {lease}: {message}")]
+    LeaseLost {
+        /// Name of the Lease.
+        lease: String,
+        /// Why.
+        message: String,
+    },
     /// Building the apply step failed (client, inventory).
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -58,6 +66,7 @@ impl PullerError {
             Self::Secret { .. } => "SecretInvalid",
             Self::Kube { .. } => "KubeApiError",
             Self::Apply(e) => e.reason(),
+            Self::LeaseLost { .. } => "LeaseLost",
             Self::Setup { reason, .. } => reason,
         }
     }
@@ -66,7 +75,10 @@ impl PullerError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Kube { .. } | Self::Secret { .. } | Self::Apply(_) => true,
-            Self::Api(_) | Self::Unsupported { .. } | Self::Setup { .. } => false,
+            Self::Api(_)
+            | Self::Unsupported { .. }
+            | Self::Setup { .. }
+            | Self::LeaseLost { .. } => false,
         }
     }
 }

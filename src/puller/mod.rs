@@ -14,6 +14,7 @@
 //! run one replica.
 
 mod error;
+mod lease;
 mod serve;
 mod verify;
 
@@ -32,6 +33,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 pub use error::PullerError;
+pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::AllOf;
 
@@ -164,6 +166,55 @@ pub async fn run(
         .await;
 }
 
+/// Like [`run`], but with `lease`: waits until this replica leads, and stops with
+/// [`PullerError::LeaseLost`] when it loses the Lease (the process should exit and restart
+/// as a follower). Without a lease this is [`run`].
+pub async fn run_elected(
+    ctx: Arc<Context>,
+    lease: Option<LeaseLock>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), PullerError> {
+    use futures_util::FutureExt;
+    let shutdown = shutdown.shared();
+    let Some(lease) = lease else {
+        run(ctx, shutdown).await;
+        return Ok(());
+    };
+    tokio::select! {
+        () = lease.acquire() => {}
+        () = shutdown.clone() => return Ok(()),
+    }
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let holder = lease.clone();
+    let hold = tokio::spawn(async move {
+        let _ = lost_tx.send(holder.hold().await);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        let lost = lost_rx.await.ok();
+        let _ = stop_tx.send(());
+        lost
+    });
+    run(ctx, async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = stop_rx => {}
+        }
+    })
+    .await;
+    hold.abort();
+    let lost = if watcher.is_finished() {
+        watcher.await.ok().flatten()
+    } else {
+        watcher.abort();
+        None
+    };
+    match lost {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn error_policy(_sync: Arc<ArtifactSync>, error: &PullerError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(reason = error.reason(), error = %error, "reconcile error");
     Action::requeue(Duration::from_secs(30))
@@ -194,7 +245,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
                 .tag
                 .as_deref()
                 .or(sync.spec.source_ref.tag.as_deref());
-            record(&mut status, &summary, tag, inventory, &now);
+            record(&mut status, generation, &summary, tag, inventory, &now);
             match summary.error.as_ref().map(|f| f.retry) {
                 Some(Retry::Transient) => interval.min(Duration::from_secs(30)),
                 _ => interval,
@@ -220,10 +271,6 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
             interval.min(Duration::from_secs(30))
         }
     };
-    status.observed_generation = generation;
-    for c in &mut status.conditions {
-        c.observed_generation = generation;
-    }
     status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
     publish_transition(&sync, &ctx, &old, &status).await;
     if status != old {
@@ -287,17 +334,13 @@ async fn publish_transition(
 /// `tag` is the tag followed or picked).
 fn record(
     status: &mut ArtifactSyncStatus,
+    generation: Option<i64>,
     summary: &Summary,
     tag: Option<&str>,
     inventory: Vec<InventoryEntry>,
     now: &str,
 ) {
-    observe(
-        status,
-        status.observed_generation,
-        &Observation::from_summary(summary),
-        now,
-    );
+    observe(status, generation, &Observation::from_summary(summary), now);
     if let Some(d) = &summary.digest {
         status.last_attempted_digest = Some(d.to_string());
     }

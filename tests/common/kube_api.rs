@@ -121,6 +121,7 @@ const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
     ("apps", "v1", "DaemonSet", "daemonsets", true),
     ("batch", "v1", "Job", "jobs", true),
     ("events.k8s.io", "v1", "Event", "events", true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
     (
         "rbac.authorization.k8s.io",
