@@ -343,19 +343,35 @@ async fn lease_has_one_holder_and_is_taken_over_only_after_it_expired() {
         )
     };
     let (a, b) = (lock("a"), lock("b"));
-    assert!(a.try_acquire_or_renew().await.unwrap(), "a creates the lease");
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a creates the lease"
+    );
     assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
     assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
     let lease = api
-        .get("coordination.k8s.io", "leases", Some("default"), "tresor-puller")
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            Some("default"),
+            "tresor-puller",
+        )
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "a");
     // a stops renewing: after the duration b takes over and a no longer holds it.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(b.try_acquire_or_renew().await.unwrap(), "b takes the expired lease");
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "b takes the expired lease"
+    );
     assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
     let lease = api
-        .get("coordination.k8s.io", "leases", Some("default"), "tresor-puller")
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            Some("default"),
+            "tresor-puller",
+        )
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
