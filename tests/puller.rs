@@ -194,6 +194,24 @@ async fn puller_applies_an_unsigned_opt_in_sync_and_reports_ready() {
     s.api.clear_log();
     s.reconcile("shop").await;
     assert!(s.api.writes().is_empty(), "{:?}", s.api.writes());
+
+    // The manual trigger: a cycle runs and the status records the request it handled.
+    Api::<ArtifactSync>::namespaced(s.api.client(None), "default")
+        .patch(
+            "shop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations":
+                {"tresor.dev/reconcile-requested-at": "2026-11-25T23:00:00Z"}}})),
+        )
+        .await
+        .unwrap();
+    s.reconcile("shop").await;
+    let status = s.get("shop").await.status.unwrap();
+    assert_eq!(
+        status.last_handled_reconcile_at.as_deref(),
+        Some("2026-11-25T23:00:00Z")
+    );
+    assert_eq!(status.last_applied_digest.as_deref(), Some(digest.as_str()));
 }
 
 async fn key_secret(s: &Setup, name: &str) -> std::path::PathBuf {
