@@ -317,10 +317,7 @@ async fn puller_does_nothing_for_a_suspended_sync() {
     assert!(s.get("shop").await.status.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
-    let s = setup().await;
-    let (repo, _) = s.push("puller-weaken");
+async fn create_covering_policy(s: &Setup) {
     let policy: TrustPolicy = serde_json::from_value(json!({
         "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
         "metadata": {"name": "platform"},
@@ -332,6 +329,13 @@ async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
+    let s = setup().await;
+    let (repo, _) = s.push("puller-weaken");
+    create_covering_policy(&s).await;
     s.create(
         "shop",
         json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
@@ -340,6 +344,29 @@ async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
     .await;
     s.reconcile("shop").await;
     assert_eq!(s.api.count("", "configmaps"), 0);
+    let sync = s.get("shop").await;
+    assert_eq!(
+        condition(&sync, "Stalled"),
+        ("True".into(), "WeakensTrustPolicy".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_rereads_trust_policies_every_cycle_without_a_spec_change() {
+    let s = setup().await;
+    let (repo, _) = s.push("puller-reread");
+    s.create(
+        "shop",
+        json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+            "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    s.reconcile("shop").await;
+    assert_eq!(condition(&s.get("shop").await, "Ready").0, "True");
+    // A platform admin adds a policy covering the namespace: the same, unchanged sync is
+    // refused on its next cycle (its engine is kept, its trust is not).
+    create_covering_policy(&s).await;
+    s.reconcile("shop").await;
     let sync = s.get("shop").await;
     assert_eq!(
         condition(&sync, "Stalled"),

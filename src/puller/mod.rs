@@ -85,6 +85,7 @@ impl Default for PullerOptions {
 /// One sync's engine and the generation it was built for.
 struct SyncState {
     generation: Option<i64>,
+    verifier: Arc<verify::Swappable>,
     engine: Engine<KubeApplier>,
 }
 
@@ -368,12 +369,19 @@ async fn cycle(
 ) -> Result<(Summary, Vec<InventoryEntry>), PullerError> {
     let key = format!("{namespace}/{name}");
     let existing = ctx.syncs.lock().await.get(&key).cloned();
+    // Trust is read again every cycle (policies and Secrets may change without the sync).
+    let verifier = verifier_for(sync, ctx, namespace).await?;
     let state = match existing {
-        Some(s) if s.lock().await.generation == sync.metadata.generation => s,
+        Some(s) if s.lock().await.generation == sync.metadata.generation => {
+            s.lock().await.verifier.set(verifier);
+            s
+        }
         _ => {
-            let engine = build_engine(sync, ctx, namespace, name).await?;
+            let verifier = Arc::new(verify::Swappable::new(verifier));
+            let engine = build_engine(sync, ctx, namespace, name, verifier.clone()).await?;
             let state = Arc::new(Mutex::new(SyncState {
                 generation: sync.metadata.generation,
+                verifier,
                 engine,
             }));
             ctx.syncs.lock().await.insert(key, state.clone());
@@ -420,6 +428,7 @@ async fn build_engine(
     ctx: &Context,
     namespace: &str,
     name: &str,
+    verifier: Arc<verify::Swappable>,
 ) -> Result<Engine<KubeApplier>, PullerError> {
     sync.validate()?;
     let object = sync.object_name();
@@ -437,7 +446,6 @@ async fn build_engine(
     if spec.path.is_some() {
         return Err(unsupported("spec.path"));
     }
-    let verifier = verifier_for(sync, ctx, namespace).await?;
 
     let r = &spec.source_ref;
     let (text, semver) = match (&r.tag, &r.semver, &r.digest) {

@@ -2,6 +2,7 @@
 //! all of which must hold.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -50,6 +51,43 @@ impl Verifier for AllOf {
             signers.dedup();
             Ok(VerifiedBy::Signers(signers))
         })
+    }
+}
+
+/// A verifier that can be replaced between cycles: the engine keeps one for its lifetime,
+/// the puller re-reads TrustPolicies and key Secrets before every cycle, so a new covering
+/// policy or a rotated key applies at once, not only after the ArtifactSync changes.
+pub struct Swappable {
+    inner: std::sync::RwLock<Arc<dyn Verifier>>,
+}
+
+impl Swappable {
+    /// Starts with `verifier`.
+    pub fn new(verifier: Arc<dyn Verifier>) -> Self {
+        Self {
+            inner: std::sync::RwLock::new(verifier),
+        }
+    }
+
+    /// Replaces the verifier used from the next verification on.
+    pub fn set(&self, verifier: Arc<dyn Verifier>) {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *guard = verifier;
+    }
+
+    fn current(&self) -> Arc<dyn Verifier> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Verifier for Swappable {
+    fn verify<'a>(
+        &'a self,
+        repo: &'a Repository,
+        artifact: &'a ResolvedArtifact,
+    ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
+        let current = self.current();
+        Box::pin(async move { current.verify(repo, artifact).await })
     }
 }
 
