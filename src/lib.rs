@@ -27,6 +27,7 @@ pub mod cli;
 pub mod digest;
 pub mod kube;
 pub mod policy;
+pub mod puller;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;

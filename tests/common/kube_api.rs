@@ -38,7 +38,8 @@
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
 //! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
 //! validation against OpenAPI/CRD schemas, admission webhooks, finalizers and graceful
-//! deletion, watches, subresources (`/status`, `/scale`), multiple stored versions and
+//! deletion, watches, subresources other than `/status` (GET and merge PATCH of `.status`
+//! only), multiple stored versions and
 //! conversion, the permission needed to impersonate, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
 
@@ -119,6 +120,8 @@ const BUILTIN: &[(&str, &str, &str, &str, bool)] = &[
     ("apps", "v1", "StatefulSet", "statefulsets", true),
     ("apps", "v1", "DaemonSet", "daemonsets", true),
     ("batch", "v1", "Job", "jobs", true),
+    ("events.k8s.io", "v1", "Event", "events", true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", true),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
     (
         "rbac.authorization.k8s.io",
@@ -467,6 +470,14 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return not_found_resource(),
     };
+    // The `/status` subresource: GET, and merge PATCH of `.status` only (for custom
+    // resources, as if their CRD declared `subresources.status`).
+    let (rest, subresource_status) = match rest {
+        [head @ .., last] if *last == "status" && (head.len() == 2 || head.len() == 4) => {
+            (head, true)
+        }
+        _ => (rest, false),
+    };
     let (ns, plural, name) = match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => (
             Some(ns.to_string()),
@@ -648,6 +659,27 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
                 .objects
                 .contains_key(&key(&res.group, &res.plural, &nskey, &name));
             let result = match verb {
+                "patch" if subresource_status => {
+                    if content_type.starts_with("application/apply-patch") {
+                        return status(
+                            415,
+                            "UnsupportedMediaType",
+                            "the double patches /status with merge patches only",
+                            json!({}),
+                        );
+                    }
+                    let patch = json!({"status": body["status"].clone()});
+                    update(
+                        st,
+                        &res,
+                        ns.as_deref(),
+                        &name,
+                        patch,
+                        &manager,
+                        dry_run,
+                        true,
+                    )
+                }
                 "patch" if content_type.starts_with("application/apply-patch") => {
                     if !exists {
                         if let Some(denied) = forbidden(st, "create") {

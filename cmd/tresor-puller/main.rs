@@ -1,0 +1,88 @@
+//! `tresor-puller`: the in-cluster controller reconciling `ArtifactSync`s (see `tresor::puller`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOptions};
+
+/// Reconciles ArtifactSyncs: pulls signed OCI artifacts and applies them to the cluster.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of Prometheus `/metrics`.
+    #[arg(long, default_value = ":8080")]
+    metrics_addr: String,
+    /// Address of `/healthz` and `/readyz`.
+    #[arg(long, default_value = ":9440")]
+    health_addr: String,
+    /// Cache of verified artifacts.
+    #[arg(long, default_value = "/var/cache/tresor")]
+    cache_dir: PathBuf,
+    /// Leader election with the Lease `tresor-puller` in POD_NAMESPACE (identity: POD_NAME or
+    /// HOSTNAME), so only one replica reconciles.
+    #[arg(long)]
+    leader_elect: bool,
+    /// `json` or `text`.
+    #[arg(long, default_value = "json")]
+    log_format: String,
+    /// ArtifactSyncs reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Timeout of every API and registry call.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn addr(text: &str) -> String {
+    if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tresor::telemetry::init(args.verbose.max(1), args.log_format != "text");
+    match start(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tresor-puller failed");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let health = tokio::net::TcpListener::bind(addr(&args.health_addr)).await?;
+    tokio::spawn(serve_health(health));
+    let config = kube::Config::infer().await?;
+    let options = PullerOptions {
+        cache_dir: args.cache_dir.clone(),
+        concurrency: args.concurrency,
+        call_timeout: args.timeout,
+        ..PullerOptions::default()
+    };
+    let ctx = Arc::new(Context::new(config, options)?);
+    let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
+    tokio::spawn(tresor::reconcile::metrics::serve(metrics, ctx.metrics()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let lease = args
+        .leader_elect
+        .then(|| LeaseLock::from_env(ctx.client().clone(), args.timeout));
+    run_elected(ctx, lease, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+    .await?;
+    Ok(())
+}

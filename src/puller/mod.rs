@@ -1,0 +1,556 @@
+//! The in-cluster controller (`tresor-puller`): reconciles every `ArtifactSync` with the
+//! shared engine (resolve → verify → fetch → policy → apply → prune → health) and writes its
+//! status once per cycle.
+//!
+//! One [`Engine<KubeApplier>`] per ArtifactSync, kept between cycles (so an idle cycle is one
+//! registry HEAD and no API write) and rebuilt when `metadata.generation` changes. Trust comes
+//! from [`crate::api::effective_requirements`]: every covering TrustPolicy, the named one and
+//! the sync's own authorities must each hold; keys are read from Secrets. A suspended sync is
+//! not touched. The status is patched only when it differs from what is stored; an Event is
+//! published when `Ready` changes.
+//!
+//! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
+//! `caSecretRef`, `path`, keyless authorities. Leader election is not wired;
+//! run one replica.
+
+mod error;
+mod lease;
+mod serve;
+mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+pub use error::PullerError;
+pub use lease::LeaseLock;
+pub use serve::serve_health;
+pub use verify::AllOf;
+
+use crate::api::conditions::{now_rfc3339, observe, Observation};
+use crate::api::{
+    effective_requirements, ArtifactSync, ArtifactSyncStatus, InventoryEntry, Requirements,
+    TrustPolicy,
+};
+use crate::kube::{
+    client_from_config, service_account_user, ApplyOptions, Cluster, DiscoveryResolver,
+    InventoryStore, KubeApplier, Owner,
+};
+use crate::reconcile::cache::Cache;
+use crate::reconcile::metrics::Metrics;
+use crate::reconcile::source::Source;
+use crate::reconcile::{
+    AllowUnsigned, Cancel, Engine, ImmutabilityPolicy, Outcome, Retry, Summary, Verifier,
+};
+use crate::reference::Reference;
+use crate::registry::{RegistryOptions, Repository};
+
+/// The annotation whose new value asks for a cycle now (`tresor reconcile`, `kubectl annotate`).
+pub const REQUESTED_AT: &str = "tresor.dev/reconcile-requested-at";
+
+/// How the puller runs.
+#[derive(Debug, Clone)]
+pub struct PullerOptions {
+    /// Content-addressed cache of verified artifacts (and staging for applies).
+    pub cache_dir: PathBuf,
+    /// ArtifactSyncs reconciled at the same time.
+    pub concurrency: u16,
+    /// Timeout of every Kubernetes API and registry call.
+    pub call_timeout: Duration,
+    /// Poll interval while waiting for CRDs and health.
+    pub poll: Duration,
+}
+
+impl Default for PullerOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("/var/cache/tresor"),
+            concurrency: 4,
+            call_timeout: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One sync's engine and the generation it was built for.
+struct SyncState {
+    generation: Option<i64>,
+    verifier: Arc<verify::Swappable>,
+    engine: Engine<KubeApplier>,
+}
+
+/// What every reconcile shares: the puller's own client, the configuration to impersonate
+/// tenants with, and the engines by `namespace/name`.
+pub struct Context {
+    client: Client,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    config: kube::Config,
+    options: PullerOptions,
+    syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
+}
+
+impl Context {
+    /// A context talking to the cluster as `config` (impersonated clients derive from it).
+    pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
+        let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        let reporter = Reporter {
+            controller: "tresor-puller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            metrics: Arc::new(Metrics::default()),
+            client,
+            config,
+            options,
+            syncs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The puller's own client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Metrics of every cycle of every ArtifactSync (served by
+    /// [`crate::reconcile::metrics::serve`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+}
+
+async fn call<T, E: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, PullerError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(PullerError::Kube {
+            what: what.to_string(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(PullerError::Kube {
+            what: what.to_string(),
+            message: format!("timed out after {}s", timeout.as_secs()),
+        }),
+    }
+}
+
+/// Runs the controller over all ArtifactSyncs until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<ArtifactSync> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Like [`run`], but with `lease`: waits until this replica leads, and stops with
+/// [`PullerError::LeaseLost`] when it loses the Lease (the process should exit and restart
+/// as a follower). Without a lease this is [`run`].
+pub async fn run_elected(
+    ctx: Arc<Context>,
+    lease: Option<LeaseLock>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), PullerError> {
+    use futures_util::FutureExt;
+    let shutdown = shutdown.shared();
+    let Some(lease) = lease else {
+        run(ctx, shutdown).await;
+        return Ok(());
+    };
+    tokio::select! {
+        () = lease.acquire() => {}
+        () = shutdown.clone() => return Ok(()),
+    }
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let holder = lease.clone();
+    let hold = tokio::spawn(async move {
+        let _ = lost_tx.send(holder.hold().await);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        let lost = lost_rx.await.ok();
+        let _ = stop_tx.send(());
+        lost
+    });
+    run(ctx, async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = stop_rx => {}
+        }
+    })
+    .await;
+    hold.abort();
+    let lost = if watcher.is_finished() {
+        watcher.await.ok().flatten()
+    } else {
+        watcher.abort();
+        None
+    };
+    match lost {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn error_policy(_sync: Arc<ArtifactSync>, error: &PullerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(reason = error.reason(), error = %error, "reconcile error");
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// One reconcile of `sync`: nothing when suspended; otherwise one engine cycle and one status
+/// patch (skipped when the status is unchanged). Errors only when the status cannot be
+/// written; everything else ends up in the status.
+pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Action, PullerError> {
+    let namespace = sync.namespace().unwrap_or_else(|| "default".into());
+    let name = sync.name_any();
+    if sync.spec.suspend {
+        tracing::debug!(namespace, name, "suspended");
+        return Ok(Action::await_change());
+    }
+    let interval = sync
+        .spec
+        .interval()
+        .unwrap_or_else(|_| Duration::from_secs(300));
+    let generation = sync.metadata.generation;
+    let old = sync.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let now = now_rfc3339();
+    let requeue = match cycle(&sync, &ctx, &namespace, &name).await {
+        Ok((summary, inventory)) => {
+            ctx.metrics.observe(&summary, std::time::SystemTime::now());
+            let tag = summary
+                .tag
+                .as_deref()
+                .or(sync.spec.source_ref.tag.as_deref());
+            record(&mut status, generation, &summary, tag, inventory, &now);
+            match summary.error.as_ref().map(|f| f.retry) {
+                Some(Retry::Transient) => interval.min(Duration::from_secs(30)),
+                _ => interval,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(namespace, name, reason = e.reason(), error = %e, "cannot reconcile");
+            let retry = if e.is_transient() {
+                Retry::Transient
+            } else {
+                Retry::Stalled
+            };
+            observe(
+                &mut status,
+                generation,
+                &Observation::Failed {
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                    retry,
+                },
+                &now,
+            );
+            interval.min(Duration::from_secs(30))
+        }
+    };
+    status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
+    publish_transition(&sync, &ctx, &old, &status).await;
+    if status != old {
+        let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = Patch::Merge(json!({ "status": status }));
+        call(
+            "patch ArtifactSync status",
+            ctx.options.call_timeout,
+            api.patch_status(&name, &PatchParams::default(), &patch),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Publishes an Event when `Ready` changed status or reason (except a plain `Unchanged`
+/// after a success): new digest applied, drift corrected, failures and recoveries. A failed
+/// publish is logged and otherwise ignored; Events are a courtesy, the status is the record.
+async fn publish_transition(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    old: &ArtifactSyncStatus,
+    new: &ArtifactSyncStatus,
+) {
+    let Some(ready) = new.ready() else {
+        return;
+    };
+    let before = old.ready().map(|c| (c.status, c.reason.as_str()));
+    if before == Some((ready.status, ready.reason.as_str()))
+        || (ready.reason == Outcome::Unchanged.name() && before.map(|b| b.0) == Some(ready.status))
+    {
+        return;
+    }
+    let type_ = if ready.status == crate::api::ConditionStatus::True {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let note: String = ready.message.chars().take(1000).collect();
+    let event = Event {
+        type_,
+        reason: ready.reason.clone(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = sync.object_ref(&());
+    let published = tokio::time::timeout(
+        ctx.options.call_timeout,
+        ctx.recorder.publish(&event, &reference),
+    )
+    .await;
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, reason = %ready.reason, "cannot publish event"),
+        Err(_) => tracing::warn!(reason = %ready.reason, "publishing an event timed out"),
+    }
+}
+
+/// Writes a cycle's summary into `status` (conditions, digests, signer, inventory, history;
+/// `tag` is the tag followed or picked).
+fn record(
+    status: &mut ArtifactSyncStatus,
+    generation: Option<i64>,
+    summary: &Summary,
+    tag: Option<&str>,
+    inventory: Vec<InventoryEntry>,
+    now: &str,
+) {
+    observe(status, generation, &Observation::from_summary(summary), now);
+    if let Some(d) = &summary.digest {
+        status.last_attempted_digest = Some(d.to_string());
+    }
+    if summary.outcome == Outcome::Applied {
+        if let Some(d) = &summary.applied {
+            status.record_applied(
+                &d.to_string(),
+                summary.signer.as_deref().unwrap_or("unknown"),
+                tag,
+                now,
+            );
+        }
+    } else if let Some(d) = &summary.applied {
+        status.last_applied_digest = Some(d.to_string());
+    }
+    status.inventory = inventory;
+}
+
+/// Runs one engine cycle for `sync`, building its engine first if needed.
+async fn cycle(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(Summary, Vec<InventoryEntry>), PullerError> {
+    let key = format!("{namespace}/{name}");
+    let existing = ctx.syncs.lock().await.get(&key).cloned();
+    // Trust is read again every cycle (policies and Secrets may change without the sync).
+    let verifier = verifier_for(sync, ctx, namespace).await?;
+    let state = match existing {
+        Some(s) if s.lock().await.generation == sync.metadata.generation => {
+            s.lock().await.verifier.set(verifier);
+            s
+        }
+        _ => {
+            let verifier = Arc::new(verify::Swappable::new(verifier));
+            let engine = build_engine(sync, ctx, namespace, name, verifier.clone()).await?;
+            let state = Arc::new(Mutex::new(SyncState {
+                generation: sync.metadata.generation,
+                verifier,
+                engine,
+            }));
+            ctx.syncs.lock().await.insert(key, state.clone());
+            state
+        }
+    };
+    let mut state = state.lock().await;
+    let limit = match &sync.spec.timeout {
+        Some(t) => humantime::parse_duration(t).unwrap_or(Duration::from_secs(300)),
+        None => sync.spec.interval().unwrap_or(Duration::from_secs(300)),
+    };
+    let (cancel_tx, cancel) = Cancel::new();
+    let summary = {
+        let fut = state.engine.reconcile(&cancel);
+        tokio::pin!(fut);
+        tokio::select! {
+            s = &mut fut => s,
+            () = tokio::time::sleep(limit) => {
+                // Let the engine stop at its next step boundary and report Abandoned.
+                let _ = cancel_tx.send(true);
+                fut.await
+            }
+        }
+    };
+    let inventory = state
+        .engine
+        .target()
+        .inventory()
+        .iter()
+        .map(|o| InventoryEntry {
+            group: o.group.clone(),
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone().unwrap_or_default(),
+            name: o.name.clone(),
+            version: o.version.clone(),
+        })
+        .collect();
+    Ok((summary, inventory))
+}
+
+/// Builds the engine for `sync` from its spec: source, trust, registry, apply options.
+async fn build_engine(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    verifier: Arc<verify::Swappable>,
+) -> Result<Engine<KubeApplier>, PullerError> {
+    sync.validate()?;
+    let object = sync.object_name();
+    let spec = &sync.spec;
+    let unsupported = |field: &str| PullerError::Unsupported {
+        object: object.clone(),
+        field: field.to_string(),
+    };
+    if spec.pull_secret_ref.is_some() {
+        return Err(unsupported("spec.pullSecretRef"));
+    }
+    if spec.ca_secret_ref.is_some() {
+        return Err(unsupported("spec.caSecretRef"));
+    }
+    if spec.path.is_some() {
+        return Err(unsupported("spec.path"));
+    }
+
+    let r = &spec.source_ref;
+    let (text, semver) = match (&r.tag, &r.semver, &r.digest) {
+        (Some(tag), _, _) => (format!("{}:{tag}", spec.url), None),
+        (_, _, Some(digest)) => (format!("{}@{digest}", spec.url), None),
+        (_, range, _) => (spec.url.clone(), range.as_deref()),
+    };
+    let setup = |reason: &'static str, message: String| PullerError::Setup { reason, message };
+    let reference: Reference = text
+        .parse()
+        .map_err(|e: crate::reference::ReferenceError| setup(e.reason(), e.to_string()))?;
+    let source =
+        Source::new(reference.clone(), semver).map_err(|e| setup(e.reason(), e.to_string()))?;
+    let registry = RegistryOptions {
+        plain_http: spec.insecure,
+        timeout: ctx.options.call_timeout,
+        ..RegistryOptions::default()
+    };
+    let repo =
+        Repository::open(&reference, &registry).map_err(|e| setup(e.reason(), e.to_string()))?;
+    let cache =
+        Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
+
+    let account = spec
+        .service_account_name
+        .as_deref()
+        .map(|sa| service_account_user(namespace, sa));
+    let client = client_from_config(
+        ctx.config.clone(),
+        account.as_deref(),
+        ctx.options.call_timeout,
+    )?;
+    let resolver = Arc::new(DiscoveryResolver::new(
+        ctx.client.clone(),
+        ctx.options.call_timeout,
+    ));
+    let owner = Owner {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+    };
+    let mut options = ApplyOptions::new(owner.clone());
+    options.target_namespace = Some(
+        spec.target_namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_string()),
+    );
+    options.prune = spec.prune;
+    options.allow_empty = spec.allow_empty;
+    options.wait = spec.wait;
+    options.rollback = spec.rollback;
+    options.api_timeout = ctx.options.call_timeout;
+    options.poll = ctx.options.poll;
+    if let Some(t) = &spec.timeout {
+        if let Ok(d) = humantime::parse_duration(t) {
+            options.health_timeout = d;
+        }
+    }
+    let store = InventoryStore {
+        owner,
+        cluster: Cluster::new(ctx.client.clone(), resolver.clone(), None),
+    };
+    let cluster = Cluster::new(client, resolver, account);
+    let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    let lint = crate::policy::Policy::default();
+    let mode = lint.mode(None);
+    Ok(Engine::new(
+        source,
+        repo,
+        verifier,
+        Arc::new(ImmutabilityPolicy::new(lint, mode)),
+        cache,
+        applier,
+        crate::artifact::archive::Limits::default(),
+    ))
+}
+
+/// The verifier of `sync`'s effective trust requirements.
+async fn verifier_for(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Arc<dyn Verifier>, PullerError> {
+    let timeout = ctx.options.call_timeout;
+    let policies: Vec<TrustPolicy> = call(
+        "list TrustPolicies",
+        timeout,
+        Api::<TrustPolicy>::all(ctx.client.clone()).list(&ListParams::default()),
+    )
+    .await?
+    .items;
+    let ns: k8s_openapi::api::core::v1::Namespace = call(
+        "get Namespace",
+        timeout,
+        Api::all(ctx.client.clone()).get(namespace),
+    )
+    .await?;
+    let labels: BTreeMap<String, String> = ns.metadata.labels.unwrap_or_default();
+    match effective_requirements(&policies, sync, &labels)? {
+        Requirements::Unsigned => Ok(Arc::new(AllowUnsigned)),
+        Requirements::Signed(constraints) => {
+            let mut all = Vec::new();
+            for c in &constraints {
+                all.push(verify::policy_for(c, ctx, namespace, &sync.object_name()).await?);
+            }
+            Ok(Arc::new(AllOf::new(all)))
+        }
+    }
+}

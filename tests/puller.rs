@@ -1,0 +1,423 @@
+//! The puller's reconcile against the API double (tests/common/kube_api.rs) through a real
+//! `kube::Client`, with artifacts in the local plain registry (127.0.0.1:5001): one
+//! `tresor::puller::reconcile` call per step, not the whole Controller, so each test is
+//! deterministic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::kube_api::KubeApi;
+use common::TestRegistry;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use serde_json::{json, Value};
+use tresor::api::{ArtifactSync, TrustPolicy};
+use tresor::kube::LABEL_NAME;
+use tresor::puller::{reconcile, Context, LeaseLock, PullerOptions};
+
+const PASSWORD: &str = "test-password";
+
+struct Setup {
+    api: KubeApi,
+    work: tempfile::TempDir,
+    ctx: Arc<Context>,
+    registry: TestRegistry,
+}
+
+async fn setup() -> Setup {
+    let api = KubeApi::start(Duration::from_millis(10));
+    let client = api.client(None);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in tresor::api::crdgen::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    // Established after the double's delay.
+    let syncs: Api<ArtifactSync> = Api::namespaced(client.clone(), "default");
+    for _ in 0..100 {
+        if syncs.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let options = PullerOptions {
+        cache_dir: work.path().join("cache"),
+        concurrency: 1,
+        call_timeout: Duration::from_secs(5),
+        poll: Duration::from_millis(20),
+    };
+    let config = kube::Config::new(api.url().parse().unwrap());
+    let ctx = Arc::new(Context::new(config, options).unwrap());
+    Setup {
+        api,
+        work,
+        ctx,
+        registry: TestRegistry::plain(),
+    }
+}
+
+impl Setup {
+    /// Pushes two ConfigMaps as `repo:v1`; returns (`oci://host/repo`, digest).
+    fn push(&self, prefix: &str) -> (String, String) {
+        let tree = self.work.path().join(format!("tree-{prefix}"));
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(
+            tree.join("a.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: one\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.join("b.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  k: two\n",
+        )
+        .unwrap();
+        let repo = self.registry.repo(prefix);
+        let out = common::json_of(self.registry.tresor(&[
+            "push",
+            tree.to_str().unwrap(),
+            &format!("{repo}:v1"),
+            "--format",
+            "json",
+        ]));
+        let digest = out["digest"].as_str().unwrap().to_string();
+        (repo, digest)
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> ArtifactSync {
+        let api: Api<ArtifactSync> = Api::namespaced(self.api.client(None), "default");
+        let sync: ArtifactSync = serde_json::from_value(json!({
+            "apiVersion": "tresor.dev/v1alpha1", "kind": "ArtifactSync",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &sync).await.unwrap()
+    }
+
+    async fn get(&self, name: &str) -> ArtifactSync {
+        Api::<ArtifactSync>::namespaced(self.api.client(None), "default")
+            .get(name)
+            .await
+            .unwrap()
+    }
+
+    /// (type, reason) of the Events in `default`.
+    async fn events(&self) -> Vec<(String, String)> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.api.client(None), "default")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+
+    async fn reconcile(&self, name: &str) {
+        let sync = self.get(name).await;
+        reconcile(Arc::new(sync), self.ctx.clone()).await.unwrap();
+    }
+}
+
+fn condition(sync: &ArtifactSync, type_: &str) -> (String, String) {
+    let c = sync
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition: {:?}", sync.status));
+    (c.status.as_str().to_string(), c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_applies_an_unsigned_opt_in_sync_and_reports_ready() {
+    let s = setup().await;
+    let (repo, digest) = s.push("puller-ready");
+    s.create(
+        "shop",
+        json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+            "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    s.reconcile("shop").await;
+
+    let a = s.api.get("", "configmaps", Some("default"), "a").unwrap();
+    assert_eq!(a["data"]["k"], "one");
+    assert_eq!(a["metadata"]["labels"][LABEL_NAME], "shop");
+    assert!(s.api.get("", "configmaps", Some("default"), "b").is_some());
+
+    let sync = s.get("shop").await;
+    assert_eq!(condition(&sync, "Ready"), ("True".into(), "Applied".into()));
+    let status = sync.status.clone().unwrap();
+    assert_eq!(status.last_applied_digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        status.last_attempted_digest.as_deref(),
+        Some(digest.as_str())
+    );
+    assert_eq!(status.signer.as_deref(), Some("unsigned"));
+    assert_eq!(status.observed_generation, sync.metadata.generation);
+    assert_eq!(status.history.len(), 1);
+    assert_eq!(status.history[0].tag.as_deref(), Some("v1"));
+    let names: Vec<&str> = status.inventory.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(s.events().await, [("Normal".into(), "Applied".into())]);
+    let metrics = s.ctx.metrics().render();
+    assert!(
+        metrics.contains("tresor_reconciles_total{outcome=\"Applied\"} 1"),
+        "{metrics}"
+    );
+
+    // The next cycle finds nothing new: no object written, the status only says Unchanged.
+    s.api.clear_log();
+    s.reconcile("shop").await;
+    let writes = s.api.writes();
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.ends_with("/artifactsyncs/shop/status")),
+        "{writes:?}"
+    );
+    let sync = s.get("shop").await;
+    assert_eq!(
+        condition(&sync, "Ready"),
+        ("True".into(), "Unchanged".into())
+    );
+    // And once the status says so, an idle cycle writes nothing at all.
+    s.api.clear_log();
+    s.reconcile("shop").await;
+    assert!(s.api.writes().is_empty(), "{:?}", s.api.writes());
+
+    // The manual trigger: a cycle runs and the status records the request it handled.
+    Api::<ArtifactSync>::namespaced(s.api.client(None), "default")
+        .patch(
+            "shop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations":
+                {"tresor.dev/reconcile-requested-at": "2026-11-25T23:00:00Z"}}})),
+        )
+        .await
+        .unwrap();
+    s.reconcile("shop").await;
+    let status = s.get("shop").await.status.unwrap();
+    assert_eq!(
+        status.last_handled_reconcile_at.as_deref(),
+        Some("2026-11-25T23:00:00Z")
+    );
+    assert_eq!(status.last_applied_digest.as_deref(), Some(digest.as_str()));
+}
+
+async fn key_secret(s: &Setup, name: &str) -> std::path::PathBuf {
+    let dir = s.work.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = tresor::signing::keys::write_key_pair(&dir, PASSWORD.as_bytes()).unwrap();
+    let pem = std::fs::read_to_string(&files.public_key).unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {},
+        "data": {"cosign.pub": base64_encode(pem.as_bytes())},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(s.api.client(None), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    files.private_key
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn keyed_spec(repo: &str, secret: &str) -> Value {
+    json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+        "verify": {"authorities": [{"name": "release",
+            "key": {"secretRef": {"name": secret}}}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_refuses_an_unsigned_artifact_when_a_key_is_required_and_applies_nothing() {
+    let s = setup().await;
+    let (repo, digest) = s.push("puller-unsigned");
+    key_secret(&s, "release-key").await;
+    s.create("shop", keyed_spec(&repo, "release-key")).await;
+    s.reconcile("shop").await;
+
+    assert!(s.api.get("", "configmaps", Some("default"), "a").is_none());
+    assert_eq!(s.api.count("", "configmaps"), 0, "nothing applied");
+    let sync = s.get("shop").await;
+    assert_eq!(
+        condition(&sync, "Stalled"),
+        ("True".into(), "NoSignatures".into())
+    );
+    assert_eq!(condition(&sync, "Ready").0, "False");
+    assert_eq!(
+        s.events().await,
+        [("Warning".into(), "NoSignatures".into())]
+    );
+    let status = sync.status.unwrap();
+    assert_eq!(status.last_applied_digest, None);
+    assert_eq!(
+        status.last_attempted_digest.as_deref(),
+        Some(digest.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_applies_an_artifact_signed_with_the_key_from_the_secret() {
+    let s = setup().await;
+    let (repo, digest) = s.push("puller-signed");
+    let key = key_secret(&s, "release-key").await;
+    let mut sign = s.registry.tresor(&[
+        "sign",
+        &format!("{repo}@{digest}"),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    sign.env("COSIGN_PASSWORD", PASSWORD);
+    common::stdout_of(sign);
+    s.create("shop", keyed_spec(&repo, "release-key")).await;
+    s.reconcile("shop").await;
+
+    assert!(s.api.get("", "configmaps", Some("default"), "a").is_some());
+    let sync = s.get("shop").await;
+    assert_eq!(condition(&sync, "Ready"), ("True".into(), "Applied".into()));
+    let status = sync.status.unwrap();
+    assert_eq!(status.last_applied_digest.as_deref(), Some(digest.as_str()));
+    assert!(
+        status.signer.as_deref().unwrap().contains("release"),
+        "{:?}",
+        status.signer
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_does_nothing_for_a_suspended_sync() {
+    let s = setup().await;
+    let (repo, _) = s.push("puller-suspend");
+    s.create(
+        "shop",
+        json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+            "verify": {"allowUnsigned": true}, "suspend": true}),
+    )
+    .await;
+    s.api.clear_log();
+    s.reconcile("shop").await;
+    assert!(s.api.writes().is_empty(), "{:?}", s.api.writes());
+    assert_eq!(s.api.count("", "configmaps"), 0);
+    assert!(s.get("shop").await.status.is_none());
+}
+
+async fn create_covering_policy(s: &Setup) {
+    let policy: TrustPolicy = serde_json::from_value(json!({
+        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
+        "metadata": {"name": "platform"},
+        "spec": {"authorities": [{"name": "platform", "key": {"secretRef":
+            {"name": "platform-key", "namespace": "kube-system"}}}], "require": "any"},
+    }))
+    .unwrap();
+    Api::<TrustPolicy>::all(s.api.client(None))
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
+    let s = setup().await;
+    let (repo, _) = s.push("puller-weaken");
+    create_covering_policy(&s).await;
+    s.create(
+        "shop",
+        json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+            "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    s.reconcile("shop").await;
+    assert_eq!(s.api.count("", "configmaps"), 0);
+    let sync = s.get("shop").await;
+    assert_eq!(
+        condition(&sync, "Stalled"),
+        ("True".into(), "WeakensTrustPolicy".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_rereads_trust_policies_every_cycle_without_a_spec_change() {
+    let s = setup().await;
+    let (repo, _) = s.push("puller-reread");
+    s.create(
+        "shop",
+        json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
+            "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    s.reconcile("shop").await;
+    assert_eq!(condition(&s.get("shop").await, "Ready").0, "True");
+    // A platform admin adds a policy covering the namespace: the same, unchanged sync is
+    // refused on its next cycle (its engine is kept, its trust is not).
+    create_covering_policy(&s).await;
+    s.reconcile("shop").await;
+    let sync = s.get("shop").await;
+    assert_eq!(
+        condition(&sync, "Stalled"),
+        ("True".into(), "WeakensTrustPolicy".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_has_one_holder_and_is_taken_over_only_after_it_expired() {
+    let api = KubeApi::start(Duration::from_millis(10));
+    let lock = |id: &str| {
+        LeaseLock::new(
+            api.client(None),
+            "default",
+            "tresor-puller",
+            id,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        )
+    };
+    let (a, b) = (lock("a"), lock("b"));
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a creates the lease"
+    );
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    let lease = api
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            Some("default"),
+            "tresor-puller",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "a");
+    // a stops renewing: after the duration b takes over and a no longer holds it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "b takes the expired lease"
+    );
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+    let lease = api
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            Some("default"),
+            "tresor-puller",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
