@@ -756,12 +756,17 @@ fn parse_whole(text: &str, sections: &[Section<'_>], depth: Depth) -> Option<Vec
     if unusual {
         return None;
     }
+    // Merge keys are spelled `<<`; without one there is nothing to resolve, and walking
+    // every value for them is a measurable part of parsing.
+    let merges = text.contains("<<");
     let mut values = Vec::with_capacity(sections.len());
     for de in serde_norway::Deserializer::from_str(text) {
         let value = match depth {
             Depth::Full => {
                 let mut value = Value::deserialize(de).ok()?;
-                value.apply_merge().ok()?;
+                if merges {
+                    value.apply_merge().ok()?;
+                }
                 value
             }
             Depth::Identity => identity::read(de).ok()?,
