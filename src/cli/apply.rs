@@ -12,9 +12,8 @@ use crate::kube::{
     connect, service_account_user, ApplyOptions, Cluster, ConnectOptions, DiscoveryResolver,
     InventoryStore, KubeApplier, Owner,
 };
-use crate::reconcile::cache::Cache;
 use crate::reconcile::source::Source;
-use crate::reconcile::{Cancel, Engine, ImmutabilityPolicy, Outcome, Step, StepError};
+use crate::reconcile::{Cancel, Engine, ImmutabilityPolicy, Outcome, Step};
 use crate::reference::Reference;
 use crate::registry::Repository;
 
@@ -95,16 +94,7 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     let source =
         Source::new(reference.clone(), None).map_err(|e| CliError::Usage(e.to_string()))?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .or_else(Cache::default_dir)
-        .ok_or_else(|| {
-            CliError::Usage(
-                "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir".into(),
-            )
-        })?;
-    let cache = Cache::open(&cache_dir).map_err(StepError::from)?;
+    let cache = super::args::open_cache(args.cache_dir.as_deref())?;
 
     let mut connect_options = ConnectOptions {
         kubeconfig: args.kubeconfig.clone(),

@@ -205,6 +205,22 @@ impl TrustArgs {
     }
 }
 
+/// The engine's cache at `--cache-dir`, or the user's default cache directory.
+pub(super) fn open_cache(
+    dir: Option<&std::path::Path>,
+) -> Result<crate::reconcile::cache::Cache, super::CliError> {
+    use crate::reconcile::cache::Cache;
+    let dir = dir
+        .map(std::path::Path::to_path_buf)
+        .or_else(Cache::default_dir)
+        .ok_or_else(|| {
+            super::CliError::Usage(
+                "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir".into(),
+            )
+        })?;
+    Ok(Cache::open(&dir).map_err(crate::reconcile::StepError::from)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::reconcile::agent::{self, AgentOptions};
-use crate::reconcile::cache::Cache;
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
 use crate::reconcile::{Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary};
@@ -84,16 +83,7 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let source = Source::new(reference.clone(), args.semver.as_deref())
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .or_else(Cache::default_dir)
-        .ok_or_else(|| {
-            CliError::Usage(
-                "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir".into(),
-            )
-        })?;
-    let cache = Cache::open(&cache_dir).map_err(StepError::from)?;
+    let cache = super::args::open_cache(args.cache_dir.as_deref())?;
     let target = Target::open(&args.dir).map_err(StepError::from)?;
     let engine = Engine::new(
         source,
