@@ -202,21 +202,24 @@ pub enum Require {
 impl Require {
     /// Authorities needed out of `total`.
     pub fn needed(self, total: usize) -> usize {
-        match self {
-            Self::Any => 1,
-            Self::All => total,
-            Self::AtLeast(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        crate::signing::Require::from(self).needed(total)
+    }
+}
+
+/// The verifier's rule: the CRD field is `u32` for its schema, the verifier counts in `usize`.
+impl From<Require> for crate::signing::Require {
+    fn from(require: Require) -> Self {
+        match require {
+            Require::Any => Self::Any,
+            Require::All => Self::All,
+            Require::AtLeast(n) => Self::AtLeast(usize::try_from(n).unwrap_or(usize::MAX)),
         }
     }
 }
 
 impl fmt::Display for Require {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any => f.write_str("any"),
-            Self::All => f.write_str("all"),
-            Self::AtLeast(n) => write!(f, "{n}"),
-        }
+        crate::signing::Require::from(*self).fmt(f)
     }
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use super::{call, Context, PullerError};
-use crate::api::{Constraint, Require as ApiRequire};
+use crate::api::Constraint;
 use crate::artifact::fetch::ResolvedArtifact;
 use crate::reconcile::{BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
 use crate::registry::Repository;
@@ -141,11 +141,7 @@ pub(super) async fn policy_for(
             authority: Authority::Key { key },
         });
     }
-    let require = match constraint.require {
-        ApiRequire::Any => Require::Any,
-        ApiRequire::All => Require::All,
-        ApiRequire::AtLeast(n) => Require::AtLeast(usize::try_from(n).unwrap_or(usize::MAX)),
-    };
+    let require = Require::from(constraint.require);
     let policy =
         TrustPolicy::new(authorities, require, Path::new(&constraint.source)).map_err(|e| {
             PullerError::Setup {
