@@ -306,6 +306,30 @@ impl LayoutRepository {
         Ok(out)
     }
 
+    /// Reads a small blob into memory, bounded to `limit` bytes (the caller checks the digest).
+    pub fn fetch_blob_bytes(
+        &self,
+        descriptor: &Descriptor,
+        limit: u64,
+    ) -> Result<Bytes, RegistryError> {
+        self.check_layout()?;
+        let path = self.blob_path(&descriptor.digest);
+        match read_limited(&path, limit) {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(LimitedRead::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(RegistryError::BlobNotFound {
+                    repository: format!("oci-layout:{}", self.root.display()),
+                    digest: descriptor.digest.clone(),
+                })
+            }
+            Err(LimitedRead::Io(source)) => Err(RegistryError::Io { path, source }),
+            Err(LimitedRead::TooLarge) => Err(RegistryError::TooLarge {
+                what: format!("blob {}", descriptor.digest),
+                limit,
+            }),
+        }
+    }
+
     /// Every tag named in `index.json`.
     pub fn list_tags(&self) -> Result<Vec<String>, RegistryError> {
         Ok(self

@@ -344,13 +344,15 @@ impl Repository {
                 limit,
             });
         }
-        let mut file = self.fetch_blob(descriptor).await?;
-        let mut out = Vec::with_capacity(usize::try_from(descriptor.size).unwrap_or(0));
-        std::io::Read::read_to_end(&mut file, &mut out).map_err(|source| RegistryError::Io {
-            path: PathBuf::from("<temporary blob file>"),
-            source,
-        })?;
-        Ok(Bytes::from(out))
+        let what = format!("blob {}", descriptor.digest);
+        // Small blobs (signature payloads, bundles) are read straight into memory: a
+        // temporary file per signature would be pointless I/O on every verification.
+        let bytes = match self {
+            Self::Remote(r) => r.fetch_blob_bytes(descriptor, limit).await?,
+            Self::Layout(l) => l.fetch_blob_bytes(descriptor, limit)?,
+        };
+        check_content(&what, descriptor, Digest::of(&bytes), bytes.len() as u64)?;
+        Ok(bytes)
     }
 
     /// The referrers of `digest` through the OCI referrers API (see

@@ -364,6 +364,24 @@ impl RemoteRepository {
             })
     }
 
+    /// Reads a small blob into memory, bounded to `limit` bytes (the caller checks the digest).
+    pub async fn fetch_blob_bytes(
+        &self,
+        descriptor: &Descriptor,
+        limit: u64,
+    ) -> Result<Bytes, RegistryError> {
+        let url = self.url(&format!("blobs/{}", descriptor.digest));
+        let resp = self.send(Action::Pull, || self.http.get(&url)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::BlobNotFound {
+                repository: format!("oci://{}/{}", self.host, self.repository),
+                digest: descriptor.digest.clone(),
+            });
+        }
+        let resp = self.expect_success(Method::GET, &url, resp).await?;
+        read_bounded(resp, limit, &format!("blob {}", descriptor.digest)).await
+    }
+
     /// All tags, following `Link` pagination (bounded).
     pub async fn list_tags(&self) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
