@@ -119,20 +119,10 @@ pub struct PullOutcome {
 }
 
 /// Pulls the artifact into `output` atomically: it is unpacked into a staging directory next
-/// to `output` and renamed into place only when everything succeeded. `output` must not exist
-/// or be an empty directory.
-pub async fn pull_to_dir(
-    repo: &Repository,
-    artifact: &ResolvedArtifact,
-    output: &Path,
-    limits: &Limits,
-) -> Result<PullOutcome, ArtifactError> {
-    pull_to_dir_checked(repo, artifact, output, limits, |_| Ok(())).await
-}
-
-/// [`pull_to_dir`] with a `check` of the extracted staging directory (e.g. the policy) that
-/// runs before the rename: when it fails, nothing appears at `output`.
-pub async fn pull_to_dir_checked<E: From<ArtifactError>>(
+/// to `output`, `check`ed (e.g. by the policy) and renamed into place only when everything
+/// succeeded; otherwise nothing appears at `output`. `output` must not exist or be an empty
+/// directory.
+pub async fn pull_to_dir<E: From<ArtifactError>>(
     repo: &Repository,
     artifact: &ResolvedArtifact,
     output: &Path,

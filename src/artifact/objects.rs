@@ -311,9 +311,10 @@ fn first_error<T>((items, errors): (Vec<T>, Vec<ObjectsError>)) -> Result<Vec<T>
 }
 
 /// Checks `files` exactly like [`parse_tree`] but keeps only each object's key and place,
-/// and reads only the identity fields of each document: what `push` needs to validate a
-/// large tree quickly. Returns the keys and places in file order.
-pub fn check_tree(
+/// reading only the identity fields (what [`check_dir`] does, from memory; the tests compare
+/// it with the full parse).
+#[cfg(test)]
+fn check_tree(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,
 ) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {

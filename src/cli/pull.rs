@@ -71,8 +71,7 @@ pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
         super::lint::check_pulled(staged, annotations, &lint_policy, mode, &printer)
     };
     let outcome =
-        fetch::pull_to_dir_checked(&repo, &artifact, &args.output, &args.limits.limits(), check)
-            .await?;
+        fetch::pull_to_dir(&repo, &artifact, &args.output, &args.limits.limits(), check).await?;
     printer.result(&outcome, || format!("{}\n", outcome.reference));
     Ok(ExitCode::SUCCESS)
 }
