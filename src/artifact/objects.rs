@@ -326,7 +326,8 @@ fn check_tree(
     ))
 }
 
-/// Checks the manifests under `dir` like [`check_tree`], reading each file only while it
+/// Checks the manifests under `dir` like [`parse_tree`] but keeps only each object's key and place,
+/// reading only the identity fields of each document and each file only while it
 /// is parsed, so memory stays at one file per core whatever the size of the tree.
 pub fn check_dir(dir: &Path, mode: ContentMode) -> Result<Vec<(ObjectKey, Place)>, ObjectsError> {
     let mut files = Vec::new();
