@@ -197,18 +197,15 @@ pub async fn upload(
         }
     }
 
+    // The config blob, then the one content layer the manifest describes.
+    let config = (&package.manifest.config, Bytes::from_static(CONFIG_BLOB));
+    let layers = package
+        .manifest
+        .layers
+        .iter()
+        .map(|l| (l, package.layer.clone()));
     let mut uploaded = 0;
-    for (descriptor, data) in [
-        (&package.manifest.config, Bytes::from_static(CONFIG_BLOB)),
-        (
-            package
-                .manifest
-                .layers
-                .first()
-                .unwrap_or(&package.manifest.config),
-            package.layer.clone(),
-        ),
-    ] {
+    for (descriptor, data) in std::iter::once(config).chain(layers) {
         if repo.push_blob(&descriptor.digest, data).await? {
             uploaded += 1;
         }
