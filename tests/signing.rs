@@ -116,6 +116,37 @@ fn b64(data: &[u8]) -> String {
 }
 
 #[test]
+fn keygen_creates_a_missing_output_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("new/keys");
+    stdout_of(tresor_pw(&["keygen", "--output-dir", s(&dir)]));
+    assert!(dir.join("cosign.key").is_file());
+    assert!(dir.join("cosign.pub").is_file());
+}
+
+#[test]
+fn apply_and_sync_refuse_to_start_without_trust_material() {
+    let work = tempfile::tempdir().unwrap();
+    let reference = format!("oci-layout:{}:v1", work.path().join("layout").display());
+    for args in [
+        vec!["apply", reference.as_str()],
+        vec![
+            "sync",
+            reference.as_str(),
+            "--dir",
+            s(work.path()),
+            "--once",
+        ],
+    ] {
+        let err = stderr_of_failure(tresor().args(&args), 1);
+        assert!(
+            err.contains("no trust material") && err.contains("--trust-policy"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn keygen_writes_cosign_key_files_and_refuses_to_overwrite() {
     let work = tempfile::tempdir().unwrap();
     let out = json_of(tresor_pw(&[
