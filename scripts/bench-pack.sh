@@ -14,7 +14,7 @@ work="$repo/.tmp/bench-pack"
 tree="$work/tree-${size}mb"
 
 cargo build --release --quiet
-tresor="$repo/target/release/tresor"
+tresor="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
 mkdir -p "$work"
 [[ -d "$tree" ]] || python3 scripts/gen-tree.py "$tree" "$size"
 bytes="$(du -sb "$tree" | cut -f1)"

@@ -8,7 +8,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 cargo build --release --quiet
-tresor="$repo/target/release/tresor"
+tresor="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
 work="$repo/.tmp/demo"
 rm -rf "$work"
 mkdir -p "$work"
