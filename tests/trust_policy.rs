@@ -37,7 +37,11 @@ fn example_policy_parses() {
     };
     // Both name the same key: one from a path relative to the file, one inline.
     assert_eq!(ci.fingerprint(), team.fingerprint());
-    let Authority::Keyless { trusted_root, .. } = &policy.authorities[2].authority else {
+    let Authority::Keyless {
+        trusted_root: tresor::signing::TrustedRootSource::File(trusted_root),
+        ..
+    } = &policy.authorities[2].authority
+    else {
         panic!("expected keyless");
     };
     assert_eq!(

@@ -73,7 +73,10 @@ pub struct ArtifactSyncSpec {
     /// Talk plain HTTP to the registry (test registries only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
-    /// Directory inside the artifact to apply; default: the whole artifact.
+    /// Directory inside the artifact to apply, relative to its root (`prod`, `clusters/eu`);
+    /// default: the whole artifact. `..` and absolute paths are refused; a path that is not a
+    /// directory of the artifact stalls the sync (reason `PathNotFound`) and applies nothing.
+    /// The immutability policy still checks the whole artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// When a new digest fails its health check, apply the last healthy digest again.
@@ -261,12 +264,7 @@ impl ArtifactSync {
             parse_duration(t).map_err(|m| invalid("spec.timeout", m))?;
         }
         if let Some(p) = &spec.path {
-            if p.starts_with('/') || p.split('/').any(|s| s == "..") {
-                return Err(invalid(
-                    "spec.path",
-                    format!("{p:?}: use a relative path inside the artifact, without .."),
-                ));
-            }
+            crate::kube::artifact_subdirectory(p).map_err(|m| invalid("spec.path", m))?;
         }
         if let Some(v) = &spec.verify {
             if !v.authorities.is_empty() {

@@ -43,6 +43,10 @@ pub struct ApplyArgs {
     /// (only those still carrying tresor's labels).
     #[arg(long)]
     pub prune: bool,
+    /// Apply only this directory of the artifact (relative to its root; `..` and absolute
+    /// paths are refused). The immutability policy still checks the whole artifact.
+    #[arg(long, value_name = "DIR", value_parser = parse_subdirectory)]
+    pub path: Option<PathBuf>,
     /// With --prune: allow an empty artifact to delete everything applied before.
     #[arg(long)]
     pub allow_empty: bool,
@@ -82,6 +86,11 @@ pub struct ApplyArgs {
     limits: LimitArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+/// `--path`: a normalised directory inside the artifact (`.` is the whole artifact).
+fn parse_subdirectory(text: &str) -> Result<PathBuf, String> {
+    Ok(crate::kube::artifact_subdirectory(text)?.unwrap_or_default())
 }
 
 pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
@@ -125,6 +134,7 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     options.target_namespace = Some(namespace);
     options.force = args.force_conflicts;
     options.dry_run = args.dry_run;
+    options.path = args.path.clone().filter(|p| !p.as_os_str().is_empty());
     options.prune = args.prune;
     options.allow_empty = args.allow_empty;
     options.wait = args.wait;

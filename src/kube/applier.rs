@@ -260,9 +260,51 @@ impl KubeApplier {
     }
 }
 
-/// Reads the staged tree's manifests as JSON.
-fn load_manifests(dir: &Path) -> Result<Vec<Value>, ApplyError> {
-    objects::load_dir(dir, ContentMode::Kubernetes)?
+/// Normalises a directory inside an artifact (`spec.path`, `--path`): relative, `/`
+/// separated, `.` and empty components dropped. `Ok(None)` means the whole artifact (empty
+/// or `.`). Fails (the message says why) for an absolute path, `..`, or a backslash.
+pub fn artifact_subdirectory(text: &str) -> Result<Option<PathBuf>, String> {
+    if text.starts_with('/') {
+        return Err(format!(
+            "{text:?} is absolute; give a directory relative to the artifact's root"
+        ));
+    }
+    if text.contains('\\') {
+        return Err(format!("{text:?}: use / to separate directories"));
+    }
+    let mut path = PathBuf::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "{text:?} contains ..; give a directory inside the artifact"
+                ))
+            }
+            part => path.push(part),
+        }
+    }
+    Ok((!path.as_os_str().is_empty()).then_some(path))
+}
+
+/// Reads the staged tree's manifests as JSON: all of it, or only the directory `path`.
+fn load_manifests(dir: &Path, path: Option<&Path>) -> Result<Vec<Value>, ApplyError> {
+    let dir = match path {
+        None => dir.to_path_buf(),
+        Some(sub) => {
+            let full = dir.join(sub);
+            // The extracted tree has no links (see `artifact::archive`), so this is the
+            // directory itself.
+            if !std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                return Err(ApplyError::PathNotFound {
+                    path: sub.display().to_string(),
+                    found: top_level_directories(dir),
+                });
+            }
+            full
+        }
+    };
+    objects::load_dir(&dir, ContentMode::Kubernetes)?
         .into_iter()
         .map(|o| {
             serde_json::to_value(&o.value).map_err(|e| ApplyError::BadObject {
@@ -271,6 +313,25 @@ fn load_manifests(dir: &Path) -> Result<Vec<Value>, ApplyError> {
             })
         })
         .collect()
+}
+
+/// `top-level directories: a, b` of `dir` (sorted, at most 10), for [`ApplyError::PathNotFound`].
+fn top_level_directories(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let more = if names.len() > 10 { ", …" } else { "" };
+    names.truncate(10);
+    if names.is_empty() {
+        "the artifact has no directories".into()
+    } else {
+        format!("top-level directories: {}{more}", names.join(", "))
+    }
 }
 
 impl Applier for KubeApplier {
@@ -291,7 +352,7 @@ impl Applier for KubeApplier {
     }
 
     async fn apply(&mut self, staged: Staged) -> Result<(Option<Digest>, Vec<String>), StepError> {
-        let manifests = load_manifests(staged.path())?;
+        let manifests = load_manifests(staged.path(), self.options.path.as_deref())?;
         let digest = staged.digest().clone();
         let previous = self.apply_objects(&digest, manifests).await?;
         let warnings = match (&self.last_prune, self.options.dry_run) {
@@ -377,7 +438,7 @@ impl Applier for KubeApplier {
                     return Ok((Vec::new(), Vec::new()));
                 };
                 let staged = stage_in(&self.staging, &current, layer, size, limits)?;
-                let manifests = load_manifests(staged.path())?;
+                let manifests = load_manifests(staged.path(), self.options.path.as_deref())?;
                 let objects = self.cluster.prepare(manifests, &self.options).await?;
                 let drifted = self.cluster.drifted(&objects, &self.options).await?;
                 self.desired = Some(objects);

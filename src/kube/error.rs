@@ -147,6 +147,14 @@ pub enum ApplyError {
         /// What is wrong.
         message: String,
     },
+    /// `spec.path` / `--path` names no directory in the artifact.
+    #[error("path {path:?} is not a directory in the artifact ({found}); fix spec.path / --path")]
+    PathNotFound {
+        /// The path asked for, relative to the artifact's root.
+        path: String,
+        /// What is there instead, e.g. `top-level directories: base, prod`.
+        found: String,
+    },
     /// The staged tree could not be read as Kubernetes manifests.
     #[error(transparent)]
     Manifests(#[from] crate::artifact::objects::ObjectsError),
@@ -234,6 +242,7 @@ impl ApplyError {
             Self::Unhealthy { .. } => "Unhealthy",
             Self::PruneGuard { .. } => "PruneGuard",
             Self::BadObject { .. } => "BadObject",
+            Self::PathNotFound { .. } => "PathNotFound",
             Self::Manifests(e) => e.reason(),
             Self::Api { .. } => "ApiError",
             Self::Transport { .. } => "ApiUnreachable",

@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use applier::{KubeApplier, KubeDrift};
+pub use applier::{artifact_subdirectory, KubeApplier, KubeDrift};
 pub use apply::{AppliedObject, ApplyReport, Cluster, PruneReport};
 pub use client::{client_from_config, connect, service_account_user, ConnectOptions};
 pub use error::ApplyError;
@@ -177,6 +177,9 @@ pub struct ApplyOptions {
     pub rollback: bool,
     /// Send each stage as a dry run first, so a refused stage writes nothing.
     pub validate_first: bool,
+    /// Apply only this directory of the artifact (relative, normalised by
+    /// [`artifact_subdirectory`]); `None`: the whole artifact.
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl ApplyOptions {
@@ -198,6 +201,7 @@ impl ApplyOptions {
             concurrency: 8,
             rollback: false,
             validate_first: true,
+            path: None,
         }
     }
 }

@@ -10,15 +10,8 @@ pub enum PullerError {
     /// The spec is invalid or its trust requirements cannot be met (see [`ApiError`]).
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// A field the puller does not implement yet is set.
-    #[error("{object}: {field} is not supported by this puller yet; remove it")]
-    Unsupported {
-        /// `ArtifactSync namespace/name`.
-        object: String,
-        /// The field path.
-        field: String,
-    },
-    /// A Secret holding a public key is missing, lacks the key, or is not a PEM public key.
+    /// A Secret the spec names (public key, pull secret, CA, trusted root) has the wrong
+    /// type, lacks the key, or holds something unusable.
     #[error("Secret {namespace}/{name}: {message}")]
     Secret {
         /// Namespace of the Secret.
@@ -27,6 +20,16 @@ pub enum PullerError {
         name: String,
         /// What is wrong and what to do.
         message: String,
+    },
+    /// A Secret the spec names does not exist.
+    #[error("Secret {namespace}/{name} (named by {field}) does not exist; create it")]
+    SecretMissing {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+        /// The spec field naming it, e.g. `spec.pullSecretRef`.
+        field: String,
     },
     /// A call to the Kubernetes API failed or timed out.
     #[error("kubernetes API: {what}: {message}")]
@@ -62,8 +65,8 @@ impl PullerError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Api(e) => e.reason(),
-            Self::Unsupported { .. } => "Unsupported",
             Self::Secret { .. } => "SecretInvalid",
+            Self::SecretMissing { .. } => "SecretNotFound",
             Self::Kube { .. } => "KubeApiError",
             Self::Apply(e) => e.reason(),
             Self::LeaseLost { .. } => "LeaseLost",
@@ -74,11 +77,11 @@ impl PullerError {
     /// True when retrying may help without a change to the spec (API or Secret trouble).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kube { .. } | Self::Secret { .. } | Self::Apply(_) => true,
-            Self::Api(_)
-            | Self::Unsupported { .. }
-            | Self::Setup { .. }
-            | Self::LeaseLost { .. } => false,
+            Self::Kube { .. }
+            | Self::Secret { .. }
+            | Self::SecretMissing { .. }
+            | Self::Apply(_) => true,
+            Self::Api(_) | Self::Setup { .. } | Self::LeaseLost { .. } => false,
         }
     }
 }

@@ -16,6 +16,7 @@
 mod error;
 mod lease;
 mod serve;
+mod source;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +36,7 @@ use tokio::sync::Mutex;
 pub use error::PullerError;
 pub use lease::LeaseLock;
 pub use serve::serve_health;
-pub use verify::AllOf;
+pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
 
 use crate::api::conditions::{now_rfc3339, observe, Observation};
 use crate::api::{
@@ -82,9 +83,10 @@ impl Default for PullerOptions {
     }
 }
 
-/// One sync's engine and the generation it was built for.
+/// One sync's engine and the generation (and registry Secrets) it was built for.
 struct SyncState {
     generation: Option<i64>,
+    registry: String,
     verifier: Arc<verify::Swappable>,
     engine: Engine<KubeApplier>,
 }
@@ -371,16 +373,35 @@ async fn cycle(
     let existing = ctx.syncs.lock().await.get(&key).cloned();
     // Trust is read again every cycle (policies and Secrets may change without the sync).
     let verifier = verifier_for(sync, ctx, namespace).await?;
+    // So are the pull and CA Secrets: a rotated password rebuilds the engine.
+    let registry = source::registry_for(sync, ctx, namespace).await?;
+    let reusable = match &existing {
+        Some(s) => {
+            let s = s.lock().await;
+            s.generation == sync.metadata.generation && s.registry == registry.fingerprint
+        }
+        None => false,
+    };
     let state = match existing {
-        Some(s) if s.lock().await.generation == sync.metadata.generation => {
+        Some(s) if reusable => {
             s.lock().await.verifier.set(verifier);
             s
         }
         _ => {
             let verifier = Arc::new(verify::Swappable::new(verifier));
-            let engine = build_engine(sync, ctx, namespace, name, verifier.clone()).await?;
+            let fingerprint = registry.fingerprint.clone();
+            let engine = build_engine(
+                sync,
+                ctx,
+                namespace,
+                name,
+                verifier.clone(),
+                registry.options,
+            )
+            .await?;
             let state = Arc::new(Mutex::new(SyncState {
                 generation: sync.metadata.generation,
+                registry: fingerprint,
                 verifier,
                 engine,
             }));
@@ -422,30 +443,18 @@ async fn cycle(
     Ok((summary, inventory))
 }
 
-/// Builds the engine for `sync` from its spec: source, trust, registry, apply options.
+/// Builds the engine for `sync` from its spec: source, trust, registry (`registry`: with
+/// the pull and CA Secrets already read), apply options.
 async fn build_engine(
     sync: &ArtifactSync,
     ctx: &Context,
     namespace: &str,
     name: &str,
     verifier: Arc<verify::Swappable>,
+    registry: RegistryOptions,
 ) -> Result<Engine<KubeApplier>, PullerError> {
     sync.validate()?;
-    let object = sync.object_name();
     let spec = &sync.spec;
-    let unsupported = |field: &str| PullerError::Unsupported {
-        object: object.clone(),
-        field: field.to_string(),
-    };
-    if spec.pull_secret_ref.is_some() {
-        return Err(unsupported("spec.pullSecretRef"));
-    }
-    if spec.ca_secret_ref.is_some() {
-        return Err(unsupported("spec.caSecretRef"));
-    }
-    if spec.path.is_some() {
-        return Err(unsupported("spec.path"));
-    }
 
     let r = &spec.source_ref;
     let (text, semver) = match (&r.tag, &r.semver, &r.digest) {
@@ -459,11 +468,6 @@ async fn build_engine(
         .map_err(|e: crate::reference::ReferenceError| setup(e.reason(), e.to_string()))?;
     let source =
         Source::new(reference.clone(), semver).map_err(|e| setup(e.reason(), e.to_string()))?;
-    let registry = RegistryOptions {
-        plain_http: spec.insecure,
-        timeout: ctx.options.call_timeout,
-        ..RegistryOptions::default()
-    };
     let repo =
         Repository::open(&reference, &registry).map_err(|e| setup(e.reason(), e.to_string()))?;
     let cache =
@@ -492,6 +496,16 @@ async fn build_engine(
             .clone()
             .unwrap_or_else(|| namespace.to_string()),
     );
+    options.path = match &spec.path {
+        Some(p) => crate::kube::artifact_subdirectory(p).map_err(|message| {
+            PullerError::Api(crate::api::ApiError::InvalidSpec {
+                object: sync.object_name(),
+                field: "spec.path".into(),
+                message,
+            })
+        })?,
+        None => None,
+    };
     options.prune = spec.prune;
     options.allow_empty = spec.allow_empty;
     options.wait = spec.wait;

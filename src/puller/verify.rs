@@ -1,5 +1,7 @@
 //! Trust for the puller: one signing policy per constraint of the effective requirements,
-//! all of which must hold.
+//! all of which must hold. Keys come inline or from Secrets; keyless authorities are
+//! checked offline against the Sigstore trusted root in the Secret their `trustedRootRef`
+//! names (required: without one they fail closed).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +10,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use super::{call, Context, PullerError};
-use crate::api::Constraint;
+use crate::api::{Constraint, KeylessAuthority};
 use crate::artifact::fetch::ResolvedArtifact;
 use crate::reconcile::{BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
 use crate::registry::Repository;
-use crate::signing::{Authority, NamedAuthority, PublicKey, Require, TrustPolicy};
+use crate::signing::trust_root::TrustRoot;
+use crate::signing::{
+    Authority, NamedAuthority, PublicKey, Require, TrustPolicy, TrustedRootSource,
+};
 
 /// Accepts an artifact only when every inner verifier does (each TrustPolicy that covers the
 /// sync is a separate constraint; see `effective_requirements`).
@@ -91,8 +96,16 @@ impl Verifier for Swappable {
     }
 }
 
-/// The signing policy of one constraint, with keys read from their Secrets
-/// (`secretRef.namespace` or the sync's namespace; key `cosign.pub` by default).
+/// Default key of a trusted root in the Secret named by `keyless.trustedRootRef`.
+pub const TRUSTED_ROOT_KEY: &str = "trusted_root.json";
+
+/// The signing policy of one constraint, with keys and trusted roots read from their
+/// Secrets (`namespace` of the reference or the sync's namespace; keys `cosign.pub` and
+/// `trusted_root.json` by default).
+///
+/// A keyless authority without `trustedRootRef` fails closed (reason `TrustedRootMissing`):
+/// the puller ships no Sigstore root of its own, since a root baked into the image would
+/// go stale without anyone noticing.
 pub(super) async fn policy_for(
     constraint: &Constraint,
     ctx: &Context,
@@ -101,44 +114,55 @@ pub(super) async fn policy_for(
 ) -> Result<TrustVerifier, PullerError> {
     let mut authorities = Vec::new();
     for a in &constraint.authorities {
-        let unsupported = || PullerError::Unsupported {
-            object: object.to_string(),
-            field: format!("keyless authority {:?} ({})", a.name, constraint.source),
-        };
-        let key = a.key.as_ref().ok_or_else(unsupported)?;
         let origin = format!("{} authority {}", constraint.source, a.name);
-        let pem = match (&key.data, &key.secret_ref) {
-            (Some(data), _) => data.as_bytes().to_vec(),
-            (None, Some(r)) => {
-                let ns = r.namespace.as_deref().unwrap_or(namespace);
-                let secret: Secret = call(
-                    "get Secret",
-                    ctx.options.call_timeout,
-                    Api::<Secret>::namespaced(ctx.client.clone(), ns).get(&r.name),
-                )
-                .await?;
-                let field = r.key.as_deref().unwrap_or("cosign.pub");
-                secret
-                    .data
-                    .and_then(|mut d| d.remove(field))
-                    .map(|b| b.0)
-                    .ok_or_else(|| PullerError::Secret {
+        let authority = match (&a.key, &a.keyless) {
+            (Some(key), _) => {
+                let (pem, ns, name) = match (&key.data, &key.secret_ref) {
+                    (Some(data), _) => (data.as_bytes().to_vec(), namespace, a.name.as_str()),
+                    (None, Some(r)) => {
+                        let ns = r.namespace.as_deref().unwrap_or(namespace);
+                        let field = r.key.as_deref().unwrap_or("cosign.pub");
+                        let pem = secret_data(ctx, ns, &r.name, field, &origin).await?;
+                        (pem, ns, r.name.as_str())
+                    }
+                    (None, None) => return Err(shapeless(object, constraint, &a.name)),
+                };
+                let key = PublicKey::from_pem(&pem, Path::new(&origin)).map_err(|e| {
+                    PullerError::Secret {
                         namespace: ns.to_string(),
-                        name: r.name.clone(),
-                        message: format!("has no key {field:?}; put the PEM public key there"),
-                    })?
+                        name: name.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                Authority::Key { key }
             }
-            (None, None) => return Err(unsupported()),
+            (None, Some(keyless)) => {
+                let r = keyless
+                    .trusted_root_ref
+                    .as_ref()
+                    .ok_or_else(|| PullerError::Setup {
+                        reason: "TrustedRootMissing",
+                        message: format!(
+                            "{origin}: a keyless authority needs keyless.trustedRootRef, a Secret \
+                             holding the Sigstore trusted_root.json to check certificates \
+                             against (the puller ships none)"
+                        ),
+                    })?;
+                let ns = r.namespace.as_deref().unwrap_or(namespace);
+                let field = r.key.as_deref().unwrap_or(TRUSTED_ROOT_KEY);
+                let json = secret_data(ctx, ns, &r.name, field, &origin).await?;
+                let from = format!("Secret {ns}/{} key {field}", r.name);
+                keyless_authority(keyless, &json, &from).map_err(|message| PullerError::Secret {
+                    namespace: ns.to_string(),
+                    name: r.name.clone(),
+                    message,
+                })?
+            }
+            (None, None) => return Err(shapeless(object, constraint, &a.name)),
         };
-        let key =
-            PublicKey::from_pem(&pem, Path::new(&origin)).map_err(|e| PullerError::Secret {
-                namespace: namespace.to_string(),
-                name: a.name.clone(),
-                message: e.to_string(),
-            })?;
         authorities.push(NamedAuthority {
             name: a.name.clone(),
-            authority: Authority::Key { key },
+            authority,
         });
     }
     let require = Require::from(constraint.require);
@@ -150,4 +174,69 @@ pub(super) async fn policy_for(
             }
         })?;
     Ok(TrustVerifier::new(policy))
+}
+
+/// The signing crate's keyless authority for a CRD keyless authority, checked against the
+/// trusted root `root_json` (`origin` names where it came from). Fails (the message says
+/// why) when the root is not a Sigstore trusted root or identity/issuer are not exactly one
+/// of exact or regexp each.
+pub fn keyless_authority(
+    keyless: &KeylessAuthority,
+    root_json: &[u8],
+    origin: &str,
+) -> Result<Authority, String> {
+    let root = TrustRoot::from_json(root_json).map_err(|e| format!("{origin}: {e}"))?;
+    Authority::keyless(
+        keyless.identity.clone(),
+        keyless.identity_regexp.clone(),
+        keyless.issuer.clone(),
+        keyless.issuer_regexp.clone(),
+        TrustedRootSource::Loaded {
+            origin: origin.to_string(),
+            root,
+        },
+    )
+}
+
+/// An authority with neither a key nor a keyless identity (validation refuses these; kept
+/// as an error rather than a panic).
+fn shapeless(object: &str, constraint: &Constraint, name: &str) -> PullerError {
+    PullerError::Setup {
+        reason: "InvalidTrustPolicy",
+        message: format!(
+            "{object}: authority {name:?} of {} needs exactly one of key (data or secretRef) \
+             or keyless",
+            constraint.source
+        ),
+    }
+}
+
+/// The bytes under `key` in Secret `namespace/name` (`origin` says who needs it).
+async fn secret_data(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    origin: &str,
+) -> Result<Vec<u8>, PullerError> {
+    let secret: Secret = call(
+        "get Secret",
+        ctx.options.call_timeout,
+        Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name),
+    )
+    .await?
+    .ok_or_else(|| PullerError::SecretMissing {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        field: origin.to_string(),
+    })?;
+    secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .map(|b| b.0)
+        .ok_or_else(|| PullerError::Secret {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message: format!("has no key {key:?} (needed by {origin})"),
+        })
 }

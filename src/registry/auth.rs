@@ -79,6 +79,11 @@ impl fmt::Debug for Credentials {
 pub enum CredentialSource {
     /// Given on the command line (`--creds`) or by the caller.
     Explicit,
+    /// Given by the caller from a named place, e.g. `pull secret team-a/regcred`.
+    Named {
+        /// Where they came from.
+        origin: String,
+    },
     /// An `auths` entry of a docker config file.
     DockerConfig {
         /// The config file.
@@ -258,6 +263,58 @@ pub fn lookup_in_config(
     host: &str,
 ) -> Result<Option<(Credentials, CredentialSource)>, AuthError> {
     lookup_with(path, host, HELPER_TIMEOUT)
+}
+
+/// The format of a Kubernetes image pull Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullSecretFormat {
+    /// `kubernetes.io/dockerconfigjson`, key `.dockerconfigjson`: a docker `config.json`
+    /// (`{"auths": {host: entry}}`).
+    DockerConfigJson,
+    /// `kubernetes.io/dockercfg`, key `.dockercfg`: the legacy format (`{host: entry}`).
+    DockerCfg,
+}
+
+/// Finds credentials for `host` in the content of a Kubernetes image pull Secret
+/// (`origin` names it in errors, e.g. `Secret team-a/regcred`).
+///
+/// Only `auths` entries (or the legacy top-level entries) are read; `credHelpers` and
+/// `credsStore` are ignored, since a Secret must not make the puller run programs. Returns
+/// `Ok(None)` when no entry matches the host. Fails when the content is larger than a
+/// docker config may be, is not JSON of the expected shape, or an entry's `auth` is not
+/// base64 of `user:password`; no error repeats a value from the Secret.
+pub fn lookup_in_pull_secret(
+    data: &[u8],
+    format: PullSecretFormat,
+    origin: &str,
+    host: &str,
+) -> Result<Option<Credentials>, AuthError> {
+    let path = PathBuf::from(origin);
+    if data.len() as u64 > CONFIG_MAX_BYTES {
+        return Err(AuthError::ConfigTooLarge {
+            path,
+            limit: CONFIG_MAX_BYTES,
+        });
+    }
+    // Only the position is kept: serde_json messages can quote values, i.e. secrets.
+    let invalid = |e: serde_json::Error| AuthError::ConfigInvalid {
+        path: path.clone(),
+        line: e.line(),
+        column: e.column(),
+    };
+    let auths: BTreeMap<String, AuthEntry> = match format {
+        PullSecretFormat::DockerConfigJson => {
+            serde_json::from_slice::<DockerConfig>(data)
+                .map_err(invalid)?
+                .auths
+        }
+        PullSecretFormat::DockerCfg => serde_json::from_slice(data).map_err(invalid)?,
+    };
+    let wanted = normalize_host(host);
+    match find_key_entry(&auths, host, &wanted) {
+        Some((key, entry)) => entry_credentials(entry, &path, key),
+        None => Ok(None),
+    }
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.

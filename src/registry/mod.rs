@@ -28,8 +28,15 @@ pub struct RegistryOptions {
     pub plain_http: bool,
     /// Extra PEM CA bundle trusted for TLS, in addition to the system roots.
     pub ca_file: Option<PathBuf>,
-    /// Explicit credentials (`--creds`); otherwise docker's `config.json` is consulted.
+    /// Extra PEM CA bundle given as bytes (the puller's `spec.caSecretRef`), in addition to
+    /// the system roots and `ca_file`.
+    pub ca_pem: Option<CaBundle>,
+    /// Explicit credentials (`--creds`, a pull Secret); otherwise docker's `config.json` is
+    /// consulted.
     pub creds: Option<Credentials>,
+    /// Where `creds` came from when not the command line (e.g. `pull secret team-a/regcred`),
+    /// for messages; `None` means `--creds`.
+    pub creds_origin: Option<String>,
     /// Timeout for connecting and for each read.
     pub timeout: Duration,
     /// Attempts after the first one for transient failures (connection, 5xx, 429).
@@ -43,12 +50,23 @@ impl Default for RegistryOptions {
         Self {
             plain_http: false,
             ca_file: None,
+            ca_pem: None,
             creds: None,
+            creds_origin: None,
             timeout: Duration::from_secs(30),
             retries: 3,
             max_blob_bytes: 1024 * 1024 * 1024,
         }
     }
+}
+
+/// PEM CA certificates and where they came from (named in errors, never the content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    /// E.g. `Secret team-a/registry-ca key ca.crt`.
+    pub origin: String,
+    /// One or more PEM certificates.
+    pub pem: Vec<u8>,
 }
 
 /// Errors talking to a registry or an OCI layout.

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -55,7 +55,7 @@ pub struct RemoteRepository {
     base: String,
     host: String,
     repository: String,
-    explicit_creds: Option<Credentials>,
+    explicit_creds: Option<(Credentials, CredentialSource)>,
     auth: Mutex<AuthState>,
     retries: u32,
     max_blob_bytes: u64,
@@ -76,18 +76,11 @@ impl RemoteRepository {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::CaFile {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(RegistryError::CaFile {
-                    path: path.clone(),
-                    message: "no PEM certificate found".to_string(),
-                });
-            }
-            builder = builder.tls_certs_merge(certs);
+            builder = builder.tls_certs_merge(ca_certificates(&pem, path)?);
+        }
+        if let Some(bundle) = &options.ca_pem {
+            let origin = PathBuf::from(&bundle.origin);
+            builder = builder.tls_certs_merge(ca_certificates(&bundle.pem, &origin)?);
         }
         let http = builder.build().map_err(|e| RegistryError::Unreachable {
             host: reference.host.clone(),
@@ -99,7 +92,15 @@ impl RemoteRepository {
             base: format!("{scheme}://{}", reference.host),
             host: reference.host.clone(),
             repository: reference.repository.clone(),
-            explicit_creds: options.creds.clone(),
+            explicit_creds: options.creds.clone().map(|c| {
+                let source = match &options.creds_origin {
+                    Some(origin) => CredentialSource::Named {
+                        origin: origin.clone(),
+                    },
+                    None => CredentialSource::Explicit,
+                };
+                (c, source)
+            }),
             auth: Mutex::new(AuthState::default()),
             retries: options.retries,
             max_blob_bytes: options.max_blob_bytes,
@@ -476,7 +477,7 @@ impl RemoteRepository {
                         "the registry rejected the credentials from {}; check user name and password",
                         describe(source)
                     ),
-                    None => "the registry requires credentials: pass --creds user:password or run `docker login`".into(),
+                    None => "the registry requires credentials: pass --creds user:password, run `docker login`, or set spec.pullSecretRef".into(),
                 };
                 return Err(RegistryError::Unauthorized {
                     host: self.host.clone(),
@@ -499,7 +500,7 @@ impl RemoteRepository {
         let mut state = self.auth.lock().await;
         if state.creds.is_none() {
             let found = match &self.explicit_creds {
-                Some(c) => Some((c.clone(), CredentialSource::Explicit)),
+                Some(found) => Some(found.clone()),
                 None => auth::lookup(&self.host)?,
             };
             state.creds = Some(found);
@@ -531,7 +532,7 @@ impl RemoteRepository {
                             "the token service {realm} answered HTTP {status} for the credentials from {}",
                             describe(source)
                         ),
-                        None => format!("the token service {realm} answered HTTP {status}; pass --creds user:password or run `docker login`"),
+                        None => format!("the token service {realm} answered HTTP {status}; pass --creds user:password, run `docker login`, or set spec.pullSecretRef"),
                     }));
                 }
                 let body = read_bounded(token_resp, MAX_TOKEN_BYTES, "token response").await?;
@@ -555,7 +556,7 @@ impl RemoteRepository {
             Some(Challenge::Basic) | None => {
                 let (c, _) = creds.ok_or_else(|| {
                     unauthorized(
-                        "the registry requires credentials: pass --creds user:password or run `docker login`"
+                        "the registry requires credentials: pass --creds user:password, run `docker login`, or set spec.pullSecretRef"
                             .into(),
                     )
                 })?;
@@ -677,9 +678,25 @@ fn parse_params(params: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The certificates of a PEM bundle; `origin` names it in errors.
+fn ca_certificates(pem: &[u8], origin: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::CaFile {
+        path: origin.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(RegistryError::CaFile {
+            path: origin.to_path_buf(),
+            message: "no PEM certificate found".to_string(),
+        });
+    }
+    Ok(certs)
+}
+
 fn describe(source: &CredentialSource) -> String {
     match source {
         CredentialSource::Explicit => "--creds".to_string(),
+        CredentialSource::Named { origin } => origin.clone(),
         CredentialSource::DockerConfig { path } => format!("docker config {}", path.display()),
         CredentialSource::Helper { helper } => {
             format!("credential helper docker-credential-{helper}")

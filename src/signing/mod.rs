@@ -45,7 +45,7 @@ use crate::registry::RegistryError;
 pub use keyless::KeylessError;
 
 pub use keys::{KeyError, PrivateKey, PublicKey};
-pub use policy::{Authority, NamedAuthority, PolicyError, Require, TrustPolicy};
+pub use policy::{Authority, NamedAuthority, PolicyError, Require, TrustPolicy, TrustedRootSource};
 pub use verify::{verify, Signer, Verification, VerifiedSignature};
 
 /// Errors while signing an artifact.

@@ -172,8 +172,37 @@ pub enum Authority {
         /// OIDC issuer of the certificate.
         issuer: Matcher,
         /// Sigstore trusted root (`trusted_root.json`).
-        trusted_root: PathBuf,
+        trusted_root: TrustedRootSource,
     },
+}
+
+/// Where a keyless authority's Sigstore trusted root comes from.
+#[derive(Debug, Clone)]
+pub enum TrustedRootSource {
+    /// A `trusted_root.json` file, read when the policy is prepared for a verification.
+    File(PathBuf),
+    /// A root already read and parsed (e.g. from a Kubernetes Secret by the puller).
+    Loaded {
+        /// Where it came from, for messages (e.g. `Secret tresor-system/sigstore-root`).
+        origin: String,
+        /// The root.
+        root: super::trust_root::TrustRoot,
+    },
+}
+
+impl From<PathBuf> for TrustedRootSource {
+    fn from(path: PathBuf) -> Self {
+        Self::File(path)
+    }
+}
+
+impl fmt::Display for TrustedRootSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Loaded { origin, .. } => f.write_str(origin),
+        }
+    }
 }
 
 impl fmt::Display for Authority {
@@ -194,12 +223,12 @@ impl Authority {
         identity_regexp: Option<String>,
         issuer: Option<String>,
         issuer_regexp: Option<String>,
-        trusted_root: PathBuf,
+        trusted_root: impl Into<TrustedRootSource>,
     ) -> Result<Self, String> {
         Ok(Self::Keyless {
             identity: matcher_from_spec(identity, identity_regexp, "identity")?,
             issuer: matcher_from_spec(issuer, issuer_regexp, "issuer")?,
-            trusted_root,
+            trusted_root: trusted_root.into(),
         })
     }
 }

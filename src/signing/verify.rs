@@ -20,7 +20,7 @@ use super::bundle::{self, BundleAuthority};
 use super::identity::KeylessIdentity;
 use super::keyless::{self, KeylessError};
 use super::legacy::{self, LegacySignature};
-use super::policy::{Authority, TrustPolicy};
+use super::policy::{Authority, TrustPolicy, TrustedRootSource};
 use super::referrers;
 use super::trust_root::{TrustRoot, MAX_TRUSTED_ROOT_BYTES};
 use super::{PublicKey, VerifyError};
@@ -105,18 +105,23 @@ impl<'a> PreparedPolicy<'a> {
                     issuer,
                     trusted_root,
                 } => {
-                    let root = match roots.iter().find(|(p, _)| p == trusted_root) {
-                        Some((_, root)) => root.clone(),
-                        None => {
-                            let root = read_trusted_root(trusted_root).map_err(|source| {
-                                VerifyError::TrustedRoot {
-                                    authority: named.name.clone(),
-                                    path: trusted_root.clone(),
-                                    source,
+                    let root = match trusted_root {
+                        TrustedRootSource::Loaded { root, .. } => root.clone(),
+                        TrustedRootSource::File(path) => {
+                            match roots.iter().find(|(p, _)| p == path) {
+                                Some((_, root)) => root.clone(),
+                                None => {
+                                    let root = read_trusted_root(path).map_err(|source| {
+                                        VerifyError::TrustedRoot {
+                                            authority: named.name.clone(),
+                                            path: path.clone(),
+                                            source,
+                                        }
+                                    })?;
+                                    roots.push((path.clone(), root.clone()));
+                                    root
                                 }
-                            })?;
-                            roots.push((trusted_root.clone(), root.clone()));
-                            root
+                            }
                         }
                     };
                     PreparedAuthority::Keyless {
