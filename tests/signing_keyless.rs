@@ -14,20 +14,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use common::fake_registry::{Content, FakeRegistry};
+use common::pki::{ca, keyless_annotations, leaf, trusted_root_json, IDENTITY};
 use common::tarball::{gzip, tar, Entry};
 use common::{fixture_tree, json_of, stdout_of, tresor, TestRegistry};
-use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, CustomExtension, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
-    SigningKey, PKCS_ECDSA_P256_SHA256,
-};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use tresor::artifact::fetch::ResolvedArtifact;
 use tresor::artifact::format::{
     Descriptor, ImageIndex, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE,
@@ -37,7 +33,6 @@ use tresor::digest::Digest;
 use tresor::reference::Reference;
 use tresor::registry::{RegistryOptions, Repository};
 use tresor::signing::bundle::BUNDLE_V03_MEDIA_TYPE;
-use tresor::signing::keyless::{BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION};
 use tresor::signing::keys::{self, PrivateKey};
 use tresor::signing::legacy::signature_tag;
 use tresor::signing::payload::{self, SIMPLE_SIGNING_MEDIA_TYPE};
@@ -51,10 +46,6 @@ const KW_DIGEST: &str = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b
 const KW_IDENTITY: &str =
     "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0";
 const GHA_ISSUER: &str = "https://token.actions.githubusercontent.com";
-/// Identity of the test PKI's keyless signer.
-const IDENTITY: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.0.0";
-/// 2025-06-01T00:00:00Z: the test leaf certificate is valid for ten minutes from here.
-const T0: i64 = 1_748_736_000;
 const IN_TOTO: &str = "application/vnd.in-toto+json";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
@@ -487,114 +478,7 @@ fn bundle_discovery_never_requests_the_artifact_layer() {
     );
 }
 
-// --- keyless legacy signatures from a test PKI --------------------------------------------
-
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    der: Vec<u8>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(vec![]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.not_before = date_time_ymd(2020, 1, 1);
-    params.not_after = date_time_ymd(2040, 1, 1);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let der = params.self_signed(&key).unwrap().der().to_vec();
-    Ca { params, key, der }
-}
-
-/// A Fulcio-like leaf: URI SAN, OIDC issuer extension, code signing, ten minutes long.
-fn leaf(ca: &Ca, issuer: &str) -> (KeyPair, String) {
-    let mut params = CertificateParams::new(vec![]).unwrap();
-    params.not_before = date_time_ymd(2025, 6, 1);
-    params.not_after = date_time_ymd(2025, 6, 1) + Duration::from_secs(600);
-    params.subject_alt_names = vec![SanType::URI(IDENTITY.try_into().unwrap())];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-    let mut utf8 = vec![0x0c, u8::try_from(issuer.len()).unwrap()];
-    utf8.extend_from_slice(issuer.as_bytes());
-    params
-        .custom_extensions
-        .push(CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
-            utf8,
-        ));
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = params
-        .signed_by(&key, &Issuer::from_params(&ca.params, &ca.key))
-        .unwrap();
-    (key, cert.pem())
-}
-
-/// A `trusted_root.json` naming `fulcio` as CA and `rekor` as transparency log.
-fn trusted_root_json(fulcio: &Ca, rekor: &KeyPair) -> Vec<u8> {
-    let spki = rekor.subject_public_key_info();
-    serde_json::to_vec(&json!({
-        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-        "tlogs": [{
-            "baseUrl": "https://rekor.test",
-            "hashAlgorithm": "SHA2_256",
-            "publicKey": {
-                "rawBytes": STANDARD.encode(&spki),
-                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
-                "validFor": {"start": "2020-01-01T00:00:00Z"}
-            },
-            "logId": {"keyId": STANDARD.encode(Sha256::digest(&spki))}
-        }],
-        "certificateAuthorities": [{
-            "subject": {"organization": "test", "commonName": "fulcio"},
-            "uri": "https://fulcio.test",
-            "certChain": {"certificates": [{"rawBytes": STANDARD.encode(&fulcio.der)}]},
-            "validFor": {"start": "2020-01-01T00:00:00Z"}
-        }],
-        "ctlogs": []
-    }))
-    .unwrap()
-}
-
-/// The annotations of a keyless cosign signature layer over `payload`: signature,
-/// certificate, and a Rekor bundle whose SET `rekor` signs.
-fn keyless_annotations(
-    leaf_key: &KeyPair,
-    leaf_pem: &str,
-    rekor: &KeyPair,
-    payload: &[u8],
-) -> BTreeMap<String, String> {
-    let signature = leaf_key.sign(payload).unwrap();
-    let body = STANDARD.encode(
-        serde_json::to_vec(&json!({
-            "apiVersion": "0.0.1",
-            "kind": "hashedrekord",
-            "spec": {
-                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
-                "signature": {
-                    "content": STANDARD.encode(&signature),
-                    "publicKey": {"content": STANDARD.encode(leaf_pem)}
-                }
-            }
-        }))
-        .unwrap(),
-    );
-    let integrated = T0 + 60;
-    let log_id = hex::encode(Sha256::digest(rekor.subject_public_key_info()));
-    let canonical = format!(
-        r#"{{"body":"{body}","integratedTime":{integrated},"logID":"{log_id}","logIndex":42}}"#
-    );
-    let set = rekor.sign(canonical.as_bytes()).unwrap();
-    let bundle = json!({
-        "SignedEntryTimestamp": STANDARD.encode(set),
-        "Payload": {"body": body, "integratedTime": integrated, "logIndex": 42, "logID": log_id}
-    });
-    BTreeMap::from([
-        (SIGNATURE_ANNOTATION.to_owned(), STANDARD.encode(&signature)),
-        (CERTIFICATE_ANNOTATION.to_owned(), leaf_pem.to_owned()),
-        (BUNDLE_ANNOTATION.to_owned(), bundle.to_string()),
-    ])
-}
+// --- keyless legacy signatures from a test PKI (tests/common/pki.rs) ---------------------
 
 /// Writes a `.sig` manifest for `digest` with one layer: `payload` and `annotations`.
 fn put_keyless_sig(

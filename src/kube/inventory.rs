@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    AppliedObject, ApplyError, Cluster, ObjectRef, Owner, Resolved, LABEL_NAME, LABEL_NAMESPACE,
+    AppliedObject, ApplyError, ApplyOptions, Cluster, ObjectRef, Owner, Resolved, LABEL_NAME,
+    LABEL_NAMESPACE,
 };
 
 /// The recorded state of one sync.
@@ -95,6 +96,17 @@ impl InventoryStore {
             healthy: data("healthy"),
             objects,
         }))
+    }
+
+    /// Deletes the inventory ConfigMap (when its owner is deleted), only while it still
+    /// carries the owner's labels; one that is already gone is fine.
+    pub async fn delete(&self, timeout: Duration) -> Result<(), ApplyError> {
+        let mut options = ApplyOptions::new(self.owner.clone());
+        options.api_timeout = timeout;
+        self.cluster
+            .prune(&[self.id()], &[], &options)
+            .await
+            .map(drop)
     }
 
     /// Writes the inventory (server-side apply, field manager `tresor`).

@@ -9,10 +9,14 @@
 //! not touched. The status is patched only when it differs from what is stored; an Event is
 //! published when `Ready` changes.
 //!
-//! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
-//! `caSecretRef`, `path`, keyless authorities. Leader election is not wired;
-//! run one replica.
+//! Registry credentials and CAs come from the Secrets `spec.pullSecretRef` and
+//! `spec.caSecretRef` names, read every cycle (the engine is rebuilt when they change;
+//! see `source`); `spec.path` limits the apply to one directory of the artifact; keyless
+//! authorities are checked against the trusted root their `trustedRootRef` Secret holds
+//! (see `verify`). Deleting a sync deletes what it applied when `prune` is set (see
+//! [`FINALIZER`] and `cleanup`).
 
+mod cleanup;
 mod error;
 mod lease;
 mod serve;
@@ -33,6 +37,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+pub use cleanup::FINALIZER;
 pub use error::PullerError;
 pub use lease::LeaseLock;
 pub use serve::serve_health;
@@ -223,16 +228,21 @@ fn error_policy(_sync: Arc<ArtifactSync>, error: &PullerError, _ctx: Arc<Context
     Action::requeue(Duration::from_secs(30))
 }
 
-/// One reconcile of `sync`: nothing when suspended; otherwise one engine cycle and one status
-/// patch (skipped when the status is unchanged). Errors only when the status cannot be
-/// written; everything else ends up in the status.
+/// One reconcile of `sync`: the deletion path when it is being deleted (see
+/// [`FINALIZER`]); nothing when suspended; otherwise the finalizer (once), one engine cycle
+/// and one status patch (skipped when the status is unchanged). Errors only when the
+/// finalizer or the status cannot be written; everything else ends up in the status.
 pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Action, PullerError> {
     let namespace = sync.namespace().unwrap_or_else(|| "default".into());
     let name = sync.name_any();
+    if sync.metadata.deletion_timestamp.is_some() {
+        return cleanup::finalize(&sync, &ctx, &namespace, &name).await;
+    }
     if sync.spec.suspend {
         tracing::debug!(namespace, name, "suspended");
         return Ok(Action::await_change());
     }
+    cleanup::ensure_finalizer(&sync, &ctx, &namespace).await?;
     let interval = sync
         .spec
         .interval()
@@ -473,6 +483,32 @@ async fn build_engine(
     let cache =
         Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
 
+    let (cluster, store, options) = apply_setup(sync, ctx, namespace, name)?;
+    let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    let lint = crate::policy::Policy::default();
+    let mode = lint.mode(None);
+    Ok(Engine::new(
+        source,
+        repo,
+        verifier,
+        Arc::new(ImmutabilityPolicy::new(lint, mode)),
+        cache,
+        applier,
+        crate::artifact::archive::Limits::default(),
+    ))
+}
+
+/// How `sync` applies: the cluster as its service account (impersonated when
+/// `serviceAccountName` is set), the inventory store as the puller itself, and the apply
+/// options from the spec. Shared by the engine and the deletion path (which must delete
+/// with the same rights the objects were applied with).
+fn apply_setup(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(Cluster, InventoryStore, ApplyOptions), PullerError> {
+    let spec = &sync.spec;
     let account = spec
         .service_account_name
         .as_deref()
@@ -522,18 +558,7 @@ async fn build_engine(
         cluster: Cluster::new(ctx.client.clone(), resolver.clone(), None),
     };
     let cluster = Cluster::new(client, resolver, account);
-    let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
-    let lint = crate::policy::Policy::default();
-    let mode = lint.mode(None);
-    Ok(Engine::new(
-        source,
-        repo,
-        verifier,
-        Arc::new(ImmutabilityPolicy::new(lint, mode)),
-        cache,
-        applier,
-        crate::artifact::archive::Limits::default(),
-    ))
+    Ok((cluster, store, options))
 }
 
 /// The verifier of `sync`'s effective trust requirements.

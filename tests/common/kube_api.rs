@@ -7,10 +7,17 @@
 //!   servable) only once it is `Established`, which happens `establish_delay` after it was
 //!   created; until then its custom resources get 404 like on a real server.
 //! - **Objects**: GET, LIST (namespace and `k=v` label selectors), POST (409
-//!   AlreadyExists), PUT (409 on a stale `metadata.resourceVersion`), DELETE (a Namespace
-//!   takes its objects with it, a CRD its custom resources — at once, no Terminating
-//!   phase), server-side apply PATCH (`application/apply-patch+yaml`) and merge PATCH.
-//!   Every change bumps a global resourceVersion; spec changes bump `metadata.generation`.
+//!   AlreadyExists), PUT (409 on a stale `metadata.resourceVersion`), DELETE, server-side
+//!   apply PATCH (`application/apply-patch+yaml`) and merge PATCH (409 too when it carries
+//!   a stale `metadata.resourceVersion`). Every change bumps a global resourceVersion; spec
+//!   changes bump `metadata.generation`.
+//! - **Finalizers and graceful deletion**: DELETE of an object with `metadata.finalizers`
+//!   only sets `metadata.deletionTimestamp` (and returns the object); it disappears when a
+//!   patch removes its last finalizer. Clients cannot set or clear `deletionTimestamp`, nor
+//!   add finalizers to an object being deleted (422). A deleted Namespace is `Terminating`:
+//!   its objects without finalizers go at once, those with finalizers are marked, new
+//!   objects are refused (403), and the Namespace goes when nothing is left in it. A
+//!   deleted CRD takes its custom resources with it at once.
 //! - **Server-side apply field ownership** at field-path granularity one level below the
 //!   top-level fields (`spec.replicas`, `spec.template`, `data.key`) and per label and
 //!   annotation key: a manager changing a field another manager owns gets 409 Conflict
@@ -37,8 +44,8 @@
 //! What it does not model: field ownership deeper than one level below the top (a
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
 //! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
-//! validation against OpenAPI/CRD schemas, admission webhooks, finalizers and graceful
-//! deletion, watches, subresources other than `/status` (GET and merge PATCH of `.status`
+//! validation against OpenAPI/CRD schemas, admission webhooks, `spec.finalizers` of
+//! Namespaces, grace periods, watches, subresources other than `/status` (GET and merge PATCH of `.status`
 //! only), multiple stored versions and
 //! conversion, the permission needed to impersonate, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
@@ -607,10 +614,35 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
                     &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
                 );
             }
-            let removed = st.objects.remove(&k).unwrap();
-            if res.plural == "namespaces" {
-                st.objects.retain(|k, _| k.2 != name);
+            if has_finalizers(&st.objects[&k].obj) || res.plural == "namespaces" {
+                // Graceful deletion: mark it; it goes when its last finalizer is removed
+                // (a Namespace: when nothing with finalizers is left in it).
+                let rv = st.next_rv();
+                let stored = st.objects.get_mut(&k).unwrap();
+                if stored.obj["metadata"]["deletionTimestamp"].is_null() {
+                    stored.obj["metadata"]["deletionTimestamp"] = json!(DELETION_TIME);
+                    stored.obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                    stored.obj["metadata"]["resourceVersion"] = json!(rv);
+                    if res.plural == "namespaces" {
+                        stored.obj["status"]["phase"] = json!("Terminating");
+                    }
+                }
+                let obj = stored.obj.clone();
+                st.writes.push(format!("DELETE {path}"));
+                if res.plural == "namespaces" {
+                    for stored in st.objects.iter_mut().filter(|(o, _)| o.2 == name) {
+                        let m = &mut stored.1.obj["metadata"];
+                        if m["deletionTimestamp"].is_null() {
+                            m["deletionTimestamp"] = json!(DELETION_TIME);
+                        }
+                    }
+                    st.objects
+                        .retain(|o, s| o.2 != name || has_finalizers(&s.obj));
+                }
+                collect(st);
+                return respond(200, &obj);
             }
+            let removed = st.objects.remove(&k).unwrap();
             if res.plural == "customresourcedefinitions" {
                 let g = removed.obj["spec"]["group"]
                     .as_str()
@@ -1112,6 +1144,41 @@ fn finish(
     let name = k.3.clone();
     if let Some(old) = &existing {
         check_immutable(res, &name, &old.obj, &obj)?;
+        // Clients cannot set or clear the deletion mark, and cannot add finalizers to an
+        // object being deleted.
+        obj["metadata"]["deletionTimestamp"] = old.obj["metadata"]["deletionTimestamp"].clone();
+        if !old.obj["metadata"]["deletionTimestamp"].is_null() {
+            let before = finalizers(&old.obj);
+            if finalizers(&obj).iter().any(|f| !before.contains(f)) {
+                return Err(invalid(
+                    res,
+                    &name,
+                    "metadata.finalizers",
+                    "Forbidden: no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("deletionTimestamp");
+            }
+        }
+    } else if res.namespaced
+        && st
+            .objects
+            .get(&key("", "namespaces", "", &k.2))
+            .is_some_and(|n| !n.obj["metadata"]["deletionTimestamp"].is_null())
+    {
+        return Err(status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
+                resource_name(res),
+                k.2
+            ),
+            json!({"name": name, "group": res.group, "kind": res.plural}),
+        ));
     }
     let spec_of = |o: &Value| {
         let mut o = o.clone();
@@ -1189,8 +1256,53 @@ fn finish(
                 owners,
             },
         );
+        collect(st);
     }
     Ok((obj, true))
+}
+
+/// When `DELETE` marks an object with finalizers (or a Namespace).
+const DELETION_TIME: &str = "2025-01-01T00:00:02Z";
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    !finalizers(obj).is_empty()
+}
+
+/// Removes what is marked for deletion and has no finalizers left, then Namespaces marked
+/// for deletion with nothing left in them that still has finalizers (taking the rest along).
+fn collect(st: &mut State) {
+    let before = st.objects.len();
+    st.objects.retain(|k, s| {
+        k.1 == "namespaces"
+            || s.obj["metadata"]["deletionTimestamp"].is_null()
+            || has_finalizers(&s.obj)
+    });
+    let terminating: Vec<String> = st
+        .objects
+        .iter()
+        .filter(|(k, s)| k.1 == "namespaces" && !s.obj["metadata"]["deletionTimestamp"].is_null())
+        .map(|(k, _)| k.3.clone())
+        .collect();
+    for ns in terminating {
+        if !st.objects.iter().any(|(k, _)| k.2 == ns) {
+            st.objects.remove(&key("", "namespaces", "", &ns));
+        }
+    }
+    if st.objects.len() != before {
+        st.rv += 1;
+    }
 }
 
 /// What the controllers would do, at once.

@@ -9,6 +9,8 @@
 
 pub mod fake_registry;
 pub mod kube_api;
+pub mod pki;
+pub mod puller;
 pub mod tarball;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,206 @@
+//! Deleting an `ArtifactSync`: the finalizer `tresor.dev/finalizer` and what happens to the
+//! objects it applied.
+//!
+//! The puller adds the finalizer to every sync it reconciles (not to suspended ones, which it
+//! does not touch). When the sync is deleted, the API server keeps it (with
+//! `metadata.deletionTimestamp`) until the finalizer is removed, and the puller then:
+//!
+//! - `prune: true`: deletes every object of the inventory (the inventory ConfigMap and
+//!   `status.inventory`) that still carries the sync's owner labels, in reverse apply order,
+//!   **as the sync's service account** (the same impersonation it applied with, so a tenant
+//!   cannot delete through tresor what it could not delete itself), then the inventory
+//!   ConfigMap, then removes the finalizer. If a delete fails (e.g. Forbidden), the
+//!   finalizer stays, the status says why (`Ready=False` with the error's reason) and the
+//!   puller retries; remove the finalizer by hand to give up.
+//! - `prune: false`: the objects are left in place untouched, still labelled (like Flux's
+//!   kustomize-controller, which leaves objects of a non-pruning Kustomization as they are);
+//!   the inventory ConfigMap is deleted and the finalizer removed. A new ArtifactSync with
+//!   the same name and namespace takes them over.
+//! - `suspend: true`: nothing is touched (objects and inventory ConfigMap stay); only the
+//!   finalizer is removed.
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::{apply_setup, call, Context, PullerError};
+use crate::api::conditions::{now_rfc3339, observe, Observation};
+use crate::api::ArtifactSync;
+use crate::kube::ObjectRef;
+use crate::reconcile::Retry;
+
+/// The finalizer the puller puts on every ArtifactSync it reconciles.
+pub const FINALIZER: &str = "tresor.dev/finalizer";
+
+/// Whether `sync` carries the puller's finalizer.
+fn has_finalizer(sync: &ArtifactSync) -> bool {
+    sync.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+/// Patches `metadata.finalizers` to `finalizers`, on the condition that the object did not
+/// change since it was read (the resourceVersion precondition: the list is replaced, so it
+/// must not drop a finalizer someone else added meanwhile; a conflict is retried).
+async fn set_finalizers(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    finalizers: Vec<String>,
+) -> Result<(), PullerError> {
+    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = Patch::Merge(json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": sync.metadata.resource_version,
+        }
+    }));
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    call(
+        "patch ArtifactSync finalizers",
+        ctx.options.call_timeout,
+        api.patch(name, &PatchParams::default(), &patch),
+    )
+    .await
+    .map(drop)
+}
+
+/// Adds the finalizer if `sync` lacks it (one write, the first time only).
+pub(super) async fn ensure_finalizer(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), PullerError> {
+    if has_finalizer(sync) {
+        return Ok(());
+    }
+    let mut finalizers = sync.metadata.finalizers.clone().unwrap_or_default();
+    finalizers.push(FINALIZER.to_string());
+    set_finalizers(sync, ctx, namespace, finalizers).await
+}
+
+/// The deletion path of `sync` (its `deletionTimestamp` is set); see the module docs.
+/// Errors only when the finalizer or the status cannot be written; a failed cleanup is
+/// recorded in the status and retried.
+pub(super) async fn finalize(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Action, PullerError> {
+    if !has_finalizer(sync) {
+        return Ok(Action::await_change());
+    }
+    ctx.syncs
+        .lock()
+        .await
+        .remove(&format!("{namespace}/{name}"));
+    if !sync.spec.suspend {
+        if let Err(e) = clean_up(sync, ctx, namespace, name).await {
+            tracing::warn!(namespace, name, reason = e.reason(), error = %e, "cannot clean up");
+            record_failure(sync, ctx, namespace, &e).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    }
+    let finalizers = sync
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(sync, ctx, namespace, finalizers).await?;
+    tracing::info!(
+        namespace,
+        name,
+        prune = sync.spec.prune,
+        suspended = sync.spec.suspend,
+        "finalized"
+    );
+    Ok(Action::await_change())
+}
+
+/// Prunes the inventory (when `prune`) and deletes the inventory ConfigMap.
+async fn clean_up(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), PullerError> {
+    let (cluster, store, mut options) = apply_setup(sync, ctx, namespace, name)?;
+    if sync.spec.prune {
+        let mut objects: Vec<ObjectRef> = store
+            .load(options.api_timeout)
+            .await?
+            .map(|i| i.objects)
+            .unwrap_or_default();
+        let recorded = sync.status.iter().flat_map(|s| &s.inventory);
+        for e in recorded {
+            let object = ObjectRef {
+                group: e.group.clone(),
+                version: e.version.clone(),
+                kind: e.kind.clone(),
+                namespace: (!e.namespace.is_empty()).then(|| e.namespace.clone()),
+                name: e.name.clone(),
+            };
+            if !objects.iter().any(|o| o.same_object(&object)) {
+                objects.push(object);
+            }
+        }
+        // Deleting with the sync's rights; nothing is kept, so everything listed goes.
+        options.dry_run = false;
+        let report = cluster.prune(&objects, &[], &options).await?;
+        for (object, why) in &report.skipped {
+            tracing::info!(object = %object, why, "not deleted with its ArtifactSync");
+        }
+        tracing::info!(
+            namespace,
+            name,
+            deleted = report.deleted.len(),
+            "deleted the objects of a deleted ArtifactSync"
+        );
+    }
+    store.delete(options.api_timeout).await?;
+    Ok(())
+}
+
+/// Writes a failed cleanup into the status (the sync is still there until finalized).
+async fn record_failure(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    error: &PullerError,
+) -> Result<(), PullerError> {
+    let old = sync.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    observe(
+        &mut status,
+        sync.metadata.generation,
+        &Observation::Failed {
+            reason: error.reason().to_string(),
+            message: format!("cannot delete the applied objects: {error}"),
+            retry: Retry::Transient,
+        },
+        &now_rfc3339(),
+    );
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    call(
+        "patch ArtifactSync status",
+        ctx.options.call_timeout,
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        ),
+    )
+    .await
+    .map(drop)
+}
