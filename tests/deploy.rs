@@ -161,7 +161,16 @@ fn rbac_is_least_privilege_for_the_puller_itself() {
             .map(|v| v.as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(verbs_for("artifactsyncs"), ["get", "list", "watch"]);
+    assert_eq!(
+        verbs_for("artifactsyncs"),
+        ["get", "list", "watch", "patch"],
+        "patch for the finalizer only"
+    );
+    assert_eq!(
+        verbs_for("configmaps"),
+        ["get", "create", "patch", "delete"],
+        "the inventory ConfigMaps, without tresor-apply"
+    );
     assert_eq!(
         verbs_for("artifactsyncs/status"),
         ["get", "update", "patch"]

@@ -64,10 +64,14 @@ pub struct ArtifactSyncSpec {
     /// Stop reconciling (the applied objects stay as they are).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
-    /// A `kubernetes.io/dockerconfigjson` Secret with registry credentials.
+    /// A Secret in this namespace with credentials for the registry: type
+    /// `kubernetes.io/dockerconfigjson` (`kubectl create secret docker-registry`) or the
+    /// legacy `kubernetes.io/dockercfg`, with an `auths` entry for the registry host. Read
+    /// every cycle, so a rotated password applies without editing the ArtifactSync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secret_ref: Option<LocalObjectRef>,
-    /// A Secret whose `ca.crt` is added to the trusted roots for the registry.
+    /// A Secret in this namespace whose `ca.crt` (PEM, one or more certificates) is trusted
+    /// for the registry's TLS, in addition to the system roots. Read every cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
     /// Talk plain HTTP to the registry (test registries only).

@@ -75,8 +75,10 @@ pub struct KeylessAuthority {
     /// OIDC issuer as a regular expression matching the whole value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_regexp: Option<String>,
-    /// A Secret holding the Sigstore `trusted_root.json`; default: the root shipped with the
-    /// puller.
+    /// A Secret holding the Sigstore `trusted_root.json` (key `trusted_root.json` by
+    /// default) to check certificates and log entries against, offline. Required: the
+    /// puller ships no root of its own, and a keyless authority without one fails closed
+    /// (reason `TrustedRootMissing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_root_ref: Option<SecretKeyRef>,
 }
