@@ -452,3 +452,46 @@ impl Applier for KubeApplier {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_subdirectory_normalises_and_refuses_escapes() {
+        let ok = |t: &str| artifact_subdirectory(t).unwrap();
+        assert_eq!(ok("prod"), Some(PathBuf::from("prod")));
+        assert_eq!(ok("./clusters//eu/"), Some(PathBuf::from("clusters/eu")));
+        assert_eq!(ok("."), None);
+        assert_eq!(ok(""), None);
+        for bad in ["/etc", "prod/../..", "..", "a\\b"] {
+            assert!(artifact_subdirectory(bad).is_err(), "{bad}");
+        }
+        assert!(artifact_subdirectory("a/../b").unwrap_err().contains(".."));
+    }
+
+    #[test]
+    fn load_manifests_reads_only_the_subdirectory_or_says_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        for (sub, name) in [("base", "a"), ("prod", "b")] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            std::fs::write(
+                dir.path().join(sub).join("cm.yaml"),
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"),
+            )
+            .unwrap();
+        }
+        let all = load_manifests(dir.path(), None).unwrap();
+        assert_eq!(all.len(), 2);
+        let prod = load_manifests(dir.path(), Some(Path::new("prod"))).unwrap();
+        assert_eq!(prod.len(), 1);
+        assert_eq!(prod[0]["metadata"]["name"], "b");
+        let err = load_manifests(dir.path(), Some(Path::new("base/cm.yaml"))).unwrap_err();
+        assert_eq!(err.reason(), "PathNotFound");
+        assert!(
+            err.to_string()
+                .contains("top-level directories: base, prod"),
+            "{err}"
+        );
+    }
+}

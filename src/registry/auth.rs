@@ -657,6 +657,61 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::{Mutex, MutexGuard};
 
+    #[test]
+    fn pull_secret_finds_the_host_and_ignores_helpers() {
+        let json = br#"{"auths": {"https://registry.example/v1/": {"auth": "dXNlcjpwYXNz"},
+            "other.example": {"username": "u2", "password": "p2"}},
+            "credHelpers": {"registry.example": "evil"}}"#;
+        let found = |host: &str| {
+            lookup_in_pull_secret(
+                json,
+                PullSecretFormat::DockerConfigJson,
+                "pull secret a/b",
+                host,
+            )
+            .unwrap()
+        };
+        let creds = found("registry.example").unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password()),
+            ("user", "pass")
+        );
+        assert_eq!(found("other.example").unwrap().username, "u2");
+        assert!(found("third.example").is_none());
+
+        let legacy = br#"{"registry.example": {"auth": "dXNlcjpwYXNz"}}"#;
+        let creds =
+            lookup_in_pull_secret(legacy, PullSecretFormat::DockerCfg, "x", "registry.example")
+                .unwrap()
+                .unwrap();
+        assert_eq!(creds.password(), "pass");
+    }
+
+    #[test]
+    fn pull_secret_errors_name_the_secret_and_never_the_value() {
+        let bad = br#"{"auths": {"registry.example": {"auth": "not base64 secret-value!"}}}"#;
+        let err = lookup_in_pull_secret(
+            bad,
+            PullSecretFormat::DockerConfigJson,
+            "pull secret team/regcred",
+            "registry.example",
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "DockerConfigAuthInvalid");
+        let text = err.to_string();
+        assert!(text.contains("pull secret team/regcred"), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
+        let err = lookup_in_pull_secret(
+            br#"{"auths": {"h": "hunter2"}}"#,
+            PullSecretFormat::DockerConfigJson,
+            "pull secret team/regcred",
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "DockerConfigInvalid");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
     /// Serialises tests that change the process environment (PATH, DOCKER_CONFIG), for
     /// `cargo test`, which runs them as threads of one process.
     static ENV_LOCK: Mutex<()> = Mutex::new(());
