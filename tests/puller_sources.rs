@@ -676,3 +676,85 @@ async fn deletion_deletes_as_the_service_account_and_waits_when_it_may_not() {
     assert!(p.get("shop").await.is_none());
     assert!(p.api.get("", "configmaps", Some("default"), "a").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_namespace_finalizes_the_sync_and_then_the_namespace_goes() {
+    let p = Puller::start().await;
+    let (repo, _) = p.push(&TestRegistry::plain(), "ps-delete-ns", TWO_CONFIGMAPS);
+    p.create("shop", unsigned(&repo, json!({"insecure": true})))
+        .await;
+    p.reconcile("shop").await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(p.api.client(None))
+        .delete("default", &Default::default())
+        .await
+        .unwrap();
+    // The objects without finalizers are gone; the sync waits for the puller, and so does
+    // the Namespace (Terminating).
+    assert_eq!(p.api.count("", "configmaps"), 0);
+    let ns = p.api.get("", "namespaces", None, "default").unwrap();
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(p
+        .get("shop")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    p.reconcile("shop").await;
+    assert!(p.get("shop").await.is_none());
+    assert!(p.api.get("", "namespaces", None, "default").is_none());
+}
+
+/// `tresor apply --path`: only that directory is applied; `..` is refused before anything
+/// runs; a directory the artifact lacks fails with `PathNotFound`, writing nothing.
+#[test]
+fn tresor_apply_path_applies_one_directory() {
+    let api = common::kube_api::KubeApi::start(std::time::Duration::from_millis(10));
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(work.path());
+    let tree = work.path().join("tree");
+    for (dir, name) in [("base", "a"), ("prod", "b")] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+        std::fs::write(
+            tree.join(dir).join("cm.yaml"),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"),
+        )
+        .unwrap();
+    }
+    let reference = format!("oci-layout:{}:v1", work.path().join("layout").display());
+    common::stdout_of(common::tresor().args(["push", tree.to_str().unwrap(), &reference]));
+    let apply = |path: &str| {
+        let mut cmd = common::tresor();
+        cmd.args([
+            "apply",
+            &reference,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            "default",
+            "--name",
+            "site",
+            "--allow-unsigned",
+            "--cache-dir",
+            work.path().join("cache").to_str().unwrap(),
+            "--path",
+            path,
+        ]);
+        cmd
+    };
+    let out = common::stdout_of(apply("prod/"));
+    assert!(out.starts_with("applied sha256:"), "{out}");
+    assert!(api.get("", "configmaps", Some("default"), "b").is_some());
+    assert!(api.get("", "configmaps", Some("default"), "a").is_none());
+
+    api.clear_log();
+    let stderr = common::stderr_of_failure(apply("prod/../base"), 2);
+    assert!(stderr.contains(".."), "{stderr}");
+    let out = apply("staging").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("PathNotFound"), "{text}");
+    assert!(text.contains("top-level directories: base, prod"), "{text}");
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}

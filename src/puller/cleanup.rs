@@ -18,6 +18,10 @@
 //!   the same name and namespace takes them over.
 //! - `suspend: true`: nothing is touched (objects and inventory ConfigMap stay); only the
 //!   finalizer is removed.
+//!
+//! Not `kube::runtime::finalizer`: it adds the finalizer in a reconcile of its own and waits
+//! for the next watch event, so a new sync would cost an extra cycle; here the finalizer is
+//! added (with a resourceVersion precondition) in the same reconcile that then applies.
 
 use std::time::Duration;
 
