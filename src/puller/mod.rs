@@ -3,7 +3,8 @@
 //! status once per cycle.
 //!
 //! One [`Engine<KubeApplier>`] per ArtifactSync, kept between cycles (so an idle cycle is one
-//! registry HEAD and no API write) and rebuilt when `metadata.generation` changes. Trust comes
+//! registry HEAD and no API write) and rebuilt when `metadata.generation` or the content of
+//! its pull/CA Secrets changes. Trust comes
 //! from [`crate::api::effective_requirements`]: every covering TrustPolicy, the named one and
 //! the sync's own authorities must each hold; keys are read from Secrets. A suspended sync is
 //! not touched. The status is patched only when it differs from what is stored; an Event is

@@ -45,9 +45,9 @@
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
 //! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
 //! validation against OpenAPI/CRD schemas, admission webhooks, `spec.finalizers` of
-//! Namespaces, grace periods, watches, subresources other than `/status` (GET and merge PATCH of `.status`
-//! only), multiple stored versions and
-//! conversion, the permission needed to impersonate, authentication.
+//! Namespaces, grace periods, watches, subresources other than `/status` (GET and merge
+//! PATCH of `.status` only), multiple stored versions and conversion, the permission
+//! needed to impersonate, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -1281,7 +1281,7 @@ fn has_finalizers(obj: &Value) -> bool {
 }
 
 /// Removes what is marked for deletion and has no finalizers left, then Namespaces marked
-/// for deletion with nothing left in them that still has finalizers (taking the rest along).
+/// for deletion that are empty by now.
 fn collect(st: &mut State) {
     let before = st.objects.len();
     st.objects.retain(|k, s| {
