@@ -221,6 +221,12 @@ fn examples_deserialize_into_the_rust_types_and_validate() {
     let policy: TrustPolicy = serde_norway::from_str(&text).unwrap();
     policy.validate().unwrap();
     assert_eq!(policy.spec.authorities.len(), 2);
+    // The puller ships no Sigstore root: a keyless authority must name one.
+    let keyless = policy.spec.authorities[1].keyless.as_ref().unwrap();
+    assert_eq!(
+        keyless.trusted_root_ref.as_ref().unwrap().name,
+        "sigstore-trusted-root"
+    );
 
     // In a namespace labelled env=prod the policy covers the example: both must hold.
     let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())]
