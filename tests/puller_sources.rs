@@ -663,6 +663,23 @@ async fn deletion_deletes_as_the_service_account_and_waits_when_it_may_not() {
     let (status, reason, message) = condition(&sync, "Ready");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Forbidden"));
     assert!(message.contains(user), "{message}");
+    assert!(
+        message.starts_with("cannot delete the applied objects: "),
+        "{message}"
+    );
+    let events: Vec<(String, String)> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(p.api.client(None), "default")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect();
+    assert!(
+        events.contains(&("Warning".to_string(), "Forbidden".to_string())),
+        "{events:?}"
+    );
     assert!(p.api.get("", "configmaps", Some("default"), "a").is_some());
 
     p.api.set_rbac(

@@ -172,7 +172,8 @@ async fn clean_up(
     Ok(())
 }
 
-/// Writes a failed cleanup into the status (the sync is still there until finalized).
+/// Writes a failed cleanup into the status (the sync is still there until finalized) and
+/// publishes a Warning Event when `Ready` changes.
 async fn record_failure(
     sync: &ArtifactSync,
     ctx: &Context,
@@ -194,6 +195,7 @@ async fn record_failure(
     if status == old {
         return Ok(());
     }
+    super::publish_transition(sync, ctx, &old, &status).await;
     let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
     let name = sync.metadata.name.as_deref().unwrap_or_default();
     call(
