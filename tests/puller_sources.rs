@@ -315,6 +315,22 @@ async fn path_applies_one_directory_and_a_missing_one_stalls_with_nothing_applie
     assert!(p.api.get("", "configmaps", Some("default"), "b").is_some());
     assert!(p.api.get("", "configmaps", Some("default"), "a").is_none());
 
+    // Another directory of the same digest: applied in full, the old one's objects pruned.
+    patch_spec(&p, "shop", json!({"path": "base"})).await;
+    p.reconcile("shop").await;
+    let sync = p.get("shop").await.unwrap();
+    assert_eq!(condition(&sync, "Ready").1, "Applied");
+    let names: Vec<String> = sync
+        .status
+        .unwrap()
+        .inventory
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert!(p.api.get("", "configmaps", Some("default"), "a").is_some());
+    assert!(p.api.get("", "configmaps", Some("default"), "b").is_none());
+
     // Escaping the artifact is refused by validation.
     patch_spec(&p, "shop", json!({"path": "prod/../../etc"})).await;
     p.reconcile("shop").await;

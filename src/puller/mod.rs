@@ -486,6 +486,11 @@ async fn build_engine(
 
     let (cluster, store, options) = apply_setup(sync, ctx, namespace, name)?;
     let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    // A new engine applies its digest once in full even when the stored inventory says it is
+    // applied: the spec it was applied with (path, targetNamespace, prune …) may have
+    // changed, and only a full apply prunes what the new spec leaves out.
+    let inventory = applier.inventory().to_vec();
+    let applier = applier.with_state(None, inventory);
     let lint = crate::policy::Policy::default();
     let mode = lint.mode(None);
     Ok(Engine::new(
