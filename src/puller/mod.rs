@@ -386,12 +386,23 @@ async fn cycle(
     let verifier = verifier_for(sync, ctx, namespace).await?;
     // So are the pull and CA Secrets: a rotated password rebuilds the engine.
     let registry = source::registry_for(sync, ctx, namespace).await?;
-    let reusable = match &existing {
+    let built_for = match &existing {
         Some(s) => {
             let s = s.lock().await;
-            s.generation == sync.metadata.generation && s.registry == registry.fingerprint
+            Some((s.generation, s.registry.clone()))
         }
-        None => false,
+        None => None,
+    };
+    let reusable = built_for.as_ref().is_some_and(|(generation, secrets)| {
+        *generation == sync.metadata.generation && *secrets == registry.fingerprint
+    });
+    // The spec changed since the objects were applied (seen by this process, or after a
+    // restart by the status): apply in full once.
+    let respec = match &built_for {
+        Some((generation, _)) => *generation != sync.metadata.generation,
+        None => {
+            sync.status.as_ref().and_then(|s| s.observed_generation) != sync.metadata.generation
+        }
     };
     let state = match existing {
         Some(s) if reusable => {
@@ -408,6 +419,7 @@ async fn cycle(
                 name,
                 verifier.clone(),
                 registry.options,
+                respec,
             )
             .await?;
             let state = Arc::new(Mutex::new(SyncState {
@@ -455,7 +467,8 @@ async fn cycle(
 }
 
 /// Builds the engine for `sync` from its spec: source, trust, registry (`registry`: with
-/// the pull and CA Secrets already read), apply options.
+/// the pull and CA Secrets already read), apply options. With `full_apply`, the engine
+/// applies its digest in full once even when the stored inventory says it is applied.
 async fn build_engine(
     sync: &ArtifactSync,
     ctx: &Context,
@@ -463,6 +476,7 @@ async fn build_engine(
     name: &str,
     verifier: Arc<verify::Swappable>,
     registry: RegistryOptions,
+    full_apply: bool,
 ) -> Result<Engine<KubeApplier>, PullerError> {
     sync.validate()?;
     let spec = &sync.spec;
@@ -485,12 +499,14 @@ async fn build_engine(
         Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
 
     let (cluster, store, options) = apply_setup(sync, ctx, namespace, name)?;
-    let applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
-    // A new engine applies its digest once in full even when the stored inventory says it is
-    // applied: the spec it was applied with (path, targetNamespace, prune …) may have
-    // changed, and only a full apply prunes what the new spec leaves out.
-    let inventory = applier.inventory().to_vec();
-    let applier = applier.with_state(None, inventory);
+    let mut applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    if full_apply {
+        // The digest may be applied, but with another spec (path, targetNamespace, prune …):
+        // only a full apply prunes what the new spec leaves out. Otherwise (a restart, a
+        // rotated Secret) the engine corrects drift from the cache, offline if need be.
+        let inventory = applier.inventory().to_vec();
+        applier = applier.with_state(None, inventory);
+    }
     let lint = crate::policy::Policy::default();
     let mode = lint.mode(None);
     Ok(Engine::new(
