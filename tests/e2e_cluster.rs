@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::Client;
 use tresor::api::{
-    ArtifactSync, ArtifactSyncSpec, Authority, ConditionStatus, KeyAuthority, SecretKeyRef,
-    SourceRef, Verify,
+    ArtifactSync, ArtifactSyncSpec, Authority, ConditionStatus, InventoryEntry, KeyAuthority,
+    SecretKeyRef, SourceRef, Verify,
 };
 
 fn env(name: &str, default: Option<&str>) -> String {
@@ -134,17 +134,56 @@ async fn signed_artifact_becomes_ready_and_is_applied() {
     assert_eq!(status.history[0].digest, digest);
     // Every inventory object exists in the cluster.
     for entry in &status.inventory {
-        let gvk = kube::api::GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
-        let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
-        let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced
-        {
-            Api::namespaced_with(client.clone(), &entry.namespace, &ar)
-        } else {
-            Api::all_with(client.clone(), &ar)
-        };
         assert!(
-            api.get_opt(&entry.name).await.unwrap().is_some(),
+            live(&client, entry).await.is_some(),
             "{entry:?} is in the inventory but not in the cluster"
+        );
+    }
+}
+
+/// The live object of an inventory entry, if it exists.
+async fn live(client: &Client, entry: &InventoryEntry) -> Option<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+        Api::namespaced_with(client.clone(), &entry.namespace, &ar)
+    } else {
+        Api::all_with(client.clone(), &ar)
+    };
+    api.get_opt(&entry.name).await.unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with the puller installed (KUBECONFIG)"]
+async fn deleting_a_pruning_sync_deletes_what_it_applied() {
+    let client = Client::try_default().await.unwrap();
+    let api: Api<ArtifactSync> = Api::namespaced(client.clone(), &namespace());
+    let s = sync(
+        "e2e-delete",
+        &env("TRESOR_E2E_TAG", Some("v1")),
+        signed_by_e2e_key(),
+    );
+    create(&api, &s).await;
+    let done = wait_ready(&api, "e2e-delete", ConditionStatus::True).await;
+    assert_eq!(
+        done.metadata.finalizers,
+        Some(vec![tresor::puller::FINALIZER.to_string()])
+    );
+    let inventory = done.status.unwrap().inventory;
+    assert!(!inventory.is_empty());
+    api.delete("e2e-delete", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api.get_opt("e2e-delete").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "e2e-delete was not finalized");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for entry in &inventory {
+        let object = live(&client, entry).await;
+        assert!(
+            object.is_none_or(|o| o.metadata.deletion_timestamp.is_some()),
+            "{entry:?} survived its ArtifactSync"
         );
     }
 }
