@@ -61,7 +61,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use applier::{KubeApplier, KubeDrift};
-pub use apply::{AppliedObject, ApplyReport, Cluster, PruneReport};
+pub use apply::{first_difference, AppliedObject, ApplyReport, Cluster, LiveObjects, PruneReport};
 pub use client::{client_from_config, connect, service_account_user, ConnectOptions};
 pub use error::ApplyError;
 pub use inventory::{Inventory, InventoryStore};

@@ -17,6 +17,7 @@ mod error;
 mod lease;
 mod serve;
 mod verify;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub use error::PullerError;
 pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::AllOf;
+pub use watch::{WatchStats, Watches};
 
 use crate::api::conditions::{now_rfc3339, observe, Observation};
 use crate::api::{
@@ -69,6 +71,13 @@ pub struct PullerOptions {
     pub call_timeout: Duration,
     /// Poll interval while waiting for CRDs and health.
     pub poll: Duration,
+    /// Watch the objects of every applied kind and reconcile a sync as soon as one of its
+    /// objects drifts (see [`Watches`]); off: drift is found by the cycles alone, one GET
+    /// per applied object each.
+    pub watch_drift: bool,
+    /// With `watch_drift`: how often a sync's drift check still GETs every object instead
+    /// of trusting the watch caches (the backstop).
+    pub full_resync: Duration,
 }
 
 impl Default for PullerOptions {
@@ -78,6 +87,8 @@ impl Default for PullerOptions {
             concurrency: 4,
             call_timeout: Duration::from_secs(30),
             poll: Duration::from_secs(1),
+            watch_drift: true,
+            full_resync: Duration::from_secs(600),
         }
     }
 }
@@ -98,6 +109,7 @@ pub struct Context {
     config: kube::Config,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
+    watches: Watches,
 }
 
 impl Context {
@@ -109,6 +121,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Ok(Self {
+            watches: Watches::new(client.clone(), options.watch_drift, options.full_resync),
             recorder: Recorder::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
             client,
@@ -121,6 +134,11 @@ impl Context {
     /// The puller's own client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The watches of owned objects (drift).
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// Metrics of every cycle of every ArtifactSync (served by
@@ -154,8 +172,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<ArtifactSync> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
+    controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
+        .reconcile_on(ctx.watches.triggers())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -165,6 +186,45 @@ pub async fn run(
             }
         })
         .await;
+    janitor.abort();
+}
+
+/// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
+/// their kinds stop being watched and their state is freed).
+async fn forget_deleted(store: kube::runtime::reflector::Store<ArtifactSync>, ctx: Arc<Context>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let known: std::collections::HashSet<String> = store
+            .state()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s.namespace().unwrap_or_else(|| "default".into()),
+                    s.name_any()
+                )
+            })
+            .collect();
+        let gone: Vec<String> = ctx
+            .syncs
+            .lock()
+            .await
+            .keys()
+            .filter(|k| !known.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            tracing::debug!(sync = %key, "ArtifactSync gone: forgetting its engine and watches");
+            ctx.syncs.lock().await.remove(&key);
+            if let Some((namespace, name)) = key.split_once('/') {
+                ctx.watches.forget(namespace, name);
+            }
+        }
+    }
 }
 
 /// Like [`run`], but with `lease`: waits until this replica leads, and stops with
@@ -229,6 +289,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     let name = sync.name_any();
     if sync.spec.suspend {
         tracing::debug!(namespace, name, "suspended");
+        ctx.watches.forget(&namespace, &name);
         return Ok(Action::await_change());
     }
     let interval = sync
@@ -393,6 +454,8 @@ async fn cycle(
         Some(t) => humantime::parse_duration(t).unwrap_or(Duration::from_secs(300)),
         None => sync.spec.interval().unwrap_or(Duration::from_secs(300)),
     };
+    let seen = ctx.watches.seen_for(namespace, name);
+    state.engine.target_mut().set_seen(seen);
     let (cancel_tx, cancel) = Cancel::new();
     let summary = {
         let fut = state.engine.reconcile(&cancel);
@@ -406,6 +469,9 @@ async fn cycle(
             }
         }
     };
+    if let Some(applied) = state.engine.target().desired() {
+        ctx.watches.update(namespace, name, applied);
+    }
     let inventory = state
         .engine
         .target()
