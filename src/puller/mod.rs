@@ -9,9 +9,17 @@
 //! not touched. The status is patched only when it differs from what is stored; an Event is
 //! published when `Ready` changes.
 //!
+//! Drift is seen through [`Watches`]: one shared watch per applied kind (the puller's own
+//! client, label selector on tresor's owner labels) triggers a reconcile of the owning sync
+//! (`Controller::reconcile_on`) as soon as an owned object differs from what was applied
+//! or is deleted; the cycle's drift check reads the watch caches instead of GETting every
+//! object, and still GETs everything every [`PullerOptions::full_resync`] (the backstop).
+//!
+//! [`run_elected`] adds leader election with a Lease ([`LeaseLock`], `--leader-elect`):
+//! only the holder reconciles; one that loses the Lease stops.
+//!
 //! Not implemented (a cycle refuses with reason `Unsupported`): `pullSecretRef`,
-//! `caSecretRef`, `path`, keyless authorities. Leader election is not wired;
-//! run one replica.
+//! `caSecretRef`, `path`, keyless authorities.
 
 mod error;
 mod lease;

@@ -28,6 +28,17 @@
 //!   table (per user: verbs per resource plural, `*` wildcards), 403 Forbidden otherwise
 //!   with a real server's message. Requests without it are cluster-admin. Discovery is
 //!   open to everyone (as `system:discovery` is).
+//! - **Watches** (`?watch=true` on a list URL, namespaced or all namespaces, with label
+//!   selectors `k=v`, `k!=v`, `k`, `!k`): JSON lines `{"type": "ADDED|MODIFIED|DELETED|
+//!   BOOKMARK|ERROR", "object": …}`. From `resourceVersion` N, every change after N (kept in
+//!   a log of the last 20,000 changes; older gets an `ERROR` event with 410 `Expired`, as on
+//!   a real server); without one (or `0`), every matching object as `ADDED` first. An object
+//!   entering the label selection is `ADDED`, one leaving it `DELETED`. The stream ends after
+//!   `timeoutSeconds` (default 1800), with a `BOOKMARK` at the latest resourceVersion when
+//!   `allowWatchBookmarks=true`; a watch that falls more than 4,096 changes behind is closed
+//!   (the client resumes from its last resourceVersion). `watch` is its own RBAC verb.
+//! - **Request log**: [`KubeApi::requests`] (every request, watches included, as `METHOD
+//!   /path?query`) and [`KubeApi::writes`] (stored changes).
 //! - **Dry run** (`dryRun=All`): the full check, nothing stored.
 //! - **Controllers, simulated**: Deployments, StatefulSets and DaemonSets are rolled out
 //!   and available at once, Jobs complete at once — unless their name was marked with
@@ -38,9 +49,10 @@
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
 //! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
 //! validation against OpenAPI/CRD schemas, admission webhooks, finalizers and graceful
-//! deletion, watches, subresources other than `/status` (GET and merge PATCH of `.status`
-//! only), multiple stored versions and
-//! conversion, the permission needed to impersonate, authentication.
+//! deletion, streaming lists (`sendInitialEvents`), field selectors, pagination (`limit`
+//! is ignored: one page), subresources other than `/status` (GET and merge PATCH of
+//! `.status` only), multiple stored versions and conversion, the permission needed to
+//! impersonate, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
