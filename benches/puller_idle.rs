@@ -72,10 +72,16 @@ fn start_proxy(upstream: String) -> (String, Arc<Mutex<Vec<String>>>) {
                     seen.lock()
                         .unwrap()
                         .push(format!("{} {endpoint}", parts.method));
-                    let body = axum::body::to_bytes(body, 1 << 30).await.unwrap_or_default();
+                    let body = axum::body::to_bytes(body, 1 << 30)
+                        .await
+                        .unwrap_or_default();
                     let url = format!(
                         "http://{upstream}{}",
-                        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                        parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.as_str())
+                            .unwrap_or("/")
                     );
                     let mut request = client.request(parts.method.clone(), url).body(body);
                     for (name, value) in &parts.headers {
@@ -251,6 +257,10 @@ async fn main() {
 
     let kubeconfig = api.kubeconfig(work.path());
     let metrics = format!("127.0.0.1:{}", free_port());
+    // PULLER_LOG keeps the puller's log (text) after the run.
+    let log = std::env::var("PULLER_LOG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| work.path().join("puller.log"));
     let mut puller = Command::new(env!("CARGO_BIN_EXE_tresor-puller"));
     puller
         .env("KUBECONFIG", &kubeconfig)
@@ -259,7 +269,7 @@ async fn main() {
         .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--log-format", "text", "--concurrency", "4"])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("puller.log")).unwrap());
+        .stderr(std::fs::File::create(&log).unwrap());
     if !watch_drift {
         puller.arg("--no-watch-drift");
     }
@@ -276,7 +286,10 @@ async fn main() {
                 "verify": {"allowUnsigned": true}},
         }))
         .unwrap();
-        sync_api.create(&PostParams::default(), &sync).await.unwrap();
+        sync_api
+            .create(&PostParams::default(), &sync)
+            .await
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -296,7 +309,7 @@ async fn main() {
             break;
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let log = std::fs::read_to_string(work.path().join("puller.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             let _ = child.kill();
             panic!("only {ready}/{syncs} Ready; puller log (last lines, newest first):\n{tail:#?}");

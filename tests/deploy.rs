@@ -182,7 +182,10 @@ fn rbac_is_least_privilege_for_the_puller_itself() {
         assert_eq!(r["verbs"][1], "watch");
         for resource in r["resources"].as_sequence().unwrap() {
             assert_ne!(resource, "secrets", "the puller never lists Secrets");
-            assert_ne!(resource, "*", "no wildcard resources in tresor-puller-watch");
+            assert_ne!(
+                resource, "*",
+                "no wildcard resources in tresor-puller-watch"
+            );
         }
     }
     let binding = find(&docs, "ClusterRoleBinding", "tresor-puller-watch");

@@ -129,8 +129,7 @@ impl Setup {
             .requests()
             .into_iter()
             .filter(|r| {
-                r.starts_with("GET /api/v1/namespaces/default/configmaps/")
-                    && !r.contains("watch=")
+                r.starts_with("GET /api/v1/namespaces/default/configmaps/") && !r.contains("watch=")
             })
             .collect()
     }
@@ -223,8 +222,7 @@ async fn controller_restores_changed_and_deleted_objects_through_watches_long_be
     .await
     .unwrap();
     eventually("a's owner label is back", async || {
-        s.api.get("", "configmaps", Some("default"), "a").unwrap()["metadata"]["labels"]
-            [LABEL_NAME]
+        s.api.get("", "configmaps", Some("default"), "a").unwrap()["metadata"]["labels"][LABEL_NAME]
             == "shop"
     })
     .await;

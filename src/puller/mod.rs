@@ -53,8 +53,8 @@ use crate::api::{
     TrustPolicy,
 };
 use crate::kube::{
-    client_from_config, service_account_user, ApplyOptions, Cluster, DiscoveryResolver,
-    InventoryStore, KubeApplier, Owner,
+    client_from_config, service_account_user, watch_client_from_config, ApplyOptions, Cluster,
+    DiscoveryResolver, InventoryStore, KubeApplier, Owner,
 };
 use crate::reconcile::cache::Cache;
 use crate::reconcile::metrics::Metrics;
@@ -118,18 +118,30 @@ pub struct Context {
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
     watches: Watches,
+    /// The puller's identity with a read timeout fit for watches (ArtifactSyncs, owned
+    /// objects).
+    watch_client: Client,
+    /// Kind → resource, shared by every sync (discovery is the puller's own).
+    resolver: Arc<DiscoveryResolver>,
 }
 
 impl Context {
     /// A context talking to the cluster as `config` (impersonated clients derive from it).
     pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        let watch_client = watch_client_from_config(config.clone(), options.call_timeout)?;
         let reporter = Reporter {
             controller: "tresor-puller".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Ok(Self {
-            watches: Watches::new(client.clone(), options.watch_drift, options.full_resync),
+            watches: Watches::new(
+                watch_client.clone(),
+                options.watch_drift,
+                options.full_resync,
+            ),
+            watch_client,
+            resolver: Arc::new(DiscoveryResolver::new(client.clone(), options.call_timeout)),
             recorder: Recorder::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
             client,
@@ -179,7 +191,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<ArtifactSync> = Api::all(ctx.client.clone());
+    let api: Api<ArtifactSync> = Api::all(ctx.watch_client.clone());
     let controller = Controller::new(api, watcher::Config::default());
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
     controller
@@ -226,7 +238,7 @@ async fn forget_deleted(store: kube::runtime::reflector::Store<ArtifactSync>, ct
             .cloned()
             .collect();
         for key in gone {
-            tracing::debug!(sync = %key, "ArtifactSync gone: forgetting its engine and watches");
+            tracing::info!(sync = %key, "ArtifactSync gone: forgetting its engine and watches");
             ctx.syncs.lock().await.remove(&key);
             if let Some((namespace, name)) = key.split_once('/') {
                 ctx.watches.forget(namespace, name);
@@ -547,15 +559,13 @@ async fn build_engine(
         .service_account_name
         .as_deref()
         .map(|sa| service_account_user(namespace, sa));
-    let client = client_from_config(
-        ctx.config.clone(),
-        account.as_deref(),
-        ctx.options.call_timeout,
-    )?;
-    let resolver = Arc::new(DiscoveryResolver::new(
-        ctx.client.clone(),
-        ctx.options.call_timeout,
-    ));
+    // Without impersonation the sync applies with the puller's own client (one connection
+    // pool for all such syncs).
+    let client = match account.as_deref() {
+        Some(user) => client_from_config(ctx.config.clone(), Some(user), ctx.options.call_timeout)?,
+        None => ctx.client.clone(),
+    };
+    let resolver = ctx.resolver.clone();
     let owner = Owner {
         name: name.to_string(),
         namespace: namespace.to_string(),

@@ -136,9 +136,7 @@ impl Watches {
 
     /// The stream of syncs whose objects drifted (for `Controller::reconcile_on`); the
     /// first call takes it, later calls get a stream that never yields.
-    pub fn triggers(
-        &self,
-    ) -> futures_util::stream::BoxStream<'static, ObjectRef<ArtifactSync>> {
+    pub fn triggers(&self) -> futures_util::stream::BoxStream<'static, ObjectRef<ArtifactSync>> {
         let receiver = self
             .receiver
             .lock()
@@ -167,11 +165,9 @@ impl Watches {
             .or_default();
         let now = Instant::now();
         match applied.last_full {
-            Some(at) if now.duration_since(at) < self.shared.full_resync => {
-                Some(Arc::new(View {
-                    shared: self.shared.clone(),
-                }))
-            }
+            Some(at) if now.duration_since(at) < self.shared.full_resync => Some(Arc::new(View {
+                shared: self.shared.clone(),
+            })),
             _ => {
                 applied.last_full = Some(now);
                 None
@@ -230,9 +226,9 @@ impl Watches {
             })
             .collect();
         for (kind, resource, namespaced) in resources {
-            if !inner.kinds.contains_key(&kind) {
-                let watch = self.start(&kind, resource, namespaced);
-                inner.kinds.insert(kind, watch);
+            if let std::collections::hash_map::Entry::Vacant(e) = inner.kinds.entry(kind) {
+                let watch = self.start(e.key(), resource, namespaced);
+                e.insert(watch);
             }
         }
         stop_unused(&mut inner);
@@ -354,12 +350,7 @@ impl Shared {
     /// version differs from it (or all of them when it was deleted).
     fn observed(&self, kind: &KindKey, object: &DynamicObject, deleted: bool) {
         let namespace = object.namespace();
-        let id: Identity = (
-            kind.0.clone(),
-            kind.2.clone(),
-            namespace,
-            object.name_any(),
-        );
+        let id: Identity = (kind.0.clone(), kind.2.clone(), namespace, object.name_any());
         let live = if deleted {
             None
         } else {
@@ -390,9 +381,7 @@ impl Shared {
         for (namespace, name) in drifted {
             tracing::info!(sync = %format!("{namespace}/{name}"), object = %id.3, kind = %id.1,
                 "drift seen through a watch: reconciling");
-            let _ = self
-                .trigger
-                .send(ObjectRef::new(&name).within(&namespace));
+            let _ = self.trigger.send(ObjectRef::new(&name).within(&namespace));
         }
     }
 
@@ -408,22 +397,18 @@ impl Shared {
                 .syncs
                 .iter()
                 .filter(|(_, applied)| {
-                    applied
-                        .objects
-                        .iter()
-                        .filter(|(_, (k, _))| k == kind)
-                        .any(|(id, (_, desired))| match watch.live(id) {
+                    applied.objects.iter().filter(|(_, (k, _))| k == kind).any(
+                        |(id, (_, desired))| match watch.live(id) {
                             None => true,
                             Some(live) => first_difference(desired, &live, "").is_some(),
-                        })
+                        },
+                    )
                 })
                 .map(|(key, _)| key.clone())
                 .collect()
         };
         for (namespace, name) in drifted {
-            let _ = self
-                .trigger
-                .send(ObjectRef::new(&name).within(&namespace));
+            let _ = self.trigger.send(ObjectRef::new(&name).within(&namespace));
         }
     }
 }

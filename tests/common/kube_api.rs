@@ -455,8 +455,8 @@ impl WatchFilter {
             .old_labels
             .as_ref()
             .is_some_and(|l| selects(&self.selector, l));
-        let is = change.type_ != "DELETED"
-            && selects(&self.selector, &change.obj["metadata"]["labels"]);
+        let is =
+            change.type_ != "DELETED" && selects(&self.selector, &change.obj["metadata"]["labels"]);
         match (was, is) {
             (true, true) => Some(("MODIFIED", &change.obj)),
             (false, true) => Some(("ADDED", &change.obj)),
@@ -477,7 +477,12 @@ fn watch_line(type_: &str, obj: &Value) -> Vec<u8> {
 /// `allowWatchBookmarks`). A resourceVersion older than the change log gets an `ERROR`
 /// event with 410 Gone (`Expired`), like a real server; a watch too slow to keep up is
 /// closed (the client resumes from its last resourceVersion).
-fn watch(st: &State, res: &Res, filter: WatchFilter, query: &HashMap<String, String>) -> Response<Body> {
+fn watch(
+    st: &State,
+    res: &Res,
+    filter: WatchFilter,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
     let since: Option<u64> = query
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
@@ -486,7 +491,9 @@ fn watch(st: &State, res: &Res, filter: WatchFilter, query: &HashMap<String, Str
         .get("timeoutSeconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1800u64);
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
     let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
     let mut ended = false;
     match since {
@@ -621,10 +628,7 @@ fn tick(st: &mut State) {
             {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}]);
         stored.obj["metadata"]["resourceVersion"] = json!(rv);
         let spec = stored.obj["spec"].clone();
-        let (obj, labels) = (
-            stored.obj.clone(),
-            stored.obj["metadata"]["labels"].clone(),
-        );
+        let (obj, labels) = (stored.obj.clone(), stored.obj["metadata"]["labels"].clone());
         record(st, "MODIFIED", &k, obj, Some(labels));
         let group = spec["group"].as_str().unwrap_or_default().to_string();
         let kind = spec["names"]["kind"]
@@ -747,9 +751,7 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
     if ns.is_some() && !res.namespaced {
         return not_found_resource();
     }
-    let watching = query
-        .get("watch")
-        .is_some_and(|v| v == "true" || v == "1");
+    let watching = query.get("watch").is_some_and(|v| v == "true" || v == "1");
     let verb = match (&parts.method, name.is_some()) {
         (&Method::GET, false) if watching => "watch",
         (&Method::GET, true) => "get",
