@@ -183,6 +183,22 @@ fn rbac_is_least_privilege_for_the_puller_itself() {
             assert_ne!(v, "*", "no wildcard verbs in tresor-puller");
         }
     }
+    // Watching applied kinds (drift): list and watch only, never Secrets.
+    let watch = find(&docs, "ClusterRole", "tresor-puller-watch");
+    for r in watch["rules"].as_sequence().unwrap() {
+        assert_eq!(r["verbs"].as_sequence().unwrap().len(), 2, "{r:?}");
+        assert_eq!(r["verbs"][0], "list");
+        assert_eq!(r["verbs"][1], "watch");
+        for resource in r["resources"].as_sequence().unwrap() {
+            assert_ne!(resource, "secrets", "the puller never lists Secrets");
+            assert_ne!(
+                resource, "*",
+                "no wildcard resources in tresor-puller-watch"
+            );
+        }
+    }
+    let binding = find(&docs, "ClusterRoleBinding", "tresor-puller-watch");
+    assert_eq!(binding["subjects"][0]["name"], "tresor-puller");
     // Leases only in its own namespace.
     let lease = find(&docs, "Role", "tresor-puller-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "tresor-system");

@@ -54,6 +54,7 @@ async fn setup() -> Setup {
         concurrency: 1,
         call_timeout: Duration::from_secs(5),
         poll: Duration::from_millis(20),
+        ..PullerOptions::default()
     };
     let config = kube::Config::new(api.url().parse().unwrap());
     let ctx = Arc::new(Context::new(config, options).unwrap());

@@ -34,6 +34,14 @@ struct Args {
     /// Timeout of every API and registry call.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// How often each ArtifactSync's drift check reads every applied object with a GET
+    /// instead of trusting the watch caches (the backstop for missed watch events).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    full_resync: Duration,
+    /// Do not watch applied objects: drift is then found by the cycles alone (every
+    /// `spec.interval`, one GET per applied object).
+    #[arg(long)]
+    no_watch_drift: bool,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -68,6 +76,8 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cache_dir: args.cache_dir.clone(),
         concurrency: args.concurrency,
         call_timeout: args.timeout,
+        watch_drift: !args.no_watch_drift,
+        full_resync: args.full_resync,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);

@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::apply::rank_of;
 use super::{
     AppliedObject, ApplyError, ApplyOptions, ApplyReport, Cluster, Inventory, InventoryStore,
-    ObjectRef, PruneReport,
+    LiveObjects, ObjectRef, PruneReport,
 };
 use crate::artifact::archive::Limits;
 use crate::artifact::objects::{self, ContentMode};
@@ -53,6 +54,7 @@ pub struct KubeApplier {
     healthy: Option<Healthy>,
     last: Option<ApplyReport>,
     last_prune: Option<PruneReport>,
+    seen: Option<Arc<dyn LiveObjects>>,
 }
 
 impl KubeApplier {
@@ -71,6 +73,7 @@ impl KubeApplier {
             healthy: None,
             last: None,
             last_prune: None,
+            seen: None,
         }
     }
 
@@ -98,6 +101,18 @@ impl KubeApplier {
         self.current = digest;
         self.inventory = inventory;
         self
+    }
+
+    /// Takes the live state for drift checks from `seen` (the puller's watch caches) where
+    /// it is known; `None` makes every drift check GET every applied object (the backstop).
+    pub fn set_seen(&mut self, seen: Option<Arc<dyn LiveObjects>>) {
+        self.seen = seen;
+    }
+
+    /// The objects as applied (with owner labels), when known in this process: what drift
+    /// checks compare the live objects with.
+    pub fn desired(&self) -> Option<&[AppliedObject]> {
+        self.desired.as_deref()
     }
 
     /// The options.
@@ -178,7 +193,10 @@ impl KubeApplier {
         let Some(desired) = &self.desired else {
             return Ok(Vec::new());
         };
-        let drifted = self.cluster.drifted(desired, &self.options).await?;
+        let drifted = self
+            .cluster
+            .drifted_seen(desired, &self.options, self.seen.as_deref())
+            .await?;
         self.reapply(drifted).await
     }
 
@@ -420,7 +438,10 @@ impl Applier for KubeApplier {
         let Some(desired) = &self.desired else {
             return Ok(Some(KubeDrift::Unknown));
         };
-        let drifted = self.cluster.drifted(desired, &self.options).await?;
+        let drifted = self
+            .cluster
+            .drifted_seen(desired, &self.options, self.seen.as_deref())
+            .await?;
         Ok((!drifted.is_empty()).then_some(KubeDrift::Objects(drifted)))
     }
 

@@ -447,26 +447,44 @@ impl Cluster {
     }
 
     /// The objects whose live state differs from what tresor applied (deleted, or a field
-    /// tresor sets holding another value), with the first differing path.
+    /// tresor sets holding another value), with the first differing path. Reads every
+    /// object with a GET.
     pub async fn drifted(
         &self,
         objects: &[AppliedObject],
         options: &ApplyOptions,
     ) -> Result<Vec<(AppliedObject, String)>, ApplyError> {
-        let calls: Vec<_> = objects
-            .iter()
-            .map(|object| self.tagged_get(object, options.api_timeout))
-            .collect();
-        let mut checks = stream::iter(calls).buffered(options.concurrency.max(1));
+        self.drifted_seen(objects, options, None).await
+    }
+
+    /// Like [`Cluster::drifted`], but takes the live state from `seen` (watch caches) where
+    /// it is known and GETs only the rest.
+    pub async fn drifted_seen(
+        &self,
+        objects: &[AppliedObject],
+        options: &ApplyOptions,
+        seen: Option<&dyn LiveObjects>,
+    ) -> Result<Vec<(AppliedObject, String)>, ApplyError> {
         let mut drifted = Vec::new();
-        while let Some((object, live)) = checks.next().await {
-            match live? {
-                None => drifted.push((object.clone(), "deleted".to_string())),
+        let mut unknown = Vec::new();
+        for object in objects {
+            match seen.and_then(|s| s.live(object)) {
                 Some(live) => {
-                    if let Some(path) = first_difference(&object.value, &live, "") {
+                    if let Some(path) = difference(object, live.as_ref()) {
                         drifted.push((object.clone(), path));
                     }
                 }
+                None => unknown.push(object),
+            }
+        }
+        let calls: Vec<_> = unknown
+            .into_iter()
+            .map(|object| self.tagged_get(object, options.api_timeout))
+            .collect();
+        let mut checks = stream::iter(calls).buffered(options.concurrency.max(1));
+        while let Some((object, live)) = checks.next().await {
+            if let Some(path) = difference(object, live?.as_ref()) {
+                drifted.push((object.clone(), path));
             }
         }
         Ok(drifted)
@@ -517,6 +535,23 @@ impl Cluster {
             tokio::time::sleep(options.poll).await;
         }
     }
+}
+
+/// Where the live object (`None`: it does not exist) differs from what was applied.
+fn difference(object: &AppliedObject, live: Option<&Value>) -> Option<String> {
+    match live {
+        None => Some("deleted".to_string()),
+        Some(live) => first_difference(&object.value, live, ""),
+    }
+}
+
+/// Live objects as a watch last saw them, so a drift check need not GET each one
+/// ([`Cluster::drifted_seen`]; the puller's watch caches implement it).
+pub trait LiveObjects: Send + Sync {
+    /// `Some(Some(live))` when a watch that is in sync holds the object, `Some(None)` when
+    /// such a watch knows it does not exist (deleted), `None` when no synced watch covers
+    /// it (then it is read with a GET).
+    fn live(&self, object: &AppliedObject) -> Option<Option<Value>>;
 }
 
 fn to_json(object: &DynamicObject, id: &ObjectRef) -> Result<Value, ApplyError> {

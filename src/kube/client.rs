@@ -56,6 +56,30 @@ pub async fn connect(options: &ConnectOptions) -> Result<(Client, String), Apply
     Ok((client, namespace))
 }
 
+/// How long a watch may stay silent before its connection counts as dead: longer than the
+/// 290 s a watch request asks the server to keep it open.
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Builds a client for long-running watches from `config`: connect and write time out after
+/// `timeout`, reads after [`WATCH_READ_TIMEOUT`] (a watch with nothing to report is silent;
+/// the request timeout of [`client_from_config`] would cut it every `timeout`).
+pub fn watch_client_from_config(
+    mut config: Config,
+    timeout: Duration,
+) -> Result<Client, ApplyError> {
+    let timeout = if timeout.is_zero() {
+        Duration::from_secs(30)
+    } else {
+        timeout
+    };
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(WATCH_READ_TIMEOUT.max(timeout));
+    config.write_timeout = Some(timeout);
+    Client::try_from(config).map_err(|e| ApplyError::Config {
+        message: e.to_string(),
+    })
+}
+
 /// Builds a client from `config` with request timeouts and, when given, impersonation
 /// (kube sends `auth_info.impersonate` as the `Impersonate-User` header).
 pub fn client_from_config(

@@ -61,8 +61,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use applier::{artifact_subdirectory, KubeApplier, KubeDrift};
-pub use apply::{AppliedObject, ApplyReport, Cluster, PruneReport};
-pub use client::{client_from_config, connect, service_account_user, ConnectOptions};
+pub use apply::{first_difference, AppliedObject, ApplyReport, Cluster, LiveObjects, PruneReport};
+pub use client::{
+    client_from_config, connect, service_account_user, watch_client_from_config, ConnectOptions,
+    WATCH_READ_TIMEOUT,
+};
 pub use error::ApplyError;
 pub use inventory::{Inventory, InventoryStore};
 pub use resolve::{DiscoveryResolver, Resolved, ResourceResolver, StaticResolver, BUILTIN_KINDS};

@@ -102,6 +102,8 @@ pub(super) async fn finalize(
         .lock()
         .await
         .remove(&format!("{namespace}/{name}"));
+    // Deleting what it applied is not drift.
+    ctx.watches.forget(namespace, name);
     if !sync.spec.suspend {
         if let Err(e) = clean_up(sync, ctx, namespace, name).await {
             tracing::warn!(namespace, name, reason = e.reason(), error = %e, "cannot clean up");

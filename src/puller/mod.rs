@@ -16,6 +16,15 @@
 //! authorities are checked against the trusted root their `trustedRootRef` Secret holds
 //! (see `verify`). Deleting a sync deletes what it applied when `prune` is set (see
 //! [`FINALIZER`] and `cleanup`).
+//!
+//! Drift is seen through [`Watches`]: one shared watch per applied kind (the puller's own
+//! client, label selector on tresor's owner labels) triggers a reconcile of the owning sync
+//! (`Controller::reconcile_on`) as soon as an owned object differs from what was applied
+//! or is deleted; the cycle's drift check reads the watch caches instead of GETting every
+//! object, and still GETs everything every [`PullerOptions::full_resync`] (the backstop).
+//!
+//! [`run_elected`] adds leader election with a Lease ([`LeaseLock`], `--leader-elect`):
+//! only the holder reconciles; one that loses the Lease stops.
 
 mod cleanup;
 mod error;
@@ -23,6 +32,7 @@ mod lease;
 mod serve;
 mod source;
 mod verify;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -43,6 +53,7 @@ pub use error::PullerError;
 pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
+pub use watch::{WatchStats, Watches};
 
 use crate::api::conditions::{now_rfc3339, observe, Observation};
 use crate::api::{
@@ -50,8 +61,8 @@ use crate::api::{
     TrustPolicy,
 };
 use crate::kube::{
-    client_from_config, service_account_user, ApplyOptions, Cluster, DiscoveryResolver,
-    InventoryStore, KubeApplier, Owner,
+    client_from_config, service_account_user, watch_client_from_config, ApplyOptions, Cluster,
+    DiscoveryResolver, InventoryStore, KubeApplier, Owner,
 };
 use crate::reconcile::cache::Cache;
 use crate::reconcile::metrics::Metrics;
@@ -76,6 +87,13 @@ pub struct PullerOptions {
     pub call_timeout: Duration,
     /// Poll interval while waiting for CRDs and health.
     pub poll: Duration,
+    /// Watch the objects of every applied kind and reconcile a sync as soon as one of its
+    /// objects drifts (see [`Watches`]); off: drift is found by the cycles alone, one GET
+    /// per applied object each.
+    pub watch_drift: bool,
+    /// With `watch_drift`: how often a sync's drift check still GETs every object instead
+    /// of trusting the watch caches (the backstop).
+    pub full_resync: Duration,
 }
 
 impl Default for PullerOptions {
@@ -85,6 +103,8 @@ impl Default for PullerOptions {
             concurrency: 4,
             call_timeout: Duration::from_secs(30),
             poll: Duration::from_secs(1),
+            watch_drift: true,
+            full_resync: Duration::from_secs(600),
         }
     }
 }
@@ -106,17 +126,31 @@ pub struct Context {
     config: kube::Config,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
+    watches: Watches,
+    /// The puller's identity with a read timeout fit for watches (ArtifactSyncs, owned
+    /// objects).
+    watch_client: Client,
+    /// Kind → resource, shared by every sync (discovery is the puller's own).
+    resolver: Arc<DiscoveryResolver>,
 }
 
 impl Context {
     /// A context talking to the cluster as `config` (impersonated clients derive from it).
     pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        let watch_client = watch_client_from_config(config.clone(), options.call_timeout)?;
         let reporter = Reporter {
             controller: "tresor-puller".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Ok(Self {
+            watches: Watches::new(
+                watch_client.clone(),
+                options.watch_drift,
+                options.full_resync,
+            ),
+            watch_client,
+            resolver: Arc::new(DiscoveryResolver::new(client.clone(), options.call_timeout)),
             recorder: Recorder::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
             client,
@@ -129,6 +163,11 @@ impl Context {
     /// The puller's own client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The watches of owned objects (drift).
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// Metrics of every cycle of every ArtifactSync (served by
@@ -161,9 +200,12 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<ArtifactSync> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+    let api: Api<ArtifactSync> = Api::all(ctx.watch_client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
+    controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
+        .reconcile_on(ctx.watches.triggers())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -173,6 +215,45 @@ pub async fn run(
             }
         })
         .await;
+    janitor.abort();
+}
+
+/// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
+/// their kinds stop being watched and their state is freed).
+async fn forget_deleted(store: kube::runtime::reflector::Store<ArtifactSync>, ctx: Arc<Context>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let known: std::collections::HashSet<String> = store
+            .state()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s.namespace().unwrap_or_else(|| "default".into()),
+                    s.name_any()
+                )
+            })
+            .collect();
+        let gone: Vec<String> = ctx
+            .syncs
+            .lock()
+            .await
+            .keys()
+            .filter(|k| !known.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            tracing::info!(sync = %key, "ArtifactSync gone: forgetting its engine and watches");
+            ctx.syncs.lock().await.remove(&key);
+            if let Some((namespace, name)) = key.split_once('/') {
+                ctx.watches.forget(namespace, name);
+            }
+        }
+    }
 }
 
 /// Like [`run`], but with `lease`: waits until this replica leads, and stops with
@@ -241,6 +322,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     }
     if sync.spec.suspend {
         tracing::debug!(namespace, name, "suspended");
+        ctx.watches.forget(&namespace, &name);
         return Ok(Action::await_change());
     }
     cleanup::ensure_finalizer(&sync, &ctx, &namespace).await?;
@@ -437,6 +519,8 @@ async fn cycle(
         Some(t) => humantime::parse_duration(t).unwrap_or(Duration::from_secs(300)),
         None => sync.spec.interval().unwrap_or(Duration::from_secs(300)),
     };
+    let seen = ctx.watches.seen_for(namespace, name);
+    state.engine.target_mut().set_seen(seen);
     let (cancel_tx, cancel) = Cancel::new();
     let summary = {
         let fut = state.engine.reconcile(&cancel);
@@ -450,6 +534,9 @@ async fn cycle(
             }
         }
     };
+    if let Some(applied) = state.engine.target().desired() {
+        ctx.watches.update(namespace, name, applied);
+    }
     let inventory = state
         .engine
         .target()
@@ -535,15 +622,13 @@ fn apply_setup(
         .service_account_name
         .as_deref()
         .map(|sa| service_account_user(namespace, sa));
-    let client = client_from_config(
-        ctx.config.clone(),
-        account.as_deref(),
-        ctx.options.call_timeout,
-    )?;
-    let resolver = Arc::new(DiscoveryResolver::new(
-        ctx.client.clone(),
-        ctx.options.call_timeout,
-    ));
+    // Without impersonation the sync applies with the puller's own client (one connection
+    // pool for all such syncs).
+    let client = match account.as_deref() {
+        Some(user) => client_from_config(ctx.config.clone(), Some(user), ctx.options.call_timeout)?,
+        None => ctx.client.clone(),
+    };
+    let resolver = ctx.resolver.clone();
     let owner = Owner {
         name: name.to_string(),
         namespace: namespace.to_string(),

@@ -35,6 +35,17 @@
 //!   table (per user: verbs per resource plural, `*` wildcards), 403 Forbidden otherwise
 //!   with a real server's message. Requests without it are cluster-admin. Discovery is
 //!   open to everyone (as `system:discovery` is).
+//! - **Watches** (`?watch=true` on a list URL, namespaced or all namespaces, with label
+//!   selectors `k=v`, `k!=v`, `k`, `!k`): JSON lines `{"type": "ADDED|MODIFIED|DELETED|
+//!   BOOKMARK|ERROR", "object": …}`. From `resourceVersion` N, every change after N (kept in
+//!   a log of the last 20,000 changes; older gets an `ERROR` event with 410 `Expired`, as on
+//!   a real server); without one (or `0`), every matching object as `ADDED` first. An object
+//!   entering the label selection is `ADDED`, one leaving it `DELETED`. The stream ends after
+//!   `timeoutSeconds` (default 1800), with a `BOOKMARK` at the latest resourceVersion when
+//!   `allowWatchBookmarks=true`; a watch that falls more than 4,096 changes behind is closed
+//!   (the client resumes from its last resourceVersion). `watch` is its own RBAC verb.
+//! - **Request log**: [`KubeApi::requests`] (every request, watches included, as `METHOD
+//!   /path?query`) and [`KubeApi::writes`] (stored changes).
 //! - **Dry run** (`dryRun=All`): the full check, nothing stored.
 //! - **Controllers, simulated**: Deployments, StatefulSets and DaemonSets are rolled out
 //!   and available at once, Jobs complete at once — unless their name was marked with
@@ -45,12 +56,13 @@
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
 //! merge lists by key), strategic merge patch semantics (treated as JSON merge patch),
 //! validation against OpenAPI/CRD schemas, admission webhooks, `spec.finalizers` of
-//! Namespaces, grace periods, watches, subresources other than `/status` (GET and merge
-//! PATCH of `.status` only), multiple stored versions and conversion, the permission
+//! Namespaces, grace periods, streaming lists (`sendInitialEvents`), field selectors,
+//! pagination (`limit` is ignored: one page), subresources other than `/status` (GET and
+//! merge PATCH of `.status` only), multiple stored versions and conversion, the permission
 //! needed to impersonate, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,7 +120,30 @@ struct State {
     never_ready: HashSet<String>,
     requests: Vec<String>,
     writes: Vec<String>,
+    /// Recent changes, oldest first, for watches that resume from a resourceVersion.
+    log: VecDeque<Arc<Change>>,
+    /// The newest resourceVersion dropped from `log` (older watches get 410 Gone).
+    trimmed_through: u64,
+    /// Every change, to the running watches.
+    changes: Option<tokio::sync::broadcast::Sender<Arc<Change>>>,
 }
+
+/// One stored change, as watches see it.
+#[derive(Debug)]
+struct Change {
+    rv: u64,
+    key: Key,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    type_: &'static str,
+    /// The object after the change (before it, for `DELETED`, with the deletion's rv).
+    obj: Value,
+    /// The labels before the change (`None` when it was created), so a label-selected watch
+    /// can tell an object leaving the selection (`DELETED`) or entering it (`ADDED`).
+    old_labels: Option<Value>,
+}
+
+/// Changes kept for resuming watches; older resourceVersions get 410 Gone.
+const LOG_CAP: usize = 20_000;
 
 /// A running API double.
 pub struct KubeApi {
@@ -181,6 +216,7 @@ impl KubeApi {
                 namespaced: *n,
             });
         }
+        state.changes = Some(tokio::sync::broadcast::channel(4096).0);
         for ns in ["default", "kube-system"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let res = state.res("", "v1", "namespaces").unwrap();
@@ -327,6 +363,224 @@ impl State {
     }
 }
 
+/// Logs a stored change and hands it to the running watches.
+fn record(st: &mut State, type_: &'static str, key: &Key, obj: Value, old_labels: Option<Value>) {
+    let rv = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(st.rv);
+    let change = Arc::new(Change {
+        rv,
+        key: key.clone(),
+        type_,
+        obj,
+        old_labels,
+    });
+    st.log.push_back(change.clone());
+    while st.log.len() > LOG_CAP {
+        if let Some(old) = st.log.pop_front() {
+            st.trimmed_through = old.rv;
+        }
+    }
+    if let Some(tx) = &st.changes {
+        // No receiver is fine: nobody watches.
+        let _ = tx.send(change);
+    }
+}
+
+/// Removes a stored object (which must exist) as one change; returns it.
+fn remove(st: &mut State, k: &Key) -> Stored {
+    let mut removed = st.objects.remove(k).unwrap();
+    let rv = st.next_rv();
+    removed.obj["metadata"]["resourceVersion"] = json!(rv);
+    let labels = removed.obj["metadata"]["labels"].clone();
+    record(st, "DELETED", k, removed.obj.clone(), Some(labels));
+    removed
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+/// Parses `a=b,c!=d,e,!f` (`==` too); set-based requirements are not supported.
+fn parse_selector(text: Option<&String>) -> Vec<Requirement> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            if let Some((k, v)) = r.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = r.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else {
+                Requirement::Exists(r.into())
+            }
+        })
+        .collect()
+}
+
+/// Whether `labels` (an object's `metadata.labels`, maybe null) satisfy every requirement.
+fn selects(selector: &[Requirement], labels: &Value) -> bool {
+    selector.iter().all(|r| match r {
+        Requirement::Equals(k, v) => labels[k].as_str() == Some(v.as_str()),
+        Requirement::NotEquals(k, v) => labels[k].as_str() != Some(v.as_str()),
+        Requirement::Exists(k) => labels.get(k).is_some(),
+        Requirement::NotExists(k) => labels.get(k).is_none(),
+    })
+}
+
+/// What one watch receives: a resource, maybe one namespace, a label selector.
+struct WatchFilter {
+    group: String,
+    plural: String,
+    namespace: Option<String>,
+    selector: Vec<Requirement>,
+}
+
+impl WatchFilter {
+    /// The event this watch sees for `change`, if any: an object entering the selection
+    /// is `ADDED`, one leaving it `DELETED`, as on a real server.
+    fn event<'a>(&self, change: &'a Change) -> Option<(&'static str, &'a Value)> {
+        let k = &change.key;
+        if k.0 != self.group || k.1 != self.plural {
+            return None;
+        }
+        if self.namespace.as_ref().is_some_and(|ns| *ns != k.2) {
+            return None;
+        }
+        let was = change
+            .old_labels
+            .as_ref()
+            .is_some_and(|l| selects(&self.selector, l));
+        let is =
+            change.type_ != "DELETED" && selects(&self.selector, &change.obj["metadata"]["labels"]);
+        match (was, is) {
+            (true, true) => Some(("MODIFIED", &change.obj)),
+            (false, true) => Some(("ADDED", &change.obj)),
+            (true, false) => Some(("DELETED", &change.obj)),
+            (false, false) => None,
+        }
+    }
+}
+
+fn watch_line(type_: &str, obj: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&json!({"type": type_, "object": obj})).unwrap();
+    line.push(b'\n');
+    line
+}
+
+/// A watch: the changes after `resourceVersion` (every matching object as `ADDED` without
+/// one), then the live changes, until `timeoutSeconds` (then a `BOOKMARK` when
+/// `allowWatchBookmarks`). A resourceVersion older than the change log gets an `ERROR`
+/// event with 410 Gone (`Expired`), like a real server; a watch too slow to keep up is
+/// closed (the client resumes from its last resourceVersion).
+fn watch(
+    st: &State,
+    res: &Res,
+    filter: WatchFilter,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    let since: Option<u64> = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1800u64);
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut ended = false;
+    match since {
+        None => {
+            for (k, stored) in &st.objects {
+                if k.0 == filter.group
+                    && k.1 == filter.plural
+                    && filter.namespace.as_ref().is_none_or(|ns| *ns == k.2)
+                    && selects(&filter.selector, &stored.obj["metadata"]["labels"])
+                {
+                    pending.push_back(watch_line("ADDED", &stored.obj));
+                }
+            }
+        }
+        Some(rv) if rv < st.trimmed_through => {
+            pending.push_back(watch_line(
+                "ERROR",
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("too old resource version: {rv} ({})", st.trimmed_through + 1),
+                    "reason": "Expired", "code": 410}),
+            ));
+            ended = true;
+        }
+        Some(rv) => {
+            for change in st.log.iter().filter(|c| c.rv > rv) {
+                if let Some((type_, obj)) = filter.event(change) {
+                    pending.push_back(watch_line(type_, obj));
+                }
+            }
+        }
+    }
+    let rx = st.changes.as_ref().unwrap().subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let meta = (api_version(res), res.kind.clone());
+    let state = (pending, rx, filter, st.rv, ended);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut pending, mut rx, filter, mut last_rv, mut ended)| {
+            let meta = meta.clone();
+            async move {
+                loop {
+                    if let Some(line) = pending.pop_front() {
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)),
+                            (pending, rx, filter, last_rv, ended),
+                        ));
+                    }
+                    if ended {
+                        return None;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Err(_) => {
+                            ended = true;
+                            if bookmarks {
+                                pending.push_back(watch_line(
+                                    "BOOKMARK",
+                                    &json!({"apiVersion": meta.0, "kind": meta.1,
+                                        "metadata": {"resourceVersion": last_rv.to_string()}}),
+                                ));
+                            }
+                        }
+                        Ok(Ok(change)) => {
+                            last_rv = change.rv;
+                            if let Some((type_, obj)) = filter.event(&change) {
+                                pending.push_back(watch_line(type_, obj));
+                            }
+                        }
+                        Ok(Err(_)) => ended = true,
+                    }
+                }
+            }
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
 fn key(group: &str, plural: &str, ns: &str, name: &str) -> Key {
     (group.into(), plural.into(), ns.into(), name.into())
 }
@@ -381,6 +635,8 @@ fn tick(st: &mut State) {
             {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}]);
         stored.obj["metadata"]["resourceVersion"] = json!(rv);
         let spec = stored.obj["spec"].clone();
+        let (obj, labels) = (stored.obj.clone(), stored.obj["metadata"]["labels"].clone());
+        record(st, "MODIFIED", &k, obj, Some(labels));
         let group = spec["group"].as_str().unwrap_or_default().to_string();
         let kind = spec["names"]["kind"]
             .as_str()
@@ -502,7 +758,9 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
     if ns.is_some() && !res.namespaced {
         return not_found_resource();
     }
+    let watching = query.get("watch").is_some_and(|v| v == "true" || v == "1");
     let verb = match (&parts.method, name.is_some()) {
+        (&Method::GET, false) if watching => "watch",
         (&Method::GET, true) => "get",
         (&Method::GET, false) => "list",
         (&Method::PATCH, _) => "patch",
@@ -568,26 +826,23 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
                 ),
             }
         }
+        "watch" => {
+            let filter = WatchFilter {
+                group: res.group.clone(),
+                plural: res.plural.clone(),
+                namespace: ns.clone(),
+                selector: parse_selector(query.get("labelSelector")),
+            };
+            watch(st, &res, filter, &query)
+        }
         "list" => {
-            let selector: Vec<(String, String)> = query
-                .get("labelSelector")
-                .map(|s| {
-                    s.split(',')
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let selector = parse_selector(query.get("labelSelector"));
             let items: Vec<Value> = st
                 .objects
                 .iter()
                 .filter(|(k, _)| k.0 == res.group && k.1 == res.plural)
                 .filter(|(k, _)| ns.is_none() || k.2 == nskey)
-                .filter(|(_, s)| {
-                    selector
-                        .iter()
-                        .all(|(k, v)| s.obj["metadata"]["labels"][k].as_str() == Some(v.as_str()))
-                })
+                .filter(|(_, s)| selects(&selector, &s.obj["metadata"]["labels"]))
                 .map(|(_, s)| s.obj.clone())
                 .collect();
             respond(
@@ -617,32 +872,24 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
             if has_finalizers(&st.objects[&k].obj) || res.plural == "namespaces" {
                 // Graceful deletion: mark it; it goes when its last finalizer is removed
                 // (a Namespace: when nothing with finalizers is left in it).
-                let rv = st.next_rv();
-                let stored = st.objects.get_mut(&k).unwrap();
-                if stored.obj["metadata"]["deletionTimestamp"].is_null() {
-                    stored.obj["metadata"]["deletionTimestamp"] = json!(DELETION_TIME);
-                    stored.obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                    stored.obj["metadata"]["resourceVersion"] = json!(rv);
-                    if res.plural == "namespaces" {
-                        stored.obj["status"]["phase"] = json!("Terminating");
-                    }
-                }
-                let obj = stored.obj.clone();
+                mark_deleted(st, &k);
+                let obj = st.objects[&k].obj.clone();
                 st.writes.push(format!("DELETE {path}"));
                 if res.plural == "namespaces" {
-                    for stored in st.objects.iter_mut().filter(|(o, _)| o.2 == name) {
-                        let m = &mut stored.1.obj["metadata"];
-                        if m["deletionTimestamp"].is_null() {
-                            m["deletionTimestamp"] = json!(DELETION_TIME);
+                    let inside: Vec<Key> =
+                        st.objects.keys().filter(|o| o.2 == name).cloned().collect();
+                    for inner in inside {
+                        if has_finalizers(&st.objects[&inner].obj) {
+                            mark_deleted(st, &inner);
+                        } else {
+                            remove(st, &inner);
                         }
                     }
-                    st.objects
-                        .retain(|o, s| o.2 != name || has_finalizers(&s.obj));
                 }
                 collect(st);
                 return respond(200, &obj);
             }
-            let removed = st.objects.remove(&k).unwrap();
+            let removed = remove(st, &k);
             if res.plural == "customresourcedefinitions" {
                 let g = removed.obj["spec"]["group"]
                     .as_str()
@@ -652,10 +899,17 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                st.objects.retain(|k, _| !(k.0 == g && k.1 == p));
+                let custom: Vec<Key> = st
+                    .objects
+                    .keys()
+                    .filter(|k| k.0 == g && k.1 == p)
+                    .cloned()
+                    .collect();
+                for k in custom {
+                    remove(st, &k);
+                }
                 st.resources.retain(|r| !(r.group == g && r.plural == p));
             }
-            st.rv += 1;
             st.writes.push(format!("DELETE {path}"));
             respond(
                 200,
@@ -1249,6 +1503,12 @@ fn finish(
             let delay = st.establish_delay;
             st.pending.push((Instant::now() + delay, k.clone()));
         }
+        let old_labels = existing.map(|e| e.obj["metadata"]["labels"].clone());
+        let type_ = if old_labels.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         st.objects.insert(
             k.clone(),
             Stored {
@@ -1256,6 +1516,7 @@ fn finish(
                 owners,
             },
         );
+        record(st, type_, k, obj.clone(), old_labels);
         collect(st);
     }
     Ok((obj, true))
@@ -1283,12 +1544,19 @@ fn has_finalizers(obj: &Value) -> bool {
 /// Removes what is marked for deletion and has no finalizers left, then Namespaces marked
 /// for deletion that are empty by now.
 fn collect(st: &mut State) {
-    let before = st.objects.len();
-    st.objects.retain(|k, s| {
-        k.1 == "namespaces"
-            || s.obj["metadata"]["deletionTimestamp"].is_null()
-            || has_finalizers(&s.obj)
-    });
+    let done: Vec<Key> = st
+        .objects
+        .iter()
+        .filter(|(k, s)| {
+            k.1 != "namespaces"
+                && !s.obj["metadata"]["deletionTimestamp"].is_null()
+                && !has_finalizers(&s.obj)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in done {
+        remove(st, &k);
+    }
     let terminating: Vec<String> = st
         .objects
         .iter()
@@ -1296,13 +1564,31 @@ fn collect(st: &mut State) {
         .map(|(k, _)| k.3.clone())
         .collect();
     for ns in terminating {
-        if !st.objects.iter().any(|(k, _)| k.2 == ns) {
-            st.objects.remove(&key("", "namespaces", "", &ns));
+        if !st.objects.keys().any(|k| k.2 == ns) {
+            remove(st, &key("", "namespaces", "", &ns));
         }
     }
-    if st.objects.len() != before {
-        st.rv += 1;
+}
+
+/// Marks a stored object (which must exist) for deletion, once, as one change.
+fn mark_deleted(st: &mut State, k: &Key) {
+    if !st.objects[k].obj["metadata"]["deletionTimestamp"].is_null() {
+        return;
     }
+    let rv = st.next_rv();
+    let Some(stored) = st.objects.get_mut(k) else {
+        return;
+    };
+    let m = &mut stored.obj["metadata"];
+    m["deletionTimestamp"] = json!(DELETION_TIME);
+    m["deletionGracePeriodSeconds"] = json!(0);
+    m["resourceVersion"] = json!(rv);
+    if k.1 == "namespaces" {
+        stored.obj["status"]["phase"] = json!("Terminating");
+    }
+    let obj = stored.obj.clone();
+    let labels = obj["metadata"]["labels"].clone();
+    record(st, "MODIFIED", k, obj, Some(labels));
 }
 
 /// What the controllers would do, at once.

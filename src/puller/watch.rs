@@ -1,0 +1,445 @@
+//! Drift through watches: one shared watch per kind that any ArtifactSync applied, and a
+//! trigger for the sync whose object drifted.
+//!
+//! After every cycle the puller hands the applied objects of a sync to [`Watches::update`].
+//! For every `(group, version, kind)` among the applied objects of all syncs, one watcher
+//! (kube-runtime `watcher` + `reflector`, cluster-wide, label selector [`LABEL_NAME`]) keeps
+//! a cache of the live objects tresor owns. Each watch event is compared with what the
+//! owning syncs applied ([`first_difference`], the drift check's own rule): only a real
+//! difference (or a deletion) triggers a reconcile of that sync, so the events of tresor's
+//! own applies (and of status updates by controllers) trigger nothing. The triggered cycle's
+//! drift check then reads the live objects from the caches ([`LiveObjects`]) instead of
+//! GETting each one, and re-applies what drifted.
+//!
+//! Backstop: every `full_resync` a sync's drift check reads every object with a GET
+//! instead, and an object whose watch is not in sync (still listing, or failed since its
+//! last event: for example no right to list or watch that kind) is always read with a GET.
+//! A kind that no sync applies any more has its watch stopped.
+//!
+//! Watches use the puller's own client (the objects are only compared, never written
+//! through it); re-applies go through the sync's impersonated client as before. Without the
+//! right to list and watch a kind, drift of that kind is still found, one GET per object per
+//! cycle.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::api::ArtifactSync;
+use crate::kube::{first_difference, AppliedObject, LiveObjects, LABEL_NAME};
+
+/// `namespace/name` of an ArtifactSync.
+type SyncKey = (String, String);
+/// Group, version, kind: one watch each.
+type KindKey = (String, String, String);
+/// Group, kind, namespace, name: one object.
+type Identity = (String, String, Option<String>, String);
+
+/// One kind's watch: its cache, whether it is in sync, and its task.
+struct KindWatch {
+    resource: ApiResource,
+    namespaced: bool,
+    store: Store<DynamicObject>,
+    synced: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// What one sync applied, by object.
+#[derive(Default)]
+struct Applied {
+    objects: HashMap<Identity, (KindKey, Value)>,
+    last_full: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Inner {
+    syncs: BTreeMap<SyncKey, Applied>,
+    /// Which syncs applied an object (normally one; two when syncs fight over it).
+    owners: HashMap<Identity, BTreeSet<SyncKey>>,
+    kinds: HashMap<KindKey, KindWatch>,
+}
+
+/// The shared state behind [`Watches`] and the views it hands to appliers.
+struct Shared {
+    client: Client,
+    enabled: bool,
+    full_resync: Duration,
+    inner: Mutex<Inner>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ArtifactSync>>,
+}
+
+/// Watches of owned objects for every kind the syncs applied (see the module docs).
+pub struct Watches {
+    shared: Arc<Shared>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ArtifactSync>>>>,
+}
+
+/// Counts of what is watched, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Kinds watched.
+    pub kinds: usize,
+    /// Kinds whose watch is in sync.
+    pub synced: usize,
+    /// Objects known as applied, over all syncs.
+    pub objects: usize,
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn identity(object: &AppliedObject) -> Identity {
+    (
+        object.id.group.clone(),
+        object.id.kind.clone(),
+        object.id.namespace.clone(),
+        object.id.name.clone(),
+    )
+}
+
+fn kind_key(object: &AppliedObject) -> KindKey {
+    (
+        object.id.group.clone(),
+        object.id.version.clone(),
+        object.id.kind.clone(),
+    )
+}
+
+impl Watches {
+    /// Watches through `client` (the puller's own); `enabled: false` keeps no watch and
+    /// makes every drift check GET every object. A sync's drift check GETs everything at
+    /// least every `full_resync`.
+    pub fn new(client: Client, enabled: bool, full_resync: Duration) -> Self {
+        let (trigger, receiver) = mpsc::unbounded_channel();
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                enabled,
+                full_resync,
+                inner: Mutex::new(Inner::default()),
+                trigger,
+            }),
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// The stream of syncs whose objects drifted (for `Controller::reconcile_on`); the
+    /// first call takes it, later calls get a stream that never yields.
+    pub fn triggers(&self) -> futures_util::stream::BoxStream<'static, ObjectRef<ArtifactSync>> {
+        let receiver = self
+            .receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match receiver {
+            Some(rx) => futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            })
+            .boxed(),
+            None => futures_util::stream::pending().boxed(),
+        }
+    }
+
+    /// What the drift check of the sync `namespace/name` should read live objects from:
+    /// the watch caches, or `None` (GET every object) when watches are off or the sync's
+    /// full resync is due (which this call then counts as done).
+    pub fn seen_for(&self, namespace: &str, name: &str) -> Option<Arc<dyn LiveObjects>> {
+        if !self.shared.enabled {
+            return None;
+        }
+        let mut inner = lock(&self.shared.inner);
+        let applied = inner
+            .syncs
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        let now = Instant::now();
+        match applied.last_full {
+            Some(at) if now.duration_since(at) < self.shared.full_resync => Some(Arc::new(View {
+                shared: self.shared.clone(),
+            })),
+            _ => {
+                applied.last_full = Some(now);
+                None
+            }
+        }
+    }
+
+    /// Records what the sync `namespace/name` applied (after a cycle) and starts or stops
+    /// watches so that exactly the kinds applied by some sync are watched.
+    pub fn update(&self, namespace: &str, name: &str, objects: &[AppliedObject]) {
+        if !self.shared.enabled {
+            return;
+        }
+        let key = (namespace.to_string(), name.to_string());
+        let mut inner = lock(&self.shared.inner);
+        let applied = inner.syncs.entry(key.clone()).or_default();
+        let unchanged = applied.objects.len() == objects.len()
+            && objects.iter().all(|o| {
+                applied
+                    .objects
+                    .get(&identity(o))
+                    .is_some_and(|(_, v)| v == &o.value)
+            });
+        if unchanged {
+            return;
+        }
+        let old: Vec<Identity> = applied.objects.drain().map(|(id, _)| id).collect();
+        for object in objects {
+            applied
+                .objects
+                .insert(identity(object), (kind_key(object), object.value.clone()));
+        }
+        for id in old {
+            if let Some(owners) = inner.owners.get_mut(&id) {
+                owners.remove(&key);
+                if owners.is_empty() {
+                    inner.owners.remove(&id);
+                }
+            }
+        }
+        for object in objects {
+            inner
+                .owners
+                .entry(identity(object))
+                .or_default()
+                .insert(key.clone());
+        }
+        let resources: Vec<(KindKey, ApiResource, bool)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    kind_key(o),
+                    o.resource.resource.clone(),
+                    o.resource.namespaced,
+                )
+            })
+            .collect();
+        for (kind, resource, namespaced) in resources {
+            if let std::collections::hash_map::Entry::Vacant(e) = inner.kinds.entry(kind) {
+                let watch = self.start(e.key(), resource, namespaced);
+                e.insert(watch);
+            }
+        }
+        stop_unused(&mut inner);
+    }
+
+    /// Forgets the sync `namespace/name` (deleted or suspended) and stops the watches no
+    /// other sync needs.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut inner = lock(&self.shared.inner);
+        let Some(applied) = inner.syncs.remove(&key) else {
+            return;
+        };
+        for id in applied.objects.into_keys() {
+            if let Some(owners) = inner.owners.get_mut(&id) {
+                owners.remove(&key);
+                if owners.is_empty() {
+                    inner.owners.remove(&id);
+                }
+            }
+        }
+        stop_unused(&mut inner);
+    }
+
+    /// What is watched now.
+    pub fn stats(&self) -> WatchStats {
+        let inner = lock(&self.shared.inner);
+        WatchStats {
+            kinds: inner.kinds.len(),
+            synced: inner
+                .kinds
+                .values()
+                .filter(|k| k.synced.load(Ordering::Acquire))
+                .count(),
+            objects: inner.syncs.values().map(|s| s.objects.len()).sum(),
+        }
+    }
+
+    fn start(&self, kind: &KindKey, resource: ApiResource, namespaced: bool) -> KindWatch {
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let synced = Arc::new(AtomicBool::new(false));
+        let api: Api<DynamicObject> = Api::all_with(self.shared.client.clone(), &resource);
+        let config = watcher::Config::default().labels(LABEL_NAME);
+        let shared = self.shared.clone();
+        let flag = synced.clone();
+        let key = kind.clone();
+        let events = watcher(api, config).default_backoff().reflect(writer);
+        tracing::debug!(group = %kind.0, version = %kind.1, kind = %kind.2, "watching owned objects");
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(o)) => {
+                        flag.store(true, Ordering::Release);
+                        shared.observed(&key, &o, false);
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        flag.store(true, Ordering::Release);
+                        shared.observed(&key, &o, true);
+                    }
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(watcher::Event::InitDone) => {
+                        flag.store(true, Ordering::Release);
+                        // Changes while the watch was down show up only now.
+                        shared.sweep(&key);
+                    }
+                    Err(e) => {
+                        if flag.swap(false, Ordering::AcqRel) {
+                            tracing::warn!(group = %key.0, version = %key.1, kind = %key.2,
+                                error = %e, "watch of owned objects failed; drift of this kind is read with GETs until it recovers");
+                        } else {
+                            tracing::debug!(kind = %key.2, error = %e, "watch of owned objects failed");
+                        }
+                    }
+                }
+            }
+        });
+        KindWatch {
+            resource,
+            namespaced,
+            store,
+            synced,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for watch in lock(&self.shared.inner).kinds.values() {
+            watch.task.abort();
+        }
+    }
+}
+
+fn stop_unused(inner: &mut Inner) {
+    let used: BTreeSet<&KindKey> = inner
+        .syncs
+        .values()
+        .flat_map(|s| s.objects.values().map(|(k, _)| k))
+        .collect();
+    let unused: Vec<KindKey> = inner
+        .kinds
+        .keys()
+        .filter(|k| !used.contains(k))
+        .cloned()
+        .collect();
+    for kind in unused {
+        if let Some(watch) = inner.kinds.remove(&kind) {
+            tracing::debug!(group = %kind.0, version = %kind.1, kind = %kind.2, "no sync applies this kind any more: watch stopped");
+            watch.task.abort();
+        }
+    }
+}
+
+impl Shared {
+    /// A watch event on `object` (of `kind`): triggers every owning sync whose applied
+    /// version differs from it (or all of them when it was deleted).
+    fn observed(&self, kind: &KindKey, object: &DynamicObject, deleted: bool) {
+        let namespace = object.namespace();
+        let id: Identity = (kind.0.clone(), kind.2.clone(), namespace, object.name_any());
+        let live = if deleted {
+            None
+        } else {
+            serde_json::to_value(object).ok()
+        };
+        let drifted: Vec<SyncKey> = {
+            let inner = lock(&self.inner);
+            let Some(owners) = inner.owners.get(&id) else {
+                return;
+            };
+            owners
+                .iter()
+                .filter(|sync| {
+                    let desired = inner
+                        .syncs
+                        .get(sync)
+                        .and_then(|s| s.objects.get(&id))
+                        .map(|(_, v)| v);
+                    match (desired, &live) {
+                        (None, _) => false,
+                        (Some(_), None) => true,
+                        (Some(d), Some(l)) => first_difference(d, l, "").is_some(),
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        for (namespace, name) in drifted {
+            tracing::info!(sync = %format!("{namespace}/{name}"), object = %id.3, kind = %id.1,
+                "drift seen through a watch: reconciling");
+            let _ = self.trigger.send(ObjectRef::new(&name).within(&namespace));
+        }
+    }
+
+    /// After a (re)list of `kind`: triggers every sync with an object of that kind that is
+    /// missing or differs.
+    fn sweep(&self, kind: &KindKey) {
+        let drifted: BTreeSet<SyncKey> = {
+            let inner = lock(&self.inner);
+            let Some(watch) = inner.kinds.get(kind) else {
+                return;
+            };
+            inner
+                .syncs
+                .iter()
+                .filter(|(_, applied)| {
+                    applied.objects.iter().filter(|(_, (k, _))| k == kind).any(
+                        |(id, (_, desired))| match watch.live(id) {
+                            None => true,
+                            Some(live) => first_difference(desired, &live, "").is_some(),
+                        },
+                    )
+                })
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        for (namespace, name) in drifted {
+            let _ = self.trigger.send(ObjectRef::new(&name).within(&namespace));
+        }
+    }
+}
+
+impl KindWatch {
+    /// The cached live object (as JSON), if the watch holds it.
+    fn live(&self, id: &Identity) -> Option<Value> {
+        let mut key = ObjectRef::new_with(&id.3, self.resource.clone());
+        if self.namespaced {
+            if let Some(ns) = &id.2 {
+                key = key.within(ns);
+            }
+        }
+        self.store
+            .get(&key)
+            .and_then(|o| serde_json::to_value(o.as_ref()).ok())
+    }
+}
+
+/// The watch caches as [`LiveObjects`] for a drift check.
+struct View {
+    shared: Arc<Shared>,
+}
+
+impl LiveObjects for View {
+    fn live(&self, object: &AppliedObject) -> Option<Option<Value>> {
+        let inner = lock(&self.shared.inner);
+        let watch = inner.kinds.get(&kind_key(object))?;
+        if !watch.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(watch.live(&identity(object)))
+    }
+}
