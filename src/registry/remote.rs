@@ -49,6 +49,56 @@ struct AuthState {
     creds: Option<Option<(Credentials, CredentialSource)>>,
 }
 
+/// HTTP clients of this process by what configures them: the timeout and the extra CA
+/// certificates (by content). A client holds the TLS root store and a connection pool, so
+/// every repository with the same settings shares one: the puller keeps one client, not
+/// one per ArtifactSync, and reuses its connections to a registry across syncs.
+/// Credentials are not part of a client (they go into each request's headers).
+type ClientKey = (Duration, Vec<Vec<u8>>);
+
+/// Distinct settings kept at most; past that the cache starts over (clients in use stay
+/// alive through their repositories).
+const MAX_SHARED_CLIENTS: usize = 64;
+
+enum ClientError {
+    Ca(RegistryError),
+    Build(reqwest::Error),
+}
+
+fn shared_client(
+    timeout: Duration,
+    cas: &[(Vec<u8>, PathBuf)],
+) -> Result<reqwest::Client, ClientError> {
+    static CLIENTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+    > = std::sync::OnceLock::new();
+    let key: ClientKey = (timeout, cas.iter().map(|(pem, _)| pem.clone()).collect());
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(client) = clients
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")));
+    for (pem, origin) in cas {
+        builder = builder.tls_certs_merge(ca_certificates(pem, origin).map_err(ClientError::Ca)?);
+    }
+    let client = builder.build().map_err(ClientError::Build)?;
+    let mut clients = clients
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if clients.len() >= MAX_SHARED_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
 /// One repository in an OCI registry.
 pub struct RemoteRepository {
     http: reqwest::Client,
@@ -67,24 +117,23 @@ impl RemoteRepository {
         reference: &RegistryReference,
         options: &RegistryOptions,
     ) -> Result<Self, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.timeout)
-            .read_timeout(options.timeout)
-            .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")));
+        let mut cas = Vec::new();
         if let Some(path) = &options.ca_file {
             let pem = std::fs::read(path).map_err(|e| RegistryError::CaFile {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            builder = builder.tls_certs_merge(ca_certificates(&pem, path)?);
+            cas.push((pem, path.clone()));
         }
         if let Some(bundle) = &options.ca_pem {
-            let origin = PathBuf::from(&bundle.origin);
-            builder = builder.tls_certs_merge(ca_certificates(&bundle.pem, &origin)?);
+            cas.push((bundle.pem.clone(), PathBuf::from(&bundle.origin)));
         }
-        let http = builder.build().map_err(|e| RegistryError::Unreachable {
-            host: reference.host.clone(),
-            message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+        let http = shared_client(options.timeout, &cas).map_err(|e| match e {
+            ClientError::Ca(e) => e,
+            ClientError::Build(e) => RegistryError::Unreachable {
+                host: reference.host.clone(),
+                message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+            },
         })?;
         let scheme = if options.plain_http { "http" } else { "https" };
         Ok(Self {
