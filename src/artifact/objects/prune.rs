@@ -241,7 +241,7 @@ impl<'de> Visitor<'de> for Prune {
         let mut keys = Keys::default();
         // Keys are read in full, as `Mapping::deserialize` does, and checked for duplicates
         // before the value is read, so the error and its position are the same.
-        while let Some(key) = map.next_key::<Value>()? {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             let keep = match (self.0, key.as_str()) {
                 (Keep::Nothing, _) => Keep::Nothing,
                 // A filled `data` keeps its first key, with a null value.
@@ -249,7 +249,7 @@ impl<'de> Visitor<'de> for Prune {
                 (_, Some(name)) => self.0.entry(name),
                 (_, None) => Keep::Nothing,
             };
-            let kept_key = (keep != Keep::Nothing).then(|| key.clone());
+            let kept_key = (keep != Keep::Nothing).then(|| key.to_value());
             if let Some(first) = keys.insert(key) {
                 return Err(de::Error::custom(DuplicateKey(first)));
             }
@@ -277,30 +277,143 @@ impl<'de> Visitor<'de> for Prune {
     }
 }
 
+/// A mapping key: borrowed from the input when the parser can (a plain scalar that is
+/// a string), else the `Value` that `Value::deserialize` makes of it. Most keys are plain, so
+/// most cost no allocation.
+enum Key<'de> {
+    /// A string, as written in the input.
+    Str(&'de str),
+    /// Anything else.
+    Value(Value),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Key::Str(s) => Some(s),
+            Key::Value(v) => v.as_str(),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Key::Str(s) => Value::String((*s).to_owned()),
+            Key::Value(v) => v.clone(),
+        }
+    }
+
+    /// The equality of `Value` keys in a [`Mapping`].
+    fn same(&self, other: &Key<'_>) -> bool {
+        match (self, other) {
+            (Key::Str(a), Key::Str(b)) => a == b,
+            (Key::Str(a), Key::Value(Value::String(b)))
+            | (Key::Value(Value::String(b)), Key::Str(a)) => a == b,
+            (Key::Value(a), Key::Value(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Reads a key with the calls `Value::deserialize` makes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Number(v.into())))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Number(v.into())))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Number(v.into())))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Str(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::String(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Null))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Key<'de>, E> {
+        Ok(Key::Value(Value::Null))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
+        Value::deserialize(deserializer).map(Key::Value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Key<'de>, A::Error> {
+        let de = de::value::SeqAccessDeserializer::new(seq);
+        serde_norway::Sequence::deserialize(de).map(|s| Key::Value(Value::Sequence(s)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Key<'de>, A::Error> {
+        let de = de::value::MapAccessDeserializer::new(map);
+        Mapping::deserialize(de).map(|m| Key::Value(Value::Mapping(m)))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Key<'de>, A::Error> {
+        let (tag, contents) = data.variant_seed(TagString)?;
+        let value = contents.newtype_variant::<Value>()?;
+        Ok(Key::Value(Value::Tagged(Box::new(TaggedValue { tag, value }))))
+    }
+}
+
 /// The keys of one mapping, to find duplicates with the equality of [`Mapping`].
 #[derive(Default)]
-struct Keys {
+struct Keys<'de> {
     /// Small mappings: compared one by one.
-    few: Vec<Value>,
+    few: Vec<Key<'de>>,
     /// Larger ones.
     many: std::collections::HashSet<Value>,
 }
 
-impl Keys {
+impl<'de> Keys<'de> {
     const FEW: usize = 16;
 
     /// Adds `key`; returns the equal key seen before, if any.
-    fn insert(&mut self, key: Value) -> Option<Value> {
+    fn insert(&mut self, key: Key<'de>) -> Option<Value> {
         if self.many.is_empty() {
-            if let Some(first) = self.few.iter().find(|k| **k == key) {
-                return Some(first.clone());
+            if let Some(first) = self.few.iter().find(|k| k.same(&key)) {
+                return Some(first.to_value());
             }
             if self.few.len() < Self::FEW {
                 self.few.push(key);
                 return None;
             }
-            self.many.extend(self.few.drain(..));
+            self.many.extend(self.few.drain(..).map(|k| k.to_value()));
         }
+        let key = key.to_value();
         match self.many.get(&key) {
             Some(first) => Some(first.clone()),
             None => {
