@@ -460,7 +460,7 @@ mod tests {
             .unwrap(),
         ];
         let mut findings = 0;
-        for round in 0..60 {
+        for round in 0..25 {
             let files: Vec<(String, Vec<u8>)> = (0..rng.usize(1..6))
                 .map(|f| {
                     let docs: Vec<String> = (0..rng.usize(1..8))
@@ -478,7 +478,7 @@ mod tests {
                 assert_eq!(fast, lint_full(&files, ContentMode::Files, policy));
             }
         }
-        assert!(findings > 500, "only {findings} findings");
+        assert!(findings > 200, "only {findings} findings");
     }
 
     #[test]
@@ -492,9 +492,16 @@ mod tests {
                 let objects = objects::parse_tree(&files, ContentMode::Kubernetes).unwrap();
                 assert!(objects[0].value.get("spec").is_some(), "not merged: {text}");
                 let report = lint_files(&files, ContentMode::Kubernetes, &Policy::default());
-                assert_eq!(report, lint_full(&files, ContentMode::Kubernetes, &Policy::default()));
                 assert_eq!(
-                    report.findings.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(),
+                    report,
+                    lint_full(&files, ContentMode::Kubernetes, &Policy::default())
+                );
+                assert_eq!(
+                    report
+                        .findings
+                        .iter()
+                        .map(|f| f.rule.as_str())
+                        .collect::<Vec<_>>(),
                     [rules::IMAGE_LATEST],
                     "{text}"
                 );
