@@ -485,9 +485,16 @@ mod tests {
     fn merge_keys_spelt_any_way_are_seen_by_the_lint_as_by_apply() {
         let base = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n";
         let spec = "{spec: {template: {spec: {containers: [{name: a, image: nginx}]}}}}";
-        for key in ["<<", "\"\\x3c<\"", "\"\\u003C\\u003c\"", "\"<\\\n  <\""] {
+        let keys = [
+            "<<: ",
+            "\"\\x3c<\": ",
+            "\"\\u003C\\u003c\": ",
+            // An escaped line break joins the two lines; multi-line keys must be explicit.
+            "? \"<\\\n  <\"\n: ",
+        ];
+        for key in keys {
             for end in ["", "...\n"] {
-                let text = format!("{base}{key}: {spec}\n{end}");
+                let text = format!("{base}{key}{spec}\n{end}");
                 let files = vec![("a.yaml".to_string(), text.clone().into_bytes())];
                 let objects = objects::parse_tree(&files, ContentMode::Kubernetes).unwrap();
                 assert!(objects[0].value.get("spec").is_some(), "not merged: {text}");
