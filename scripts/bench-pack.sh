@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 2 benchmark: package a ~100 MB tree of generated YAML with `tresor push` into an OCI
 # layout vs `tar -cf - DIR | gzip -6 | sha256sum`, several runs each (median), and the ratio
-# (target: tresor <= 0.7x). Then pull + extract the artifact and report MB/s.
+# (target: tresor <= 0.7x). Then pull + extract the artifact and report MB/s. Also prints
+# the CPU time (user + sys) of each, which on a shared machine says more than wall time.
 #
 # usage: scripts/bench-pack.sh [SIZE_MB=100] [RUNS=5]
 set -euo pipefail
@@ -20,6 +21,8 @@ mkdir -p "$work"
 bytes="$(du -sb "$tree" | cut -f1)"
 
 now() { date +%s.%N; }
+# cpu FILE CMD...: runs CMD, appends its user+sys seconds (children included) to FILE.
+cpu() { local f="$1"; shift; /usr/bin/time -f '%U %S' -o "$f.one" "$@"; awk '{print $1 + $2}' "$f.one" >> "$f"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Warm the page cache so both sides read from memory.
@@ -28,15 +31,16 @@ tar -cf - -C "$tree" . >/dev/null
 pipeline=()
 push=()
 push_off=()
+rm -f "$work"/cpu-*
 for i in $(seq "$runs"); do
-  t0="$(now)"; tar -cf - -C "$tree" . | gzip -6 | sha256sum >/dev/null; t1="$(now)"
+  t0="$(now)"; cpu "$work/cpu-pipeline" bash -c "tar -cf - -C '$tree' . | gzip -6 | sha256sum >/dev/null"; t1="$(now)"
   pipeline+=("$(echo "$t1 - $t0" | bc -l)")
   rm -rf "$work/layout"
-  t0="$(now)"; "$tresor" push "$tree" "oci-layout:$work/layout:v1" --reproducible \
+  t0="$(now)"; cpu "$work/cpu-push" "$tresor" push "$tree" "oci-layout:$work/layout:v1" --reproducible \
     --source bench --revision bench >/dev/null; t1="$(now)"
   push+=("$(echo "$t1 - $t0" | bc -l)")
   rm -rf "$work/layout-off"
-  t0="$(now)"; "$tresor" push "$tree" "oci-layout:$work/layout-off:v1" --reproducible \
+  t0="$(now)"; cpu "$work/cpu-push-off" "$tresor" push "$tree" "oci-layout:$work/layout-off:v1" --reproducible \
     --source bench --revision bench --policy off >/dev/null; t1="$(now)"
   push_off+=("$(echo "$t1 - $t0" | bc -l)")
 done
@@ -65,4 +69,6 @@ printf 'ratio tresor / pipeline    : %.2f (target <= 0.70)\n' "$(echo "$t / $p" 
 printf 'tresor push --policy off   : %.3f s  (validation + pack), ratio %.2f\n' "$toff" "$(echo "$toff / $p" | bc -l)"
 printf 'tresor pull + extract      : %.3f s = %.0f MB/s (unpacked; with the policy lint)\n' "$pl" "$(echo "$bytes / 1000000 / $pl" | bc -l)"
 printf 'pull --policy off          : %.3f s = %.0f MB/s (unpacked)\n' "$ploff" "$(echo "$bytes / 1000000 / $ploff" | bc -l)"
+printf 'CPU (user+sys), medians    : pipeline %.2f s, push %.2f s, push --policy off %.2f s\n' \
+  "$(median < "$work/cpu-pipeline")" "$(median < "$work/cpu-push")" "$(median < "$work/cpu-push-off")"
 printf 'load average during the run: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

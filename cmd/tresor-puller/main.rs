@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOptions};
 
+// As in `tresor`: glibc's malloc is slow for the many small allocations of manifest
+// parsing (the policy lint of every pulled revision); mimalloc is not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reconciles ArtifactSyncs: pulls signed OCI artifacts and applies them to the cluster.
 #[derive(Debug, Parser)]
 #[command(version)]

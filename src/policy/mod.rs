@@ -292,3 +292,227 @@ pub fn gate(report: Report, mode: Mode) -> Verdict {
         _ => Verdict::Warn(report.findings),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lint as it was before the policy view: every object parsed in full.
+    fn lint_full(files: &[(String, Vec<u8>)], mode: ContentMode, policy: &Policy) -> Report {
+        let (objects, errors) = objects::parse_tree_all(files, mode);
+        let per_object = objects.iter().map(|o| lint_object(o, policy)).collect();
+        report((per_object, errors), policy)
+    }
+
+    /// A random but realistic object: one of the kinds the rules look at, its fields in
+    /// random order, with pinned and unpinned images, labels the test policy allows, odd
+    /// values and the occasional mistake.
+    fn object(rng: &mut fastrand::Rng, n: usize) -> String {
+        let pick = |rng: &mut fastrand::Rng, xs: &[&'static str]| xs[rng.usize(..xs.len())];
+        let image = |rng: &mut fastrand::Rng| {
+            pick(
+                rng,
+                &[
+                    "nginx",
+                    "nginx:latest",
+                    "nginx:1.27",
+                    "registry.example.com:5000/app:1",
+                    "quay.io/prometheus/node:v1",
+                    "ghcr.io/a/b:1@sha256:4f5f7f5d8b1e0d5c0a6b7e3c2d1f0e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e",
+                    "Not A Ref",
+                    "12",
+                    "!custom nginx:1",
+                    "[a, b]",
+                    "~",
+                ],
+            )
+        };
+        let containers = |rng: &mut fastrand::Rng, indent: &str| {
+            let mut out = String::new();
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                if rng.u8(0..3) == 0 {
+                    continue;
+                }
+                out.push_str(&format!("{indent}{list}:\n"));
+                for i in 0..rng.usize(1..3) {
+                    out.push_str(&format!(
+                        "{indent}- name: c{i}\n{indent}  image: {}\n{indent}  env: [{{name: A, value: b}}]\n",
+                        image(rng)
+                    ));
+                }
+            }
+            out
+        };
+        let labels = pick(
+            rng,
+            &[
+                "{}",
+                "{tresor.dev/allow: plaintext-secret}",
+                "{tier: legacy}",
+                "{tier: web, app: x}",
+            ],
+        );
+        let ns = pick(rng, &["", "  namespace: team\n"]);
+        let (api, kind, spec) = match rng.u8(0..10) {
+            0 => ("v1", "Pod", containers(rng, "  ")),
+            1 => (
+                "apps/v1",
+                "Deployment",
+                format!(
+                    "  replicas: 2\n  template:\n    metadata: {{labels: {{a: b}}}}\n    spec:\n{}",
+                    containers(rng, "      ")
+                ),
+            ),
+            2 => (
+                "batch/v1",
+                "CronJob",
+                format!(
+                    "  jobTemplate:\n    spec:\n      template:\n        spec:\n{}",
+                    containers(rng, "          ")
+                ),
+            ),
+            3 => (
+                "helm.toolkit.fluxcd.io/v2",
+                "HelmRelease",
+                pick(
+                    rng,
+                    &[
+                        "  chart: {spec: {chart: a, version: 1.2.3}}\n",
+                        "  chart: {spec: {chart: a, version: '>=1'}}\n",
+                        "  chartRef: {kind: OCIRepository, name: x}\n",
+                        "  interval: 1m\n",
+                    ],
+                )
+                .to_string(),
+            ),
+            4 => (
+                "source.toolkit.fluxcd.io/v1",
+                pick(rng, &["OCIRepository", "GitRepository"]),
+                pick(
+                    rng,
+                    &[
+                        "  ref: {tag: v1}\n",
+                        "  ref: {digest: 'sha256:00'}\n",
+                        "  ref: {semver: '>=1'}\n",
+                        "  ref: {branch: main}\n",
+                        "  ref: {name: refs/tags/v1}\n",
+                        "  ref: {commit: 0123456789012345678901234567890123456789}\n",
+                        "  url: x\n",
+                    ],
+                )
+                .to_string(),
+            ),
+            5 => (
+                "argoproj.io/v1alpha1",
+                "Application",
+                pick(
+                    rng,
+                    &[
+                        "  source: {repoURL: x, targetRevision: HEAD}\n",
+                        "  source: {chart: c, targetRevision: 1.2.3}\n",
+                        "  sources:\n  - {repoURL: x, targetRevision: main}\n  - {chart: c}\n",
+                        "  source: {targetRevision: 0123456789012345678901234567890123456789}\n",
+                    ],
+                )
+                .to_string(),
+            ),
+            6 => ("v1", "Secret", String::new()),
+            7 => ("v1", "PodTemplate", String::new()),
+            _ => ("v1", "ConfigMap", String::new()),
+        };
+        let mut fields = vec![
+            format!("apiVersion: {api}\n"),
+            format!("kind: {kind}\n"),
+            format!("metadata:\n  name: o{n}\n{ns}  labels: {labels}\n"),
+        ];
+        if !spec.is_empty() {
+            fields.push(format!("spec:\n{spec}"));
+        }
+        if kind == "PodTemplate" {
+            fields.push(format!("template:\n  spec:\n{}", containers(rng, "    ")));
+        }
+        if matches!(kind, "Secret" | "ConfigMap") || rng.u8(0..5) == 0 {
+            let data = pick(rng, &["{}", "{a: b}", "''", "~", "[x]", "!!map {}"]);
+            fields.push(format!("{}: {data}\n", pick(rng, &["data", "stringData"])));
+        }
+        match rng.u8(0..40) {
+            0 => fields.push("metadata: {name: again}\n".into()),
+            1 => fields.push("status: {x: 1, x: 2}\n".into()),
+            2 => fields.push("spec: !weird\n  template: {}\n".into()),
+            _ => {}
+        }
+        rng.shuffle(&mut fields);
+        fields.concat()
+    }
+
+    #[test]
+    fn the_policy_view_finds_exactly_what_the_full_parse_finds() {
+        let mut rng = fastrand::Rng::with_seed(0x11a7);
+        let policies = [
+            Policy::default(),
+            Policy::parse(
+                &std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/testdata/lint/policy.yaml"
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+        ];
+        let mut findings = 0;
+        for round in 0..25 {
+            let files: Vec<(String, Vec<u8>)> = (0..rng.usize(1..6))
+                .map(|f| {
+                    let docs: Vec<String> = (0..rng.usize(1..8))
+                        .map(|d| object(&mut rng, (round * 100 + f * 10 + d) % 150))
+                        .collect();
+                    (format!("d/f{f}.yaml"), docs.join("---\n").into_bytes())
+                })
+                .collect();
+            for policy in &policies {
+                let fast = lint_files(&files, ContentMode::Kubernetes, policy);
+                let full = lint_full(&files, ContentMode::Kubernetes, policy);
+                assert_eq!(fast, full, "{files:?}");
+                findings += fast.findings.len();
+                let fast = lint_files(&files, ContentMode::Files, policy);
+                assert_eq!(fast, lint_full(&files, ContentMode::Files, policy));
+            }
+        }
+        assert!(findings > 200, "only {findings} findings");
+    }
+
+    #[test]
+    fn merge_keys_spelt_any_way_are_seen_by_the_lint_as_by_apply() {
+        let base = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n";
+        let spec = "{spec: {template: {spec: {containers: [{name: a, image: nginx}]}}}}";
+        let keys = [
+            "<<: ",
+            "\"\\x3c<\": ",
+            "\"\\u003C\\u003c\": ",
+            // An escaped line break joins the two lines; multi-line keys must be explicit.
+            "? \"<\\\n  <\"\n: ",
+        ];
+        for key in keys {
+            for end in ["", "...\n"] {
+                let text = format!("{base}{key}{spec}\n{end}");
+                let files = vec![("a.yaml".to_string(), text.clone().into_bytes())];
+                let objects = objects::parse_tree(&files, ContentMode::Kubernetes).unwrap();
+                assert!(objects[0].value.get("spec").is_some(), "not merged: {text}");
+                let report = lint_files(&files, ContentMode::Kubernetes, &Policy::default());
+                assert_eq!(
+                    report,
+                    lint_full(&files, ContentMode::Kubernetes, &Policy::default())
+                );
+                assert_eq!(
+                    report
+                        .findings
+                        .iter()
+                        .map(|f| f.rule.as_str())
+                        .collect::<Vec<_>>(),
+                    [rules::IMAGE_LATEST],
+                    "{text}"
+                );
+            }
+        }
+    }
+}
