@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOptions};
 
-// As in `tresor`: glibc's malloc is slow for the many small allocations of manifest
-// parsing (the policy lint of every pulled revision); mimalloc is not.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, unlike `tresor`'s mimalloc: the puller is long-running and idle
+// most of the time, and mimalloc's retained pages cost ~20 MiB of idle RSS with 100
+// ArtifactSyncs (scripts/bench-puller.sh: 52 MiB against 31 MiB), more than its faster
+// policy lint of a new revision is worth.
 
 /// Reconciles ArtifactSyncs: pulls signed OCI artifacts and applies them to the cluster.
 #[derive(Debug, Parser)]

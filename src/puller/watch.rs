@@ -276,7 +276,12 @@ impl Watches {
         let shared = self.shared.clone();
         let flag = synced.clone();
         let key = kind.clone();
-        let events = watcher(api, config).default_backoff().reflect(writer);
+        // managedFields are never compared (the drift check reads only what was applied)
+        // and are often the largest part of an object: the cache does without them.
+        let events = watcher(api, config)
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer);
         tracing::debug!(group = %kind.0, version = %kind.1, kind = %kind.2, "watching owned objects");
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
