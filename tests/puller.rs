@@ -11,57 +11,36 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::kube_api::KubeApi;
+use common::puller::Puller;
 use common::TestRegistry;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, TrustPolicy};
 use tresor::kube::LABEL_NAME;
-use tresor::puller::{reconcile, Context, LeaseLock, PullerOptions};
+use tresor::puller::LeaseLock;
 
 const PASSWORD: &str = "test-password";
 
+/// The shared harness (tests/common/puller.rs) with the plain registry.
 struct Setup {
-    api: KubeApi,
-    work: tempfile::TempDir,
-    ctx: Arc<Context>,
+    puller: Puller,
     registry: TestRegistry,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = Puller;
+    fn deref(&self) -> &Puller {
+        &self.puller
+    }
+}
+
 async fn setup() -> Setup {
-    let api = KubeApi::start(Duration::from_millis(10));
-    let client = api.client(None);
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tresor::api::crdgen::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    // Established after the double's delay.
-    let syncs: Api<ArtifactSync> = Api::namespaced(client.clone(), "default");
-    for _ in 0..100 {
-        if syncs.list(&Default::default()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let options = PullerOptions {
-        cache_dir: work.path().join("cache"),
-        concurrency: 1,
-        call_timeout: Duration::from_secs(5),
-        poll: Duration::from_millis(20),
-        ..PullerOptions::default()
-    };
-    let config = kube::Config::new(api.url().parse().unwrap());
-    let ctx = Arc::new(Context::new(config, options).unwrap());
     Setup {
-        api,
-        work,
-        ctx,
+        puller: Puller::start().await,
         registry: TestRegistry::plain(),
     }
 }
@@ -69,46 +48,24 @@ async fn setup() -> Setup {
 impl Setup {
     /// Pushes two ConfigMaps as `repo:v1`; returns (`oci://host/repo`, digest).
     fn push(&self, prefix: &str) -> (String, String) {
-        let tree = self.work.path().join(format!("tree-{prefix}"));
-        std::fs::create_dir_all(&tree).unwrap();
-        std::fs::write(
-            tree.join("a.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: one\n",
+        self.puller.push(
+            &self.registry,
+            prefix,
+            &[
+                (
+                    "a.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: one\n",
+                ),
+                (
+                    "b.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  k: two\n",
+                ),
+            ],
         )
-        .unwrap();
-        std::fs::write(
-            tree.join("b.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  k: two\n",
-        )
-        .unwrap();
-        let repo = self.registry.repo(prefix);
-        let out = common::json_of(self.registry.tresor(&[
-            "push",
-            tree.to_str().unwrap(),
-            &format!("{repo}:v1"),
-            "--format",
-            "json",
-        ]));
-        let digest = out["digest"].as_str().unwrap().to_string();
-        (repo, digest)
-    }
-
-    async fn create(&self, name: &str, spec: Value) -> ArtifactSync {
-        let api: Api<ArtifactSync> = Api::namespaced(self.api.client(None), "default");
-        let sync: ArtifactSync = serde_json::from_value(json!({
-            "apiVersion": "tresor.dev/v1alpha1", "kind": "ArtifactSync",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": spec,
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &sync).await.unwrap()
     }
 
     async fn get(&self, name: &str) -> ArtifactSync {
-        Api::<ArtifactSync>::namespaced(self.api.client(None), "default")
-            .get(name)
-            .await
-            .unwrap()
+        self.puller.get(name).await.unwrap()
     }
 
     /// (type, reason) of the Events in `default`.
@@ -122,20 +79,12 @@ impl Setup {
             .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
             .collect()
     }
-
-    async fn reconcile(&self, name: &str) {
-        let sync = self.get(name).await;
-        reconcile(Arc::new(sync), self.ctx.clone()).await.unwrap();
-    }
 }
 
+/// (status, reason) of condition `type_`.
 fn condition(sync: &ArtifactSync, type_: &str) -> (String, String) {
-    let c = sync
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition: {:?}", sync.status));
-    (c.status.as_str().to_string(), c.reason.clone())
+    let (status, reason, _) = common::puller::condition(sync, type_);
+    (status, reason)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
