@@ -183,9 +183,26 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl TrustArgs {
-    /// The verify step of the reconcile engine from these options: signatures against the
-    /// trust policy, or the explicit `--allow-unsigned` opt-out; without either, `action`
-    /// (`sync`, `apply`) is refused as unverified.
+    /// The trust policy from these options, or `None` under the explicit `--allow-unsigned`
+    /// opt-out; without either, `action` (`pull`, `sync`, `apply`) is refused as unverified.
+    pub(super) fn required(
+        &self,
+        allow_unsigned: bool,
+        action: &str,
+        reference: &crate::reference::Reference,
+    ) -> Result<Option<crate::signing::TrustPolicy>, super::CliError> {
+        match self.policy().map_err(crate::signing::VerifyError::from)? {
+            Some(trust) => Ok(Some(trust)),
+            None if allow_unsigned => Ok(None),
+            None => Err(super::CliError::Unverified(format!(
+                "refusing to {action} {reference}: no trust material given, so signatures \
+                 cannot be verified; pass --key PUB or --trust-policy FILE, or \
+                 --allow-unsigned to accept unverified content explicitly"
+            ))),
+        }
+    }
+
+    /// The verify step of the reconcile engine from these options (see [`Self::required`]).
     pub(super) fn verifier(
         &self,
         allow_unsigned: bool,
@@ -193,15 +210,10 @@ impl TrustArgs {
         reference: &crate::reference::Reference,
     ) -> Result<std::sync::Arc<dyn crate::reconcile::Verifier>, super::CliError> {
         use crate::reconcile::{AllowUnsigned, TrustVerifier};
-        match self.policy().map_err(crate::signing::VerifyError::from)? {
-            Some(trust) => Ok(std::sync::Arc::new(TrustVerifier::new(trust))),
-            None if allow_unsigned => Ok(std::sync::Arc::new(AllowUnsigned)),
-            None => Err(super::CliError::Unverified(format!(
-                "refusing to {action} {reference}: no trust material given, so signatures \
-                 cannot be verified; pass --key PUB or --trust-policy FILE, or \
-                 --allow-unsigned to accept unverified content explicitly"
-            ))),
-        }
+        Ok(match self.required(allow_unsigned, action, reference)? {
+            Some(trust) => std::sync::Arc::new(TrustVerifier::new(trust)),
+            None => std::sync::Arc::new(AllowUnsigned),
+        })
     }
 }
 

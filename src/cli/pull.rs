@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::artifact::fetch;
 use crate::reference::Reference;
 use crate::registry::Repository;
-use crate::signing::{self, VerifyError};
+use crate::signing;
 
 use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
@@ -38,14 +38,9 @@ pub struct PullArgs {
 pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
     let reference: Reference = args.reference.parse()?;
-    let trust = args.trust.policy().map_err(VerifyError::from)?;
-    if trust.is_none() && !args.allow_unsigned {
-        return Err(CliError::Unverified(format!(
-            "refusing to pull {reference}: no trust material given, so its signature cannot be \
-             verified; pass --key PUB or --policy FILE, or --allow-unsigned to accept \
-             unverified content explicitly"
-        )));
-    }
+    let trust = args
+        .trust
+        .required(args.allow_unsigned, "pull", &reference)?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let artifact = fetch::resolve(&repo, &reference).await?;
     // Verification reads manifests and signature payloads only: nothing of the artifact's
