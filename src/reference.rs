@@ -262,24 +262,29 @@ fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `component` is one valid `/`-separated part of a repository path: lower-case
+/// letters and digits, separated by `.`, `_` or `-`, starting and ending alphanumeric.
+pub(crate) fn is_path_component(component: &str) -> bool {
+    !component.is_empty()
+        && component
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && component
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && component
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
 fn check_repository(repository: &str) -> Result<(), String> {
     if repository.is_empty() {
         return Err("missing repository".to_string());
     }
     for component in repository.split('/') {
-        let ok = !component.is_empty()
-            && component
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && component
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && component
-                .bytes()
-                .last()
-                .is_some_and(|b| b.is_ascii_alphanumeric());
-        if !ok {
+        if !is_path_component(component) {
             return Err(format!(
                 "invalid repository component {component:?}: use lower-case letters, digits \
                  and separators . _ -"

@@ -96,19 +96,7 @@ impl ImageRef {
             return Err(invalid(&format!("registry host {registry:?} is not valid")));
         }
         for component in path.split('/') {
-            let ok = !component.is_empty()
-                && component
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && component
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric())
-                && component
-                    .bytes()
-                    .last()
-                    .is_some_and(|b| b.is_ascii_alphanumeric());
-            if !ok {
+            if !crate::reference::is_path_component(component) {
                 return Err(invalid(&format!(
                     "path component {component:?} must be lowercase letters and digits, \
                      separated by '.', '_' or '-'"
