@@ -60,15 +60,13 @@ type ClientKey = (Duration, Vec<Vec<u8>>);
 /// alive through their repositories).
 const MAX_SHARED_CLIENTS: usize = 64;
 
-enum ClientError {
-    Ca(RegistryError),
-    Build(reqwest::Error),
-}
-
+/// The shared client for `timeout` and `cas` (PEM, origin), built on first use (`host`
+/// names the registry in errors).
 fn shared_client(
     timeout: Duration,
     cas: &[(Vec<u8>, PathBuf)],
-) -> Result<reqwest::Client, ClientError> {
+    host: &str,
+) -> Result<reqwest::Client, RegistryError> {
     static CLIENTS: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
     > = std::sync::OnceLock::new();
@@ -86,9 +84,12 @@ fn shared_client(
         .read_timeout(timeout)
         .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")));
     for (pem, origin) in cas {
-        builder = builder.tls_certs_merge(ca_certificates(pem, origin).map_err(ClientError::Ca)?);
+        builder = builder.tls_certs_merge(ca_certificates(pem, origin)?);
     }
-    let client = builder.build().map_err(ClientError::Build)?;
+    let client = builder.build().map_err(|e| RegistryError::Unreachable {
+        host: host.to_string(),
+        message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
+    })?;
     let mut clients = clients
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -128,13 +129,7 @@ impl RemoteRepository {
         if let Some(bundle) = &options.ca_pem {
             cas.push((bundle.pem.clone(), PathBuf::from(&bundle.origin)));
         }
-        let http = shared_client(options.timeout, &cas).map_err(|e| match e {
-            ClientError::Ca(e) => e,
-            ClientError::Build(e) => RegistryError::Unreachable {
-                host: reference.host.clone(),
-                message: format!("cannot set up the HTTP client: {}", error_chain(&e)),
-            },
-        })?;
+        let http = shared_client(options.timeout, &cas, &reference.host)?;
         let scheme = if options.plain_http { "http" } else { "https" };
         Ok(Self {
             http,
