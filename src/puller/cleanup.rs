@@ -194,21 +194,5 @@ async fn record_failure(
         },
         &now_rfc3339(),
     );
-    if status == old {
-        return Ok(());
-    }
-    super::publish_transition(sync, ctx, &old, &status).await;
-    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = sync.metadata.name.as_deref().unwrap_or_default();
-    call(
-        "patch ArtifactSync status",
-        ctx.options.call_timeout,
-        api.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        ),
-    )
-    .await
-    .map(drop)
+    super::write_status(sync, ctx, namespace, &old, &status).await
 }

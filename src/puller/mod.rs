@@ -368,18 +368,32 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
         }
     };
     status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
-    publish_transition(&sync, &ctx, &old, &status).await;
-    if status != old {
-        let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = Patch::Merge(json!({ "status": status }));
-        call(
-            "patch ArtifactSync status",
-            ctx.options.call_timeout,
-            api.patch_status(&name, &PatchParams::default(), &patch),
-        )
-        .await?;
-    }
+    write_status(&sync, &ctx, &namespace, &old, &status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Publishes the Event for a `Ready` transition and patches `status` when it differs from
+/// `old`, the status `sync` was read with (an unchanged status is not written).
+async fn write_status(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    old: &ArtifactSyncStatus,
+    status: &ArtifactSyncStatus,
+) -> Result<(), PullerError> {
+    publish_transition(sync, ctx, old, status).await;
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = Patch::Merge(json!({ "status": status }));
+    call(
+        "patch ArtifactSync status",
+        ctx.options.call_timeout,
+        api.patch_status(&sync.name_any(), &PatchParams::default(), &patch),
+    )
+    .await
+    .map(drop)
 }
 
 /// Publishes an Event when `Ready` changed status or reason (except a plain `Unchanged`
