@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize as _, Serialize};
 use serde_norway::Value;
 
+mod fast;
 mod prune;
 
 /// Largest manifest file [`load_dir`] reads; bigger files fail with [`ObjectsError::TooLarge`].
@@ -759,12 +760,14 @@ fn may_merge(text: &str) -> bool {
 
 fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsError> {
     // A merge key can supply any field, so the reduced views are read only without them.
-    let depth = if depth != Depth::Full && may_merge(text) {
-        Depth::Full
-    } else {
-        depth
-    };
+    let merges = may_merge(text);
+    let depth = if merges { Depth::Full } else { depth };
     let sections = split_sections(text);
+    if !merges {
+        if let Some(docs) = fast::documents(text, &sections, depth) {
+            return Ok(docs);
+        }
+    }
     let docs = match parse_whole(text, &sections, depth) {
         Some(docs) => docs,
         None => parse_sections(path, &sections, depth)?,
