@@ -775,6 +775,15 @@ fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsE
     Ok(docs)
 }
 
+/// Whether a line starts with `...` (a document end marker, or something like one) or `%`
+/// (a directive): both change how `---` sections map to documents.
+fn has_end_markers_or_directives(text: &str) -> bool {
+    text.starts_with("...")
+        || text.starts_with('%')
+        || text.contains("\n...")
+        || text.contains("\n%")
+}
+
 /// The fast path: one parser for the whole file. A parser per section costs more than a
 /// small document itself (libyaml allocates its buffers per parser), so a file of many small
 /// documents is read in one go when that gives exactly one document per section — always,
@@ -782,10 +791,7 @@ fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsE
 /// takes the per-section path, which also reports errors with file-relative lines) on any
 /// error or mismatch.
 fn parse_whole(text: &str, sections: &[Section<'_>], depth: Depth) -> Option<Vec<Doc>> {
-    let unusual = text
-        .lines()
-        .any(|l| l.starts_with("...") || l.starts_with('%'));
-    if unusual {
+    if has_end_markers_or_directives(text) {
         return None;
     }
     // Without a merge key there is nothing to resolve, and walking every value for them is

@@ -37,15 +37,24 @@ const MAX_KEY: usize = 1000;
 /// fails), in which case the caller parses the whole file with libyaml. `text` must hold no
 /// merge key and no backslash (see `may_merge`): escapes and merges are not read here.
 pub(super) fn documents(text: &str, sections: &[Section<'_>], depth: Depth) -> Option<Vec<Doc>> {
-    if !plain_characters(text) {
+    if !plain_characters(text) || super::has_end_markers_or_directives(text) {
         return None;
     }
     let mut docs = Vec::with_capacity(sections.len());
     let mut events = Vec::new();
+    let mut lines = Vec::new();
     for (index, section) in sections.iter().enumerate() {
         events.clear();
-        let mut reader = Reader::new(section.text, &mut events)?;
-        reader.document()?;
+        lines.clear();
+        lines.extend(section.text.split_terminator('\n'));
+        Reader {
+            lines: &lines,
+            newline_at_end: section.text.ends_with('\n'),
+            next: 0,
+            peeked: None,
+            events: &mut events,
+        }
+        .document()?;
         if events.is_empty() {
             continue; // no content: a null document, which the caller drops too
         }
@@ -109,32 +118,17 @@ struct Unsupported;
 
 /// Reads one `---` section line by line into events.
 struct Reader<'a, 'e> {
-    lines: Vec<&'a str>,
+    lines: &'e [&'a str],
     /// Whether the last line ends with a newline.
     newline_at_end: bool,
     /// The next line not read yet.
     next: usize,
+    /// What [`Reader::peek`] found last: line index, content and indentation.
+    peeked: Option<(usize, &'a str, usize)>,
     events: &'e mut Vec<Event<'a>>,
 }
 
 impl<'a, 'e> Reader<'a, 'e> {
-    fn new(text: &'a str, events: &'e mut Vec<Event<'a>>) -> Option<Self> {
-        let lines: Vec<&str> = text.split_terminator('\n').collect();
-        // End markers and directives change how sections map to documents.
-        if lines
-            .iter()
-            .any(|l| l.starts_with("...") || l.starts_with('%'))
-        {
-            return None;
-        }
-        Some(Reader {
-            lines,
-            newline_at_end: text.ends_with('\n'),
-            next: 0,
-            events,
-        })
-    }
-
     /// A document: an optional `---` line, then nothing or a block mapping at column 0.
     fn document(&mut self) -> Option<()> {
         if let Some(rest) = self.lines.first().and_then(|l| l.strip_prefix("---")) {
@@ -158,10 +152,17 @@ impl<'a, 'e> Reader<'a, 'e> {
 
     /// The next line with content (skipping blank and comment lines) and its indentation.
     fn peek(&mut self) -> Option<(&'a str, usize)> {
+        if let Some((at, content, indent)) = self.peeked {
+            if at == self.next {
+                return Some((content, indent));
+            }
+        }
         while let Some(&line) = self.lines.get(self.next) {
             let indent = indentation(line);
-            if !ignorable(&line[indent..]) {
-                return Some((&line[indent..], indent));
+            let content = &line[indent..];
+            if !content.is_empty() && !content.starts_with('#') {
+                self.peeked = Some((self.next, content, indent));
+                return Some((content, indent));
             }
             self.next += 1;
         }
@@ -406,11 +407,11 @@ fn inline(text: &str) -> Option<Inline<'_>> {
             if !plain_start(text) {
                 return None;
             }
-            let Some(colon) = value_indicator(text) else {
+            let Stop::Colon(colon) = plain_stop(text) else {
                 return Some(Inline::Scalar);
             };
             let key = &text[..colon];
-            if key.contains(" #") || key.ends_with(' ') || key.len() > MAX_KEY {
+            if key.ends_with(' ') || key.len() > MAX_KEY {
                 return None;
             }
             Some(Inline::Key(Event::Plain(key), &text[colon + 1..]))
@@ -418,12 +419,29 @@ fn inline(text: &str) -> Option<Inline<'_>> {
     }
 }
 
-/// The first `:` followed by a space or the end of the line.
-fn value_indicator(text: &str) -> Option<usize> {
+/// Where a plain scalar stops on its line.
+enum Stop {
+    /// At a `:` followed by a space or the end of the line: the scalar is a mapping key.
+    Colon(usize),
+    /// At the space before a comment's `#`.
+    Comment(usize),
+    /// At the end of the line.
+    End,
+}
+
+/// One pass over a plain scalar that starts `text` (block context): where it stops.
+fn plain_stop(text: &str) -> Stop {
     let bytes = text.as_bytes();
-    text.match_indices(':')
-        .map(|(i, _)| i)
-        .find(|&i| matches!(bytes.get(i + 1), None | Some(b' ')))
+    let mut space_before = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b':' if matches!(bytes.get(i + 1), None | Some(b' ')) => return Stop::Colon(i),
+            b'#' if space_before => return Stop::Comment(i.saturating_sub(1)),
+            _ => {}
+        }
+        space_before = b == b' ';
+    }
+    Stop::End
 }
 
 /// Whether a plain scalar may start here (block context): not with an indicator, except
@@ -447,12 +465,11 @@ fn plain_value(text: &str) -> Option<&str> {
     if !plain_start(text) {
         return None;
     }
-    let end = text.find(" #").unwrap_or(text.len());
-    let value = text[..end].trim_end_matches(' ');
-    if value.contains(": ") || value.ends_with(':') {
-        return None;
+    match plain_stop(text) {
+        Stop::Colon(_) => None, // `a: b` where a scalar is expected
+        Stop::Comment(end) => Some(text[..end].trim_end_matches(' ')),
+        Stop::End => Some(text.trim_end_matches(' ')),
     }
-    Some(value)
 }
 
 /// A single-line quoted scalar at the start of `text`: its value and the text after the
@@ -569,6 +586,11 @@ fn visit_plain<'de, V: Visitor<'de>>(visitor: V, v: &'de str) -> Result<V::Value
     match v {
         "true" | "True" | "TRUE" => return visitor.visit_bool(true),
         "false" | "False" | "FALSE" => return visitor.visit_bool(false),
+        // Numbers start with a digit, a sign or a dot; the only words Rust's float parser
+        // takes (`inf`, `infinity`, `nan`) are not finite, which serde_norway refuses.
+        _ if v.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) => {
+            return visitor.visit_borrowed_str(v)
+        }
         _ => {}
     }
     if let Some(int) = scalar::parse_unsigned_int(v, u64::from_str_radix) {
@@ -909,6 +931,20 @@ data:
         assert_eq!(data["text"], "0123");
         assert_eq!(data["hash"], "a");
         assert_eq!(docs[0].value["metadata"]["labels"]["quoted/key"], "it's");
+    }
+
+    /// Differentials the mutation tests found once; each must stay fixed.
+    #[test]
+    fn cases_found_by_fuzzing_agree_with_libyaml() {
+        let cases = [
+            // An end marker with more on its line, which looks like a key.
+            "a: 1\n...     b: c\n",
+            "a:\n  b: 1\n... x: y\n",
+            "%YAML 1.2\n---\na: 1\n",
+        ];
+        for text in cases {
+            compare(text);
+        }
     }
 
     #[test]
