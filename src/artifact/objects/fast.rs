@@ -824,6 +824,29 @@ mod tests {
         accepted
     }
 
+    /// Inputs where this reader once returned documents that libyaml refuses.
+    #[test]
+    fn edge_cases_agree_with_libyaml() {
+        // libyaml drops a simple key longer than 1024 bytes, in flow context too.
+        let long = "k".repeat(1025);
+        let cases = [
+            // Only spaces and tabs may follow a block scalar header, not other Unicode
+            // whitespace.
+            "a: | \u{a0}\n  x\n".to_string(),
+            "a: >- \u{2000}# c\n  x\n".to_string(),
+            // A `---` line after a leading blank or comment block (kept in the same section
+            // by split_sections) is a document marker, not a `--- b` key.
+            "   \n--- b:\n".to_string(),
+            "# c\n--- a: b\n".to_string(),
+            format!("a: {{{long}: v}}\n"),
+            format!("a: {{'{long}': v}}\n"),
+            format!("a:\n- [x, {{y: z, {long}: v}}]\n"),
+        ];
+        for text in &cases {
+            compare(text);
+        }
+    }
+
     /// What the benchmark tree (scripts/gen-tree.py) and typical rendered output look like.
     const RENDERED: &str = r#"# Source: chart/templates/deployment.yaml
 apiVersion: apps/v1
