@@ -146,7 +146,8 @@ impl<'a, 'e> Reader<'a, 'e> {
         let Some((line, indent)) = self.peek() else {
             return Some(());
         };
-        if indent != 0 || is_entry(line) {
+        // A `---` here is a marker after a leading comment block, not a key.
+        if indent != 0 || is_entry(line) || line.starts_with("---") {
             return None;
         }
         self.mapping(0, None, 1)?;
@@ -298,7 +299,7 @@ impl<'a, 'e> Reader<'a, 'e> {
             Some(b'+') => (Chomp::Keep, &rest[1..]),
             _ => (Chomp::Clip, rest),
         };
-        if !(rest.is_empty() || (rest.starts_with(' ') && ignorable(rest.trim_start()))) {
+        if !(rest.is_empty() || (rest.starts_with(' ') && ignorable(rest))) {
             return None; // indentation indicators and anything else
         }
         // The first line sets the indentation; blank leading lines are left to libyaml.
@@ -509,7 +510,9 @@ fn flow<'a>(text: &'a str, depth: usize, events: &mut Vec<Event<'a>>) -> Option<
     }
     loop {
         if mapping {
-            let after_key = flow_scalar(rest, events)?;
+            // libyaml's simple key limit holds in flow context too.
+            let after_key =
+                flow_scalar(rest, events).filter(|after| rest.len() - after.len() <= MAX_KEY)?;
             rest = after_key.strip_prefix(": ")?.trim_start_matches(' ');
         }
         rest = if rest.starts_with(['{', '[']) {
