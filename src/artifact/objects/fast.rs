@@ -140,7 +140,8 @@ impl<'a, 'e> Reader<'a, 'e> {
         let Some((line, indent)) = self.peek() else {
             return Some(());
         };
-        if indent != 0 || is_entry(line) {
+        // A `---` here is a marker after a leading comment block, not a key.
+        if indent != 0 || is_entry(line) || line.starts_with("---") {
             return None;
         }
         self.mapping(0, None, 1)?;
@@ -299,7 +300,7 @@ impl<'a, 'e> Reader<'a, 'e> {
             Some(b'+') => (Chomp::Keep, &rest[1..]),
             _ => (Chomp::Clip, rest),
         };
-        if !(rest.is_empty() || (rest.starts_with(' ') && ignorable(rest.trim_start()))) {
+        if !(rest.is_empty() || (rest.starts_with(' ') && ignorable(rest))) {
             return None; // indentation indicators and anything else
         }
         // The first line sets the indentation; blank leading lines are left to libyaml.
@@ -526,7 +527,9 @@ fn flow<'a>(text: &'a str, depth: usize, events: &mut Vec<Event<'a>>) -> Option<
     }
     loop {
         if mapping {
-            let after_key = flow_scalar(rest, events)?;
+            // libyaml's simple key limit holds in flow context too.
+            let after_key =
+                flow_scalar(rest, events).filter(|after| rest.len() - after.len() <= MAX_KEY)?;
             rest = after_key.strip_prefix(": ")?.trim_start_matches(' ');
         }
         rest = if rest.starts_with(['{', '[']) {
@@ -844,6 +847,29 @@ mod tests {
             );
         }
         accepted
+    }
+
+    /// Inputs where this reader once returned documents that libyaml refuses.
+    #[test]
+    fn edge_cases_agree_with_libyaml() {
+        // libyaml drops a simple key longer than 1024 bytes, in flow context too.
+        let long = "k".repeat(1025);
+        let cases = [
+            // Only spaces and tabs may follow a block scalar header, not other Unicode
+            // whitespace.
+            "a: | \u{a0}\n  x\n".to_string(),
+            "a: >- \u{2000}# c\n  x\n".to_string(),
+            // A `---` line after a leading blank or comment block (kept in the same section
+            // by split_sections) is a document marker, not a `--- b` key.
+            "   \n--- b:\n".to_string(),
+            "# c\n--- a: b\n".to_string(),
+            format!("a: {{{long}: v}}\n"),
+            format!("a: {{'{long}': v}}\n"),
+            format!("a:\n- [x, {{y: z, {long}: v}}]\n"),
+        ];
+        for text in &cases {
+            compare(text);
+        }
     }
 
     /// What the benchmark tree (scripts/gen-tree.py) and typical rendered output look like.
