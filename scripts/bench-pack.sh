@@ -48,16 +48,19 @@ p="$(printf '%s\n' "${pipeline[@]}" | median)"
 t="$(printf '%s\n' "${push[@]}" | median)"
 toff="$(printf '%s\n' "${push_off[@]}" | median)"
 
+# Each pull extracts into a new directory; they are deleted after the runs. Deleting a
+# 2,500-file tree right before creating the next one makes ext4 search long for free inodes
+# (recently_deleted), which would measure the file system, not tresor.
 pulls=()
 pulls_off=()
+rm -rf "$work"/out*
 for i in $(seq "$runs"); do
-  rm -rf "$work/out"
-  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned 2>/dev/null >/dev/null; t1="$(now)"
+  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out-$i" --allow-unsigned 2>/dev/null >/dev/null; t1="$(now)"
   pulls+=("$(echo "$t1 - $t0" | bc -l)")
-  rm -rf "$work/out"
-  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out" --allow-unsigned --policy off 2>/dev/null >/dev/null; t1="$(now)"
+  t0="$(now)"; "$tresor" pull "oci-layout:$work/layout:v1" -o "$work/out-off-$i" --allow-unsigned --policy off 2>/dev/null >/dev/null; t1="$(now)"
   pulls_off+=("$(echo "$t1 - $t0" | bc -l)")
 done
+rm -rf "$work"/out*
 pl="$(printf '%s\n' "${pulls[@]}" | median)"
 ploff="$(printf '%s\n' "${pulls_off[@]}" | median)"
 layer="$(find "$work/layout/blobs/sha256" -type f -size +1k -printf '%s\n' | sort -n | tail -1)"

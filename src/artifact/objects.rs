@@ -410,6 +410,22 @@ fn identity_of(object: Object) -> (ObjectKey, Place) {
     (object.key, place)
 }
 
+thread_local! {
+    /// Cores that [`leaving_cores`] keeps free of parser threads started on this thread.
+    static RESERVED_CORES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with parsing (on this thread) using `cores` fewer threads than there are cores,
+/// for a caller that keeps those cores busy meanwhile: `push` packs the tree on one core
+/// while it validates it, and a third thread on two cores would slow the packer, which is
+/// the longer of the two.
+pub fn leaving_cores<R>(cores: usize, f: impl FnOnce() -> R) -> R {
+    let before = RESERVED_CORES.replace(cores);
+    let result = f();
+    RESERVED_CORES.set(before);
+    result
+}
+
 /// Where a file's bytes come from.
 enum Source<'a> {
     /// Already in memory.
@@ -478,6 +494,7 @@ fn parse_mapped<T: Send>(
     let threads = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
+        .saturating_sub(RESERVED_CORES.get())
         .clamp(1, 8)
         .min(files.len().div_ceil(8).max(1));
     let parsed: Vec<Vec<Item<T>>> = if threads == 1 {

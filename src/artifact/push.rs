@@ -115,7 +115,7 @@ pub fn package_with<V: Send>(
     }
 
     let (packed, validated) = std::thread::scope(|scope| {
-        let validation = scope.spawn(|| validate(dir));
+        let validation = scope.spawn(|| objects::leaving_cores(1, || validate(dir)));
         (
             archive::pack(
                 dir,
