@@ -4,7 +4,7 @@
 //! agents next to the target pull, verify and reconcile them. The library is split by domain:
 //!
 //! - [`digest`]: content addressing (`sha256:…`), hashing while streaming.
-//! - [`reference`]: `oci://…` registry references and `oci-layout:…` directories.
+//! - [`reference`](mod@reference): `oci://…` registry references and `oci-layout:…` directories.
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.

@@ -23,7 +23,7 @@
 //! events with the same calls as the full parse, so they report the same errors; documents
 //! that may use merge keys are always parsed in full (a merge can supply any field).
 //!
-//! Files are read by [`fast`] first, a reader for the block-YAML subset of rendered
+//! Files are read by `fast` first, a reader for the block-YAML subset of rendered
 //! manifests that gives exactly libyaml's result or declines; declined files (and every
 //! error) go to libyaml through serde_norway.
 //!

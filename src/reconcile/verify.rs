@@ -105,7 +105,7 @@ impl Verifier for AllowUnsigned {
 }
 
 /// Verifies signatures against a trust policy (`--key`, keyless identities, `--trust-policy`)
-/// with [`crate::signing::verify`]: manifests and signature payloads only.
+/// with [`crate::signing::verify`](fn@crate::signing::verify): manifests and signature payloads only.
 #[derive(Debug, Clone)]
 pub struct TrustVerifier {
     policy: crate::signing::TrustPolicy,
