@@ -7,7 +7,7 @@
 //!   collecting the layers as verification candidates.
 //! - [`attestation`]: signed SLSA provenance (in-toto statement, DSSE, cosign's `.att` tag).
 //! - [`policy`]: trust policies: named authorities and a rule (`any`, `all`, `N`).
-//! - [`verify`]: [`verify()`] checks every candidate signature against every authority and
+//! - [`verify`](mod@verify): [`verify()`] checks every candidate signature against every authority and
 //!   applies the rule. It reads manifests and small signature blobs only, never the
 //!   artifact's own layers, so it can run before anything is downloaded.
 //! - [`keyless`]: cosign legacy `.sig` layers signed keylessly (Fulcio certificate, Rekor
