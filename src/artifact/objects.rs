@@ -720,6 +720,9 @@ struct Section<'a> {
     content_line: Option<usize>,
 }
 
+/// What YAML counts as white space on a line (Unicode spaces such as U+3000 are content).
+const YAML_BLANKS: [char; 2] = [' ', '\t'];
+
 /// Splits YAML text at document markers (`---` at column 0), keeping the marker line in the
 /// section it starts so that the section parses on its own. A section without a marker and
 /// without content (a leading comment block) is merged into the next one.
@@ -750,10 +753,10 @@ fn split_sections(text: &str) -> Vec<Section<'_>> {
             has_marker = true;
         }
         let content = if is_marker {
-            let rest = line.get(3..).unwrap_or_default().trim();
+            let rest = line.get(3..).unwrap_or_default().trim_matches(YAML_BLANKS);
             !rest.is_empty() && !rest.starts_with('#')
         } else {
-            let trimmed = line.trim();
+            let trimmed = line.trim_matches(YAML_BLANKS);
             !trimmed.is_empty() && !trimmed.starts_with('#') && !line.starts_with('%')
         };
         if content && content_line.is_none() {
@@ -1358,6 +1361,15 @@ mod tests {
         assert_eq!(places(block), [p("A/a", 0, 1)]);
         assert_eq!(places("# only a comment\n"), []);
         assert_eq!(places(""), []);
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_are_blank_for_document_indexes() {
+        // U+3000 is a scalar to libyaml, so the first document is not a comment block.
+        let text = "\u{3000}\n---\na: 1\n";
+        let docs = parse_tree(&tree(&[("f.yaml", text)]), ContentMode::Files).unwrap();
+        let places: Vec<_> = docs.iter().map(|o| (o.document, o.line)).collect();
+        assert_eq!(places, [(0, 1), (1, 3)]);
     }
 
     #[test]
