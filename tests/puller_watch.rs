@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use tresor::api::ArtifactSync;
+use tresor::api::{ArtifactSync, TrustPolicy};
 use tresor::kube::LABEL_NAME;
 use tresor::puller::{reconcile, run, Context, PullerOptions};
 
@@ -279,6 +279,70 @@ async fn an_idle_cycle_with_synced_watches_reads_no_applied_object_and_writes_no
     cycle().await;
     assert_eq!(s.data("a"), Some(json!("one")));
     assert_eq!(s.object_reads(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trust_inputs_watched_an_idle_cycle_sends_the_api_server_nothing() {
+    let s = setup().await;
+    let repo = s.push("watch-trust");
+    s.create("shop", &repo).await;
+    let ctx = s.context(true);
+    ctx.watch_trust_inputs();
+    let get = async || {
+        Api::<ArtifactSync>::namespaced(s.api.client(None), "default")
+            .get("shop")
+            .await
+            .unwrap()
+    };
+    for _ in 0..2 {
+        reconcile(Arc::new(get().await), ctx.clone()).await.unwrap();
+    }
+    watches_synced(&ctx).await;
+    eventually("trust inputs watched", async || ctx.trust_inputs_watched()).await;
+
+    let sync = get().await;
+    s.api.clear_log();
+    reconcile(Arc::new(sync), ctx.clone()).await.unwrap();
+    assert_eq!(s.ready_reason("shop").await.as_deref(), Some("Unchanged"));
+    let requests: Vec<String> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| !r.contains("watch=") && !r.ends_with("/artifactsyncs/shop"))
+        .collect();
+    assert_eq!(requests, Vec::<String>::new());
+
+    // A platform admin adds a TrustPolicy covering every namespace: the cache sees it and the
+    // next cycle refuses the unsigned sync, still without listing TrustPolicies.
+    let policy: TrustPolicy = serde_json::from_value(json!({
+        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
+        "metadata": {"name": "platform"},
+        "spec": {"authorities": [{"name": "platform", "key": {"secretRef":
+            {"name": "platform-key", "namespace": "kube-system"}}}], "require": "any"},
+    }))
+    .unwrap();
+    Api::<TrustPolicy>::all(s.api.client(None))
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    s.api.clear_log();
+    eventually("the cached TrustPolicy refuses the sync", async || {
+        reconcile(Arc::new(get().await), ctx.clone()).await.unwrap();
+        let sync = get().await;
+        sync.status.is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.reason == "WeakensTrustPolicy")
+        })
+    })
+    .await;
+    let listed: Vec<String> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("trustpolicies") && !r.contains("watch="))
+        .collect();
+    assert_eq!(listed, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ mod error;
 mod lease;
 mod serve;
 mod source;
+mod trust_cache;
 mod verify;
 mod watch;
 
@@ -132,6 +133,8 @@ pub struct Context {
     watch_client: Client,
     /// Kind → resource, shared by every sync (discovery is the puller's own).
     resolver: Arc<DiscoveryResolver>,
+    /// TrustPolicies and Namespaces from watches; started by [`run`].
+    trust: std::sync::OnceLock<trust_cache::TrustCache>,
 }
 
 impl Context {
@@ -157,6 +160,7 @@ impl Context {
             config,
             options,
             syncs: Mutex::new(HashMap::new()),
+            trust: std::sync::OnceLock::new(),
         })
     }
 
@@ -168,6 +172,21 @@ impl Context {
     /// The watches of owned objects (drift).
     pub fn watches(&self) -> &Watches {
         &self.watches
+    }
+
+    /// Starts watching TrustPolicies and Namespaces, so that cycles read their trust
+    /// inputs from memory while the watches are current (see `trust_cache`); [`run`] does
+    /// this. Without it every cycle lists TrustPolicies and GETs its Namespace. Idempotent.
+    pub fn watch_trust_inputs(&self) {
+        self.trust
+            .get_or_init(|| trust_cache::TrustCache::start(&self.watch_client));
+    }
+
+    /// Whether the TrustPolicy and Namespace watches are current (cycles use them).
+    pub fn trust_inputs_watched(&self) -> bool {
+        self.trust
+            .get()
+            .is_some_and(trust_cache::TrustCache::current)
     }
 
     /// Metrics of every cycle of every ArtifactSync (served by
@@ -200,6 +219,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    ctx.watch_trust_inputs();
     let api: Api<ArtifactSync> = Api::all(ctx.watch_client.clone());
     let controller = Controller::new(api, watcher::Config::default());
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
@@ -688,6 +708,29 @@ async fn verifier_for(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Arc<dyn Verifier>, PullerError> {
+    let cached = ctx.trust.get().and_then(|cache| cache.inputs(namespace));
+    let (policies, labels) = match cached {
+        Some(inputs) => inputs,
+        None => read_trust_inputs(ctx, namespace).await?,
+    };
+    match effective_requirements(&policies, sync, &labels)? {
+        Requirements::Unsigned => Ok(Arc::new(AllowUnsigned)),
+        Requirements::Signed(constraints) => {
+            let mut all = Vec::new();
+            for c in &constraints {
+                all.push(verify::policy_for(c, ctx, namespace, &sync.object_name()).await?);
+            }
+            Ok(Arc::new(AllOf::new(all)))
+        }
+    }
+}
+
+/// Every TrustPolicy and the labels of `namespace`, read from the API server (when the
+/// watch caches of [`trust_cache`] are not running or not current).
+async fn read_trust_inputs(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(Vec<TrustPolicy>, BTreeMap<String, String>), PullerError> {
     let timeout = ctx.options.call_timeout;
     let policies: Vec<TrustPolicy> = call(
         "list TrustPolicies",
@@ -702,15 +745,5 @@ async fn verifier_for(
         Api::all(ctx.client.clone()).get(namespace),
     )
     .await?;
-    let labels: BTreeMap<String, String> = ns.metadata.labels.unwrap_or_default();
-    match effective_requirements(&policies, sync, &labels)? {
-        Requirements::Unsigned => Ok(Arc::new(AllowUnsigned)),
-        Requirements::Signed(constraints) => {
-            let mut all = Vec::new();
-            for c in &constraints {
-                all.push(verify::policy_for(c, ctx, namespace, &sync.object_name()).await?);
-            }
-            Ok(Arc::new(AllOf::new(all)))
-        }
-    }
+    Ok((policies, ns.metadata.labels.unwrap_or_default()))
 }
