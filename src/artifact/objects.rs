@@ -783,15 +783,16 @@ fn may_merge(text: &str) -> bool {
 }
 
 fn parse_yaml(path: &str, text: &str, depth: Depth) -> Result<Vec<Doc>, ObjectsError> {
-    // A merge key can supply any field, so the reduced views are read only without them.
-    let merges = may_merge(text);
-    let depth = if merges { Depth::Full } else { depth };
     let sections = split_sections(text);
-    if !merges {
+    // The fast reader refuses escapes, so without a `<<` spelt out nothing it reads can
+    // hold a merge key (backslashes elsewhere — scripts, regexps — are plain characters).
+    if !text.contains("<<") {
         if let Some(docs) = fast::documents(text, &sections, depth) {
             return Ok(docs);
         }
     }
+    // A merge key can supply any field, so the reduced views are read only without them.
+    let depth = if may_merge(text) { Depth::Full } else { depth };
     let docs = match parse_whole(text, &sections, depth) {
         Some(docs) => docs,
         None => parse_sections(path, &sections, depth)?,
