@@ -1110,6 +1110,35 @@ data:
         );
     }
 
+    /// Real manifests from public projects (testdata/manifests/real, each naming its source
+    /// and license in a header comment). The ordinary ones must keep being read fast; the
+    /// others use constructs outside the subset (multi-line plain scalars, a flow mapping on
+    /// the line after its key) and are here for their mutations, which the test above makes.
+    #[test]
+    fn reads_real_world_manifests_fast() {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/manifests/real"
+        ));
+        let fast = [
+            "ingress-nginx-deploy.yaml",
+            "kubernetes-dashboard.yaml",
+            "local-path-storage.yaml",
+            "coredns.yaml",
+        ];
+        for file in fast {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert!(compare(&text), "the fast reader declined {file}");
+        }
+        for file in [
+            "cert-manager-v0.6.yaml",
+            "kube-prometheus-alertmanager-rules.yaml",
+        ] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            compare(&text);
+        }
+    }
+
     #[test]
     fn agrees_with_libyaml_on_generated_documents_and_their_mutations() {
         // TRESOR_FUZZ_ROUNDS=200000 (and a seed) for a longer hunt.
