@@ -109,7 +109,8 @@ enum Event<'a> {
     /// The end of the innermost open mapping or sequence.
     End,
     /// A plain scalar: resolved to null, bool, number or string like serde_norway does.
-    Plain(&'a str),
+    /// Owned when it spans lines.
+    Plain(Cow<'a, str>),
     /// A quoted or block scalar: always a string.
     Str(Cow<'a, str>),
 }
@@ -132,16 +133,19 @@ struct Reader<'a, 'e> {
 impl<'a, 'e> Reader<'a, 'e> {
     /// A document: an optional `---` line, then nothing or a block mapping at column 0.
     fn document(&mut self) -> Option<()> {
-        if let Some(rest) = self.lines.first().and_then(|l| l.strip_prefix("---")) {
-            if !ignorable(rest) || !(rest.is_empty() || rest.starts_with(' ')) {
-                return None; // content on the marker line
+        // The `---` that starts the section, after the blank and comment lines of a leading
+        // block (which split_sections keeps in the first section).
+        if let Some((line, 0)) = self.peek() {
+            if let Some(rest) = line.strip_prefix("---") {
+                if !(rest.is_empty() || (rest.starts_with(' ') && ignorable(rest))) {
+                    return None; // content on the marker line
+                }
+                self.next += 1;
             }
-            self.next = 1;
         }
         let Some((line, indent)) = self.peek() else {
             return Some(());
         };
-        // A `---` here is a marker after a leading comment block, not a key.
         if indent != 0 || is_entry(line) || line.starts_with("---") {
             return None;
         }
@@ -171,15 +175,20 @@ impl<'a, 'e> Reader<'a, 'e> {
         None
     }
 
-    /// A block mapping whose keys are at column `column`. `first` is the text of its first
-    /// entry when that is on a line already read (`- key: value`).
-    fn mapping(&mut self, column: usize, first: Option<&'a str>, depth: usize) -> Option<()> {
+    /// A block mapping whose keys are at column `column`. `first` is its first key and the
+    /// text after the key's `:`, when that line is read already (`- key: value`).
+    fn mapping(
+        &mut self,
+        column: usize,
+        first: Option<(Event<'a>, &'a str)>,
+        depth: usize,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.events.push(Event::MappingStart);
-        if let Some(entry) = first {
-            self.entry(column, entry, depth)?;
+        if let Some((key, after)) = first {
+            self.entry(column, key, after, depth)?;
         }
         while let Some((line, indent)) = self.peek() {
             if indent < column {
@@ -189,41 +198,57 @@ impl<'a, 'e> Reader<'a, 'e> {
                 return None;
             }
             self.next += 1;
-            self.entry(column, line, depth)?;
+            let Inline::Key(key, after) = inline(line)? else {
+                return None;
+            };
+            self.entry(column, key, after, depth)?;
         }
         self.events.push(Event::End);
         Some(())
     }
 
-    /// One `key: value` entry of a mapping at `column`; `text` starts at the key.
-    fn entry(&mut self, column: usize, text: &'a str, depth: usize) -> Option<()> {
-        let Inline::Key(key, after) = inline(text)? else {
-            return None;
-        };
+    /// One entry of a mapping at `column`: its key and the text after the key's `:`.
+    fn entry(&mut self, column: usize, key: Event<'a>, after: &'a str, depth: usize) -> Option<()> {
         self.events.push(key);
         let value = after.trim_start_matches(' ');
         if !ignorable(value) {
             return self.inline_value(column, value, depth);
         }
         match self.peek() {
-            Some((line, indent)) if indent > column => self.block_node(line, indent, depth + 1),
+            Some((line, indent)) if indent > column => {
+                self.next_line_node(column, line, indent, depth + 1)
+            }
             // A sequence may sit at the indentation of its key.
             Some((line, indent)) if indent == column && is_entry(line) => {
                 self.sequence(column, depth + 1)
             }
             _ => {
-                self.events.push(Event::Plain(""));
+                self.events.push(Event::Plain(Cow::Borrowed("")));
                 Some(())
             }
         }
     }
 
-    /// A block collection starting on the next line, at `indent`.
-    fn block_node(&mut self, line: &str, indent: usize, depth: usize) -> Option<()> {
+    /// The value of a key or `-` (of a collection at `column`) that starts on the next line,
+    /// at `indent`: a block collection, or a scalar or flow collection (`resources:` then
+    /// `{}`).
+    fn next_line_node(
+        &mut self,
+        column: usize,
+        line: &'a str,
+        indent: usize,
+        depth: usize,
+    ) -> Option<()> {
         if is_entry(line) {
-            self.sequence(indent, depth)
-        } else {
-            self.mapping(indent, None, depth)
+            return self.sequence(indent, depth);
+        }
+        if line.starts_with(['|', '>']) {
+            return None;
+        }
+        self.next += 1;
+        match inline(line)? {
+            Inline::Key(key, after) => self.mapping(indent, Some((key, after)), depth),
+            Inline::Scalar => self.inline_value(column, line, depth),
         }
     }
 
@@ -245,9 +270,9 @@ impl<'a, 'e> Reader<'a, 'e> {
             if ignorable(item) {
                 match self.peek() {
                     Some((next, indent)) if indent > column => {
-                        self.block_node(next, indent, depth + 1)?
+                        self.next_line_node(column, next, indent, depth + 1)?
                     }
-                    _ => self.events.push(Event::Plain("")),
+                    _ => self.events.push(Event::Plain(Cow::Borrowed(""))),
                 }
                 continue;
             }
@@ -255,9 +280,9 @@ impl<'a, 'e> Reader<'a, 'e> {
                 return None; // `- - x` and `- |` are left to libyaml
             }
             match inline(item)? {
-                Inline::Key(..) => {
+                Inline::Key(key, after_key) => {
                     let item_column = column + 1 + (after.len() - item.len());
-                    self.mapping(item_column, Some(item), depth + 1)?;
+                    self.mapping(item_column, Some((key, after_key)), depth + 1)?;
                 }
                 Inline::Scalar => self.inline_value(column, item, depth)?,
             }
@@ -272,7 +297,10 @@ impl<'a, 'e> Reader<'a, 'e> {
         match text.as_bytes().first()? {
             b'|' | b'>' => self.block_scalar(column, text),
             b'"' | b'\'' => {
-                let (value, rest) = quoted(text)?;
+                let (value, rest) = match quoted(text) {
+                    Some(read) => read,
+                    None => self.quoted_lines(column, text)?,
+                };
                 if !ignorable_after(rest) {
                     return None;
                 }
@@ -284,11 +312,97 @@ impl<'a, 'e> Reader<'a, 'e> {
                 ignorable_after(rest).then_some(())
             }
             _ => {
-                let value = plain_value(text)?;
+                let (first, commented) = plain_value(text)?;
+                let value = if commented {
+                    Cow::Borrowed(first)
+                } else {
+                    self.plain_continuation(column, first)?
+                };
                 self.events.push(Event::Plain(value));
                 Some(())
             }
         }
+    }
+
+    /// A quoted scalar that does not end on its first line (`text`), in a collection at
+    /// `column`: its value and the text after the closing quote. Later lines must be
+    /// indented deeper than `column`; they fold like plain ones (leading and trailing spaces
+    /// go, a line break becomes a space, N blank lines become N line breaks).
+    fn quoted_lines(&mut self, column: usize, text: &'a str) -> Option<(Cow<'a, str>, &'a str)> {
+        let quote = *text.as_bytes().first()?;
+        let (first, None) = scan_quoted(&text[1..], quote)? else {
+            return None; // it ends on its line: not a quoted scalar `quoted` refused
+        };
+        let mut value = first.trim_end_matches(' ').to_owned();
+        let mut breaks = 0;
+        while let Some(&line) = self.lines.get(self.next) {
+            self.next += 1;
+            let indent = indentation(line);
+            let content = &line[indent..];
+            if content.is_empty() {
+                breaks += 1;
+                continue;
+            }
+            if indent <= column {
+                return None;
+            }
+            match breaks {
+                0 => value.push(' '),
+                n => value.extend(std::iter::repeat_n('\n', n)),
+            }
+            breaks = 0;
+            let (piece, rest) = scan_quoted(content, quote)?;
+            match rest {
+                Some(rest) => {
+                    value.push_str(&piece);
+                    return Some((Cow::Owned(value), rest));
+                }
+                None => value.push_str(piece.trim_end_matches(' ')),
+            }
+        }
+        None
+    }
+
+    /// The lines that continue a plain scalar whose `first` line is read, in a collection at
+    /// `column`: lines indented deeper than `column`, folded like libyaml folds them (a line
+    /// break becomes a space, N blank lines become N line breaks). Stops at a less indented
+    /// line or a comment; refuses a line that holds `: ` or ends with `:`.
+    fn plain_continuation(&mut self, column: usize, first: &'a str) -> Option<Cow<'a, str>> {
+        let mut value = Cow::Borrowed(first);
+        let mut breaks = 0; // blank lines since the last line read
+        let mut at = self.next;
+        while let Some(&line) = self.lines.get(at) {
+            let indent = indentation(line);
+            let content = &line[indent..];
+            if content.is_empty() {
+                breaks += 1;
+                at += 1;
+                continue;
+            }
+            if indent <= column || content.starts_with('#') {
+                break;
+            }
+            // Inside a plain scalar only `: `, ` #` (and markers at column 0) mean anything:
+            // a later line may start with `-`, `}`, a quote or any other indicator.
+            let (text, commented) = match plain_stop(content) {
+                Stop::Colon(_) => return None,
+                Stop::Comment(end) => (content[..end].trim_end_matches(' '), true),
+                Stop::End => (content.trim_end_matches(' '), false),
+            };
+            let value = value.to_mut();
+            match breaks {
+                0 => value.push(' '),
+                n => value.extend(std::iter::repeat_n('\n', n)),
+            }
+            value.push_str(text);
+            breaks = 0;
+            at += 1;
+            self.next = at;
+            if commented {
+                break;
+            }
+        }
+        Some(value)
     }
 
     /// A literal (`|`) or folded (`>`) block scalar, optionally with a chomping indicator,
@@ -416,7 +530,10 @@ fn inline(text: &str) -> Option<Inline<'_>> {
             if key.ends_with(' ') || key.len() > MAX_KEY {
                 return None;
             }
-            Some(Inline::Key(Event::Plain(key), &text[colon + 1..]))
+            Some(Inline::Key(
+                Event::Plain(Cow::Borrowed(key)),
+                &text[colon + 1..],
+            ))
         }
     }
 }
@@ -461,16 +578,16 @@ fn plain_start(text: &str) -> bool {
     }
 }
 
-/// A single-line plain scalar in block context, up to a comment; `None` when it would
-/// be an error or go on to the next line's indicator rules (`: ` inside, `:` at the end).
-fn plain_value(text: &str) -> Option<&str> {
+/// The first line of a plain scalar in block context, up to a comment, and whether a
+/// comment ended it; `None` when it would be an error (`: ` inside, `:` at the end).
+fn plain_value(text: &str) -> Option<(&str, bool)> {
     if !plain_start(text) {
         return None;
     }
     match plain_stop(text) {
         Stop::Colon(_) => None, // `a: b` where a scalar is expected
-        Stop::Comment(end) => Some(text[..end].trim_end_matches(' ')),
-        Stop::End => Some(text.trim_end_matches(' ')),
+        Stop::Comment(end) => Some((text[..end].trim_end_matches(' '), true)),
+        Stop::End => Some((text.trim_end_matches(' '), false)),
     }
 }
 
@@ -478,19 +595,36 @@ fn plain_value(text: &str) -> Option<&str> {
 /// closing quote. Double-quoted scalars must hold no backslash (escapes are left to libyaml).
 fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
     let quote = *text.as_bytes().first()?;
-    let body = &text[1..];
+    let (value, rest) = scan_quoted(&text[1..], quote)?;
+    Some((value, rest?))
+}
+
+/// One line of a quoted scalar, from `body` (after the opening quote, or a continuation
+/// line): its text up to the closing quote and the text after that quote, or the whole line
+/// and `None` when the scalar goes on. `''` in single quotes is a quote; a backslash in
+/// double quotes is refused (escapes are left to libyaml).
+fn scan_quoted(body: &str, quote: u8) -> Option<(Cow<'_, str>, Option<&str>)> {
     if quote == b'"' {
-        let end = body.find('"')?;
-        let value = &body[..end];
-        if value.contains('\\') {
-            return None;
-        }
-        return Some((Cow::Borrowed(value), &body[end + 1..]));
+        let (value, rest) = match body.find('"') {
+            Some(end) => (&body[..end], Some(&body[end + 1..])),
+            None => (body, None),
+        };
+        return (!value.contains('\\')).then_some((Cow::Borrowed(value), rest));
     }
     let mut owned: Option<String> = None;
     let mut start = 0;
     loop {
-        let end = start + body[start..].find('\'')?;
+        let Some(found) = body[start..].find('\'') else {
+            let value = match owned {
+                Some(mut value) => {
+                    value.push_str(&body[start..]);
+                    Cow::Owned(value)
+                }
+                None => Cow::Borrowed(body),
+            };
+            return Some((value, None));
+        };
+        let end = start + found;
         if body.as_bytes().get(end + 1) == Some(&b'\'') {
             owned
                 .get_or_insert_with(String::new)
@@ -505,7 +639,7 @@ fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
             }
             None => Cow::Borrowed(&body[..end]),
         };
-        return Some((value, &body[end + 1..]));
+        return Some((value, Some(&body[end + 1..])));
     }
 }
 
@@ -576,14 +710,24 @@ fn flow_scalar<'a>(text: &'a str, events: &mut Vec<Event<'a>>) -> Option<&'a str
         _ => {}
     }
     let value = text[..end].trim_end_matches(' ');
-    events.push(Event::Plain(value));
+    events.push(Event::Plain(Cow::Borrowed(value)));
     Some(&text[value.len()..])
 }
 
 /// Resolves a plain scalar like serde_norway 0.9 (`visit_untagged_scalar` in its `de.rs`):
 /// null, bool, integer, float, else string. A copy of its rules, kept word for word so that
 /// both readers give every scalar the same type; the tests compare them on many scalars.
-fn visit_plain<'de, V: Visitor<'de>>(visitor: V, v: &'de str) -> Result<V::Value, Unsupported> {
+fn visit_plain<'de, V: Visitor<'de>>(
+    visitor: V,
+    plain: &Cow<'de, str>,
+) -> Result<V::Value, Unsupported> {
+    let v: &str = plain;
+    // serde_norway borrows a plain scalar's string when it is the text as written: a
+    // single-line one.
+    let string = |visitor: V| match plain {
+        Cow::Borrowed(v) => visitor.visit_borrowed_str(v),
+        Cow::Owned(v) => visitor.visit_str(v),
+    };
     if v.is_empty() || matches!(v, "null" | "Null" | "NULL" | "~") {
         return visitor.visit_unit();
     }
@@ -592,9 +736,7 @@ fn visit_plain<'de, V: Visitor<'de>>(visitor: V, v: &'de str) -> Result<V::Value
         "false" | "False" | "FALSE" => return visitor.visit_bool(false),
         // Numbers start with a digit, a sign or a dot; the only words Rust's float parser
         // takes (`inf`, `infinity`, `nan`) are not finite, which serde_norway refuses.
-        _ if v.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) => {
-            return visitor.visit_borrowed_str(v)
-        }
+        _ if v.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) => return string(visitor),
         _ => {}
     }
     if let Some(int) = scalar::parse_unsigned_int(v, u64::from_str_radix) {
@@ -614,7 +756,7 @@ fn visit_plain<'de, V: Visitor<'de>>(visitor: V, v: &'de str) -> Result<V::Value
             return visitor.visit_f64(float);
         }
     }
-    visitor.visit_borrowed_str(v)
+    string(visitor)
 }
 
 /// serde_norway 0.9.42's scalar rules (`de.rs`, MIT OR Apache-2.0), unchanged.
@@ -1125,17 +1267,14 @@ data:
             "kubernetes-dashboard.yaml",
             "local-path-storage.yaml",
             "coredns.yaml",
+            // Multi-line plain scalars (jsonnet output).
+            "kube-prometheus-alertmanager-rules.yaml",
+            // `resources:` with `{}` on the next line (helm output).
+            "cert-manager-v0.6.yaml",
         ];
         for file in fast {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             assert!(compare(&text), "the fast reader declined {file}");
-        }
-        for file in [
-            "cert-manager-v0.6.yaml",
-            "kube-prometheus-alertmanager-rules.yaml",
-        ] {
-            let text = std::fs::read_to_string(dir.join(file)).unwrap();
-            compare(&text);
         }
     }
 
@@ -1150,6 +1289,9 @@ data:
         for _ in 0..rounds {
             let mut text = String::new();
             for i in 0..rng.usize(1..4) {
+                if i == 0 && rng.u8(0..4) == 0 {
+                    text.push_str(["\n", "# leading\n", "  \n# c\n"][rng.usize(..3)]);
+                }
                 if i > 0 || rng.bool() {
                     text.push_str(["---\n", "--- # c\n", "---\n\n# c\n"][rng.usize(..3)]);
                 }
@@ -1162,7 +1304,7 @@ data:
         }
         eprintln!("read fast: {accepted} of {rounds} generated files, {mutants_accepted} mutants");
         assert!(
-            accepted > rounds * 6 / 10,
+            accepted > rounds * 4 / 10,
             "only {accepted} of {rounds} generated files read fast"
         );
         assert!(
@@ -1323,7 +1465,7 @@ data:
         }
 
         fn value(&mut self, out: &mut String, indent: usize, depth: u8) {
-            let choice = if depth == 0 { 0 } else { self.rng.u8(0..10) };
+            let choice = if depth == 0 { 0 } else { self.rng.u8(0..13) };
             let step = self.rng.usize(1..4);
             match choice {
                 0..=2 => {
@@ -1332,6 +1474,58 @@ data:
                     out.push('\n');
                 }
                 3 => out.push('\n'),
+                // On the next line, deeper.
+                10 => {
+                    out.push('\n');
+                    out.push_str(&" ".repeat(indent + step));
+                    out.push_str(SCALARS[self.rng.usize(..SCALARS.len())]);
+                    out.push('\n');
+                }
+                // A quoted scalar over several lines.
+                12 => {
+                    let quote = ["'", "\""][self.rng.usize(..2)];
+                    out.push(' ');
+                    out.push_str(quote);
+                    out.push_str("it''s  a # long: text  \n");
+                    for _ in 0..self.rng.usize(0..3) {
+                        let piece = ["more  words", "", "   ", "- x: y", "''"][self.rng.usize(..5)];
+                        let deeper = if self.rng.u8(0..12) == 0 { 0 } else { step };
+                        out.push_str(&" ".repeat(indent + deeper));
+                        out.push_str(piece);
+                        out.push('\n');
+                    }
+                    out.push_str(&" ".repeat(indent + step));
+                    out.push_str("  end. ");
+                    out.push_str(quote);
+                    out.push_str(["", " # c", "x", " "][self.rng.usize(..4)]);
+                    out.push('\n');
+                }
+                // A plain scalar over several lines, with blank and odd lines between.
+                11 => {
+                    out.push_str(" The quick brown fox\n");
+                    for _ in 0..self.rng.usize(1..4) {
+                        const READ: &[&str] = &["jumps over", "the lazy dog.  ", "", "  ", "1.5"];
+                        // Left to libyaml (or ending the scalar), now and then.
+                        const ODD: &[&str] = &[
+                            "x # c",
+                            "- bullet",
+                            "`code` here",
+                            "'quoted' word",
+                            "a: b",
+                            "ends with:",
+                            "#comment",
+                        ];
+                        let piece = if self.rng.u8(0..8) == 0 {
+                            ODD[self.rng.usize(..ODD.len())]
+                        } else {
+                            READ[self.rng.usize(..READ.len())]
+                        };
+                        let deeper = if self.rng.u8(0..12) == 0 { 0 } else { step };
+                        out.push_str(&" ".repeat(indent + deeper));
+                        out.push_str(piece);
+                        out.push('\n');
+                    }
+                }
                 4 | 5 => {
                     out.push('\n');
                     self.map(out, indent + step, depth - 1);
