@@ -2,12 +2,12 @@
 //!
 //! libyaml reads about 40 MB/s on one core, which makes parsing most of the cost of `push`
 //! and `pull`. Rendered manifests (helm, kustomize, `kubectl` output, generators) use a small
-//! part of YAML: block mappings and sequences indented with spaces, single-line plain and
-//! quoted scalars, literal and folded block scalars, one-line flow collections, comments.
-//! [`documents`] reads exactly that subset, several times faster, and gives up (`None`) at the
-//! first thing outside it or at anything it is not sure of — tabs, CR, anchors, aliases, tags,
-//! escapes, multi-line plain or quoted scalars, complex keys, any error — and the caller then
-//! parses the file with libyaml as before. That is also why every error message still comes
+//! part of YAML: block mappings and sequences indented with spaces, plain and quoted scalars
+//! (also folded over several lines), literal and folded block scalars, one-line flow
+//! collections, comments. [`documents`] reads exactly that subset, several times faster, and
+//! gives up (`None`) at the first thing outside it or at anything it is not sure of — tabs,
+//! CR, anchors, aliases, tags, escapes, flow collections over several lines, complex keys,
+//! any error — and the caller then parses the file with libyaml as before. That is also why every error message still comes
 //! from libyaml: this reader never reports one.
 //!
 //! Security rests on one property: **when it returns documents, they are exactly what
