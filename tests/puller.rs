@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::kube_api::KubeApi;
-use common::puller::Puller;
+use common::puller::{create_covering_policy, Puller};
 use common::TestRegistry;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -267,25 +267,11 @@ async fn puller_does_nothing_for_a_suspended_sync() {
     assert!(s.get("shop").await.status.is_none());
 }
 
-async fn create_covering_policy(s: &Setup) {
-    let policy: TrustPolicy = serde_json::from_value(json!({
-        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
-        "metadata": {"name": "platform"},
-        "spec": {"authorities": [{"name": "platform", "key": {"secretRef":
-            {"name": "platform-key", "namespace": "kube-system"}}}], "require": "any"},
-    }))
-    .unwrap();
-    Api::<TrustPolicy>::all(s.api.client(None))
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puller_refuses_allow_unsigned_under_a_covering_trust_policy() {
     let s = setup().await;
     let (repo, _) = s.push("puller-weaken");
-    create_covering_policy(&s).await;
+    create_covering_policy(&s.api).await;
     s.create(
         "shop",
         json!({"url": repo, "ref": {"tag": "v1"}, "interval": "5m", "insecure": true,
@@ -315,7 +301,7 @@ async fn puller_rereads_trust_policies_every_cycle_without_a_spec_change() {
     assert_eq!(condition(&s.get("shop").await, "Ready").0, "True");
     // A platform admin adds a policy covering the namespace: the same, unchanged sync is
     // refused on its next cycle (its engine is kept, its trust is not).
-    create_covering_policy(&s).await;
+    create_covering_policy(&s.api).await;
     s.reconcile("shop").await;
     let sync = s.get("shop").await;
     assert_eq!(

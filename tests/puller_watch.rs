@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use tresor::api::{ArtifactSync, TrustPolicy};
+use tresor::api::ArtifactSync;
 use tresor::kube::LABEL_NAME;
 use tresor::puller::{reconcile, run, Context, PullerOptions};
 
@@ -314,17 +314,7 @@ async fn with_trust_inputs_watched_an_idle_cycle_sends_the_api_server_nothing() 
 
     // A platform admin adds a TrustPolicy covering every namespace: the cache sees it and the
     // next cycle refuses the unsigned sync, still without listing TrustPolicies.
-    let policy: TrustPolicy = serde_json::from_value(json!({
-        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
-        "metadata": {"name": "platform"},
-        "spec": {"authorities": [{"name": "platform", "key": {"secretRef":
-            {"name": "platform-key", "namespace": "kube-system"}}}], "require": "any"},
-    }))
-    .unwrap();
-    Api::<TrustPolicy>::all(s.api.client(None))
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
+    common::puller::create_covering_policy(&s.api).await;
     s.api.clear_log();
     eventually("the cached TrustPolicy refuses the sync", async || {
         reconcile(Arc::new(get().await), ctx.clone()).await.unwrap();

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
-use tresor::api::ArtifactSync;
+use tresor::api::{ArtifactSync, TrustPolicy};
 use tresor::puller::{reconcile, Context, PullerOptions};
 
 use super::kube_api::KubeApi;
@@ -142,4 +142,20 @@ pub fn docker_config(host: &str, user: &str, password: &str) -> Vec<u8> {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     serde_json::to_vec(&json!({"auths": {host: {"auth": auth}}})).unwrap()
+}
+
+/// Creates the TrustPolicy `platform`, which covers every namespace and requires a
+/// signature by the key in Secret `kube-system/platform-key`.
+pub async fn create_covering_policy(api: &KubeApi) {
+    let policy: TrustPolicy = serde_json::from_value(json!({
+        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
+        "metadata": {"name": "platform"},
+        "spec": {"authorities": [{"name": "platform", "key": {"secretRef":
+            {"name": "platform-key", "namespace": "kube-system"}}}], "require": "any"},
+    }))
+    .unwrap();
+    Api::<TrustPolicy>::all(api.client(None))
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
 }
