@@ -19,7 +19,7 @@ use common::TestRegistry;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
-use tresor::api::{ArtifactSync, TrustPolicy};
+use tresor::api::ArtifactSync;
 use tresor::kube::LABEL_NAME;
 use tresor::puller::LeaseLock;
 
