@@ -63,21 +63,8 @@ pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Builds a client for long-running watches from `config`: connect and write time out after
 /// `timeout`, reads after [`WATCH_READ_TIMEOUT`] (a watch with nothing to report is silent;
 /// the request timeout of [`client_from_config`] would cut it every `timeout`).
-pub fn watch_client_from_config(
-    mut config: Config,
-    timeout: Duration,
-) -> Result<Client, ApplyError> {
-    let timeout = if timeout.is_zero() {
-        Duration::from_secs(30)
-    } else {
-        timeout
-    };
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(WATCH_READ_TIMEOUT.max(timeout));
-    config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| ApplyError::Config {
-        message: e.to_string(),
-    })
+pub fn watch_client_from_config(config: Config, timeout: Duration) -> Result<Client, ApplyError> {
+    client_with_timeouts(config, timeout, |timeout| WATCH_READ_TIMEOUT.max(timeout))
 }
 
 /// Builds a client from `config` with request timeouts and, when given, impersonation
@@ -87,17 +74,27 @@ pub fn client_from_config(
     impersonate: Option<&str>,
     timeout: Duration,
 ) -> Result<Client, ApplyError> {
+    if let Some(user) = impersonate {
+        config.auth_info.impersonate = Some(user.to_string());
+    }
+    client_with_timeouts(config, timeout, |timeout| timeout)
+}
+
+/// A client whose connects and writes time out after `timeout` (30 s when zero) and reads
+/// after `read(timeout)`.
+fn client_with_timeouts(
+    mut config: Config,
+    timeout: Duration,
+    read: impl FnOnce(Duration) -> Duration,
+) -> Result<Client, ApplyError> {
     let timeout = if timeout.is_zero() {
         Duration::from_secs(30)
     } else {
         timeout
     };
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    config.read_timeout = Some(read(timeout));
     config.write_timeout = Some(timeout);
-    if let Some(user) = impersonate {
-        config.auth_info.impersonate = Some(user.to_string());
-    }
     Client::try_from(config).map_err(|e| ApplyError::Config {
         message: e.to_string(),
     })
