@@ -127,7 +127,9 @@ fn registry_host(sync: &ArtifactSync) -> Result<String, PullerError> {
     }
 }
 
-async fn get_secret(
+/// Secret `namespace/name`; [`PullerError::SecretMissing`] names `field` (who needs it)
+/// when it does not exist.
+pub(super) async fn get_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,

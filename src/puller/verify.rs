@@ -6,10 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-
-use super::{call, Context, PullerError};
+use super::{Context, PullerError};
 use crate::api::{Constraint, KeylessAuthority};
 use crate::artifact::fetch::ResolvedArtifact;
 use crate::reconcile::{BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
@@ -219,18 +216,8 @@ async fn secret_data(
     key: &str,
     origin: &str,
 ) -> Result<Vec<u8>, PullerError> {
-    let secret: Secret = call(
-        "get Secret",
-        ctx.options.call_timeout,
-        Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(name),
-    )
-    .await?
-    .ok_or_else(|| PullerError::SecretMissing {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        field: origin.to_string(),
-    })?;
-    secret
+    super::source::get_secret(ctx, namespace, name, origin)
+        .await?
         .data
         .and_then(|mut d| d.remove(key))
         .map(|b| b.0)
