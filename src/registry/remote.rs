@@ -49,6 +49,15 @@ struct AuthState {
     creds: Option<Option<(Credentials, CredentialSource)>>,
 }
 
+/// How to give tresor credentials (command line, docker, the puller's ArtifactSync).
+const CREDENTIALS_HINT: &str =
+    "pass --creds user:password, run `docker login`, or set spec.pullSecretRef";
+
+/// The error detail when a registry wants credentials and none were found.
+fn needs_credentials() -> String {
+    format!("the registry requires credentials: {CREDENTIALS_HINT}")
+}
+
 /// HTTP clients of this process by what configures them: the timeout and the extra CA
 /// certificates (by content). A client holds the TLS root store and a connection pool, so
 /// every repository with the same settings shares one: the puller keeps one client, not
@@ -521,7 +530,7 @@ impl RemoteRepository {
                         "the registry rejected the credentials from {}; check user name and password",
                         describe(source)
                     ),
-                    None => "the registry requires credentials: pass --creds user:password, run `docker login`, or set spec.pullSecretRef".into(),
+                    None => needs_credentials(),
                 };
                 return Err(RegistryError::Unauthorized {
                     host: self.host.clone(),
@@ -576,7 +585,7 @@ impl RemoteRepository {
                             "the token service {realm} answered HTTP {status} for the credentials from {}",
                             describe(source)
                         ),
-                        None => format!("the token service {realm} answered HTTP {status}; pass --creds user:password, run `docker login`, or set spec.pullSecretRef"),
+                        None => format!("the token service {realm} answered HTTP {status}; {CREDENTIALS_HINT}"),
                     }));
                 }
                 let body = read_bounded(token_resp, MAX_TOKEN_BYTES, "token response").await?;
@@ -598,12 +607,7 @@ impl RemoteRepository {
                 state.push_scope = action == Action::Push;
             }
             Some(Challenge::Basic) | None => {
-                let (c, _) = creds.ok_or_else(|| {
-                    unauthorized(
-                        "the registry requires credentials: pass --creds user:password, run `docker login`, or set spec.pullSecretRef"
-                            .into(),
-                    )
-                })?;
+                let (c, _) = creds.ok_or_else(|| unauthorized(needs_credentials()))?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
                     "{}:{}",
                     c.username,
