@@ -22,10 +22,7 @@ use common::TestRegistry;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, KeylessAuthority};
-use tresor::artifact::fetch::ResolvedArtifact;
-use tresor::artifact::format::{
-    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
+use tresor::artifact::format::{Descriptor, ImageManifest, OCI_MANIFEST_MEDIA_TYPE};
 use tresor::digest::Digest;
 use tresor::kube::LABEL_NAME;
 use tresor::puller::{keyless_authority, FINALIZER};
@@ -471,25 +468,12 @@ fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
     let digest: Digest = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172"
         .parse()
         .unwrap();
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![],
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    let artifact = ResolvedArtifact {
-        reference: format!("oci://ghcr.io/kubewarden/controller@{digest}")
+    let artifact = common::pki::resolved_without_layers(
+        format!("oci://ghcr.io/kubewarden/controller@{digest}")
             .parse()
             .unwrap(),
         digest,
-        manifest_bytes: manifest.to_bytes().into(),
-        media_type: OCI_MANIFEST_MEDIA_TYPE.into(),
-        manifest,
-        layer: Descriptor::for_bytes(CONTENT_MEDIA_TYPE, b""),
-    };
+    );
     let candidates = [Candidate::Bundle {
         source: "referrer sha256:test".into(),
         bytes: bundle.into(),

@@ -24,7 +24,6 @@ use common::tarball::{gzip, tar, Entry};
 use common::{fixture_tree, json_of, stdout_of, tresor, TestRegistry};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::{json, Value};
-use tresor::artifact::fetch::ResolvedArtifact;
 use tresor::artifact::format::{
     Descriptor, ImageIndex, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE,
     OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
@@ -237,23 +236,7 @@ fn cosign_v3_bundle_is_found_by_fallback_tag_and_verifies_for_its_identity_only(
     assert_eq!(bytes.as_ref(), bundle.as_slice());
     assert!(source.starts_with("referrer sha256:"), "{source}");
 
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![],
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    let artifact = ResolvedArtifact {
-        reference,
-        digest: digest.clone(),
-        manifest_bytes: manifest.to_bytes().into(),
-        media_type: OCI_MANIFEST_MEDIA_TYPE.into(),
-        manifest,
-        layer: Descriptor::for_bytes(CONTENT_MEDIA_TYPE, b""),
-    };
+    let artifact = common::pki::resolved_without_layers(reference, digest.clone());
     let root = testdata("cosign/bundles/trusted_root.json");
     let run = |identity: &str, issuer: &str| {
         let policy = keyless_policy(identity, issuer, &root);

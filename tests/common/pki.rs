@@ -13,6 +13,12 @@ use rcgen::{
 };
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use tresor::artifact::fetch::ResolvedArtifact;
+use tresor::artifact::format::{
+    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
+};
+use tresor::digest::Digest;
+use tresor::reference::Reference;
 use tresor::signing::keyless::{BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION};
 
 /// Identity of the test PKI's keyless signer.
@@ -126,4 +132,26 @@ pub fn keyless_annotations(
         (CERTIFICATE_ANNOTATION.to_owned(), leaf_pem.to_owned()),
         (BUNDLE_ANNOTATION.to_owned(), bundle.to_string()),
     ])
+}
+
+/// An artifact resolved to `digest` at `reference` with a manifest of no layers: what a
+/// signature check of a stored bundle looks at (the digest is what was signed).
+pub fn resolved_without_layers(reference: Reference, digest: Digest) -> ResolvedArtifact {
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: None,
+        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
+        layers: vec![],
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    ResolvedArtifact {
+        reference,
+        digest,
+        manifest_bytes: manifest.to_bytes().into(),
+        media_type: OCI_MANIFEST_MEDIA_TYPE.into(),
+        manifest,
+        layer: Descriptor::for_bytes(CONTENT_MEDIA_TYPE, b""),
+    }
 }
