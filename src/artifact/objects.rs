@@ -430,6 +430,17 @@ pub fn leaving_cores<R>(cores: usize, f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Parser threads for `files` files: one per core not reserved by [`leaving_cores`] (at
+/// least 1, at most 8), and no more than one per 8 files.
+fn parser_threads(files: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .saturating_sub(RESERVED_CORES.get())
+        .clamp(1, 8)
+        .min(files.div_ceil(8).max(1))
+}
+
 /// Where a file's bytes come from.
 enum Source<'a> {
     /// Already in memory.
@@ -495,12 +506,7 @@ fn parse_mapped<T: Send>(
         }
         out
     };
-    let threads = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .saturating_sub(RESERVED_CORES.get())
-        .clamp(1, 8)
-        .min(files.len().div_ceil(8).max(1));
+    let threads = parser_threads(files.len());
     let parsed: Vec<Vec<Item<T>>> = if threads == 1 {
         files.iter().map(parse_one).collect()
     } else {
@@ -1362,6 +1368,23 @@ mod tests {
         assert_eq!(places(block), [p("A/a", 0, 1)]);
         assert_eq!(places("# only a comment\n"), []);
         assert_eq!(places(""), []);
+    }
+
+    #[test]
+    fn leaving_cores_takes_parser_threads_off_while_it_runs() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let all = parser_threads(1000);
+        assert_eq!(all, cores.clamp(1, 8));
+        let fewer = leaving_cores(1, || parser_threads(1000));
+        assert_eq!(fewer, cores.saturating_sub(1).clamp(1, 8));
+        // Never none, and nested calls restore what was there.
+        assert_eq!(leaving_cores(cores + 5, || parser_threads(1000)), 1);
+        leaving_cores(1, || {
+            leaving_cores(cores, || {});
+            assert_eq!(parser_threads(1000), fewer);
+        });
+        assert_eq!(parser_threads(1000), all);
+        assert_eq!(parser_threads(3), 1);
     }
 
     #[test]
