@@ -346,10 +346,7 @@ impl<'a, 'e> Reader<'a, 'e> {
             if indent <= column {
                 return None;
             }
-            match breaks {
-                0 => value.push(' '),
-                n => value.extend(std::iter::repeat_n('\n', n)),
-            }
+            fold(&mut value, breaks);
             breaks = 0;
             let (piece, rest) = scan_quoted(content, quote)?;
             match rest {
@@ -390,10 +387,7 @@ impl<'a, 'e> Reader<'a, 'e> {
                 Stop::End => (content.trim_end_matches(' '), false),
             };
             let value = value.to_mut();
-            match breaks {
-                0 => value.push(' '),
-                n => value.extend(std::iter::repeat_n('\n', n)),
-            }
+            fold(value, breaks);
             value.push_str(text);
             breaks = 0;
             at += 1;
@@ -442,10 +436,10 @@ impl<'a, 'e> Reader<'a, 'e> {
                 return None; // more-indented lines in a folded scalar
             }
             if any {
-                match (literal, breaks) {
-                    (false, 0) => value.push(' '),
-                    (false, n) => value.extend(std::iter::repeat_n('\n', n)),
-                    (true, n) => value.extend(std::iter::repeat_n('\n', n + 1)),
+                if literal {
+                    value.extend(std::iter::repeat_n('\n', breaks + 1));
+                } else {
+                    fold(&mut value, breaks);
                 }
             }
             value.push_str(content);
@@ -463,6 +457,16 @@ impl<'a, 'e> Reader<'a, 'e> {
         }
         self.events.push(Event::Str(Cow::Owned(value)));
         Some(())
+    }
+}
+
+/// Joins the next line of a folded scalar (plain, quoted or `>`) onto `value` the way
+/// libyaml folds: one line break becomes a space, `blank` blank lines between become that
+/// many line breaks.
+fn fold(value: &mut String, blank: usize) {
+    match blank {
+        0 => value.push(' '),
+        n => value.extend(std::iter::repeat_n('\n', n)),
     }
 }
 
@@ -919,6 +923,16 @@ struct Entries<'a, 'e, 'de> {
     de: &'a mut Events<'e, 'de>,
 }
 
+impl<'de> Entries<'_, '_, 'de> {
+    /// The next key or element, `None` at the end of the collection.
+    fn next<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Unsupported> {
+        if self.de.at_end() {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.de).map(Some)
+    }
+}
+
 impl<'de> MapAccess<'de> for Entries<'_, '_, 'de> {
     type Error = Unsupported;
 
@@ -926,10 +940,7 @@ impl<'de> MapAccess<'de> for Entries<'_, '_, 'de> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Unsupported> {
-        if self.de.at_end() {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(
@@ -947,10 +958,7 @@ impl<'de> SeqAccess<'de> for Entries<'_, '_, 'de> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Unsupported> {
-        if self.de.at_end() {
-            return Ok(None);
-        }
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed)
     }
 }
 
