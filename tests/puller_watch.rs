@@ -63,6 +63,7 @@ impl Setup {
             poll: Duration::from_millis(20),
             watch_drift,
             full_resync: Duration::from_secs(3600),
+            watch_label_selector: None,
         };
         let config = kube::Config::new(self.api.url().parse().unwrap());
         Arc::new(Context::new(config, options).unwrap())

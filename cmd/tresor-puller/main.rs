@@ -47,6 +47,10 @@ struct Args {
     /// `spec.interval`, one GET per applied object).
     #[arg(long)]
     no_watch_drift: bool,
+    /// Reconcile only the ArtifactSyncs with these labels (a Kubernetes label selector, e.g.
+    /// `shard=a`); default: all of them.
+    #[arg(long)]
+    watch_label_selector: Option<String>,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -83,6 +87,7 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         call_timeout: args.timeout,
         watch_drift: !args.no_watch_drift,
         full_resync: args.full_resync,
+        watch_label_selector: args.watch_label_selector,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use serde::Serialize;
 
 use super::{CliError, Format, Printer};
 use crate::api::ArtifactSync;
+use crate::kube::{connect, ApplyError, ConnectOptions};
 
 /// Objects per list request (pages are followed).
 const PAGE: u32 = 500;
@@ -25,9 +25,11 @@ pub struct StatusArgs {
     /// Only this namespace (default: all namespaces).
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// kubeconfig context (default: the current context; the kubeconfig comes from
-    /// KUBECONFIG or ~/.kube/config, or the in-cluster account).
-    #[arg(long)]
+    /// Kubeconfig file [default: KUBECONFIG, ~/.kube/config, or the in-cluster config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Context of the kubeconfig [default: its current context].
+    #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -38,7 +40,7 @@ pub struct StatusArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     /// No usable kubeconfig or in-cluster configuration.
-    #[error("cannot load the Kubernetes configuration: {message} (set KUBECONFIG or --context)")]
+    #[error("cannot load the Kubernetes configuration: {message} (set KUBECONFIG, --kubeconfig or --context)")]
     Config {
         /// What was wrong.
         message: String,
@@ -178,28 +180,25 @@ pub async fn list(
     })
 }
 
-/// A client from the kubeconfig (`context`, or the current one) or the in-cluster account.
-pub async fn client(context: Option<&str>) -> Result<Client, StatusError> {
-    let config_error = |e: &dyn std::fmt::Display| StatusError::Config {
-        message: e.to_string(),
+/// A client from the kubeconfig (`kubeconfig`, else KUBECONFIG or ~/.kube/config; its
+/// `context`, else the current one) or the in-cluster account.
+pub async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Client, StatusError> {
+    let options = ConnectOptions {
+        kubeconfig: kubeconfig.map(std::path::Path::to_path_buf),
+        context: context.map(str::to_string),
+        impersonate: None,
+        timeout: TIMEOUT,
     };
-    let mut config = match context {
-        None => Config::infer().await.map_err(|e| config_error(&e))?,
-        Some(ctx) => {
-            let kubeconfig = Kubeconfig::read().map_err(|e| config_error(&e))?;
-            let options = KubeConfigOptions {
-                context: Some(ctx.to_string()),
-                ..Default::default()
-            };
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| config_error(&e))?
-        }
-    };
-    config.connect_timeout = Some(TIMEOUT);
-    config.read_timeout = Some(TIMEOUT);
-    config.write_timeout = Some(TIMEOUT);
-    Client::try_from(config).map_err(|e| config_error(&e))
+    match connect(&options).await {
+        Ok((client, _)) => Ok(client),
+        Err(ApplyError::Config { message }) => Err(StatusError::Config { message }),
+        Err(e) => Err(StatusError::Config {
+            message: e.to_string(),
+        }),
+    }
 }
 
 fn short_digest(d: &str) -> String {
@@ -267,7 +266,7 @@ struct StatusOutput<'a> {
 
 pub(super) async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let printer = Printer::new(args.format);
-    let client = client(args.context.as_deref()).await?;
+    let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let items = list(client, args.namespace.as_deref()).await?;
     let rows = rows(&items, SystemTime::now());
     if rows.is_empty() && printer.format() == Format::Text {

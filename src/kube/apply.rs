@@ -229,6 +229,7 @@ impl Cluster {
             ..ApplyReport::default()
         };
         let first = self.resolve_all(first, options, None).await?;
+        self.check_claims(STAGE_ONE, &first, previous, options).await?;
         self.run_stage(STAGE_ONE, &first, options, &artifact_namespaces)
             .await?;
         let crds: Vec<&AppliedObject> = first
@@ -242,6 +243,7 @@ impl Cluster {
         let second = self
             .resolve_all(second, options, Some((deadline, &crd_kinds)))
             .await?;
+        self.check_claims(STAGE_TWO, &second, previous, options).await?;
         self.run_stage(STAGE_TWO, &second, options, &artifact_namespaces)
             .await?;
         report.objects = first.into_iter().chain(second).collect();
@@ -299,6 +301,50 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses to take objects that another owner applied: every object new to this
+    /// inventory is read first, and one that carries tresor's labels naming someone else is
+    /// [`ApplyError::Claimed`] (all share the field manager `tresor`, so server-side apply
+    /// alone would hand it over silently, and two syncs would take it from each other on
+    /// every cycle). `force` takes it over. Objects already in `previous` cost nothing.
+    async fn check_claims(
+        &self,
+        stage: &'static str,
+        objects: &[AppliedObject],
+        previous: &[ObjectRef],
+        options: &ApplyOptions,
+    ) -> Result<(), ApplyError> {
+        if options.force {
+            return Ok(());
+        }
+        let reads: Vec<_> = objects
+            .iter()
+            .filter(|o| previous.binary_search(&o.id).is_err())
+            .map(|object| self.tagged_get(object, options.api_timeout))
+            .collect();
+        let mut results = stream::iter(reads).buffered(options.concurrency.max(1));
+        while let Some((object, live)) = results.next().await {
+            let claimed = match live {
+                Ok(Some(live)) => claimant(&live, &options.owner),
+                Ok(None) => None,
+                // Not readable (e.g. an impersonated account that may only patch): the apply
+                // itself reports what the account may not do.
+                Err(ApplyError::Forbidden { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(owner) = claimed {
+                return Err(ApplyError::Stage {
+                    stage,
+                    applied: Vec::new(),
+                    source: Box::new(ApplyError::Claimed {
+                        object: object.id.to_string(),
+                        owner,
+                    }),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Dry run of the whole stage, then the real apply; stops at the first failure.
@@ -538,10 +584,18 @@ impl Cluster {
 }
 
 /// Where the live object (`None`: it does not exist) differs from what was applied.
+/// `apiVersion` and `kind` are left out: they name the resource the object was read from,
+/// and list responses (a watch cache's initial state) leave them out of every item.
 fn difference(object: &AppliedObject, live: Option<&Value>) -> Option<String> {
-    match live {
-        None => Some("deleted".to_string()),
-        Some(live) => first_difference(&object.value, live, ""),
+    let Some(live) = live else {
+        return Some("deleted".to_string());
+    };
+    match (&object.value, live) {
+        (Value::Object(desired), Value::Object(live)) => desired
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+            .find_map(|(k, dv)| member_difference(k, dv, live, "")),
+        (desired, live) => first_difference(desired, live, ""),
     }
 }
 
@@ -683,6 +737,15 @@ fn finish(
     })
 }
 
+/// `namespace/name` of the other owner whose tresor labels `live` carries, if any.
+fn claimant(live: &Value, owner: &Owner) -> Option<String> {
+    let labels = live.pointer("/metadata/labels")?;
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    let name = label(LABEL_NAME)?;
+    let namespace = label(LABEL_NAMESPACE).unwrap_or("");
+    (name != owner.name || namespace != owner.namespace).then(|| format!("{namespace}/{name}"))
+}
+
 /// Whether `live` carries `owner`'s labels.
 pub(super) fn owned_by(live: &Value, owner: &Owner) -> bool {
     let labels = live.pointer("/metadata/labels");
@@ -696,14 +759,9 @@ pub(super) fn owned_by(live: &Value, owner: &Owner) -> bool {
 /// `live` — server defaults, other managers' fields — are fine).
 pub fn first_difference(desired: &Value, live: &Value, path: &str) -> Option<String> {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, dv)| {
-            let here = format!("{path}.{k}");
-            match l.get(k) {
-                None if dv.is_null() => None,
-                None => Some(here),
-                Some(lv) => first_difference(dv, lv, &here),
-            }
-        }),
+        (Value::Object(d), Value::Object(l)) => {
+            d.iter().find_map(|(k, dv)| member_difference(k, dv, l, path))
+        }
         (Value::Array(d), Value::Array(l)) => {
             if d.len() != l.len() {
                 return Some(path.to_string());
@@ -720,6 +778,21 @@ pub fn first_difference(desired: &Value, live: &Value, path: &str) -> Option<Str
         } else {
             path.to_string()
         }),
+    }
+}
+
+/// Where member `key` of an object at `path`, desired as `desired`, differs in `live`.
+fn member_difference(
+    key: &str,
+    desired: &Value,
+    live: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Option<String> {
+    let here = format!("{path}.{key}");
+    match live.get(key) {
+        None if desired.is_null() => None,
+        None => Some(here),
+        Some(lv) => first_difference(desired, lv, &here),
     }
 }
 
@@ -767,5 +840,52 @@ mod tests {
         assert_eq!(m.gvk.group, "apps");
         assert!(owned_by(&m.value, &owner));
         assert!(manifest(json!({"kind": "X"}), &owner).is_err());
+    }
+    /// Regression (first run against a real API server): list responses leave apiVersion
+    /// and kind out of every item, so a watch cache's objects lack them; that is no drift.
+    #[test]
+    fn live_object_without_api_version_and_kind_has_not_drifted() {
+        let object = AppliedObject {
+            id: ObjectRef {
+                group: String::new(),
+                version: "v1".into(),
+                kind: "ConfigMap".into(),
+                namespace: Some("ns".into()),
+                name: "a".into(),
+            },
+            resource: Resolved {
+                resource: kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+                namespaced: true,
+            },
+            value: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "one"}}),
+        };
+        let listed = json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u"},
+            "data": {"k": "one"}});
+        assert_eq!(difference(&object, Some(&listed)), None);
+        let changed = json!({"metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "two"}});
+        assert_eq!(difference(&object, Some(&changed)).as_deref(), Some(".data.k"));
+        assert_eq!(difference(&object, None).as_deref(), Some("deleted"));
+    }
+
+    #[test]
+    fn claimant_names_another_owner_only() {
+        let owner = Owner {
+            name: "app".into(),
+            namespace: "ns".into(),
+        };
+        let labelled = |name: &str, namespace: &str| {
+            json!({"metadata": {"labels": {LABEL_NAME: name, LABEL_NAMESPACE: namespace}}})
+        };
+        assert_eq!(claimant(&labelled("app", "ns"), &owner), None);
+        assert_eq!(claimant(&json!({"metadata": {}}), &owner), None);
+        assert_eq!(
+            claimant(&labelled("other", "ns"), &owner).as_deref(),
+            Some("ns/other")
+        );
+        assert_eq!(
+            claimant(&labelled("app", "elsewhere"), &owner).as_deref(),
+            Some("elsewhere/app")
+        );
     }
 }

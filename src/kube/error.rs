@@ -12,7 +12,7 @@ pub enum ApplyError {
     #[error(
         "{object}: conflict with field manager {manager:?} over {fields}; it owns these \
          fields: make the artifact agree with it, remove the other manager's ownership, or \
-         apply with force (--force-conflicts / spec.force)",
+         apply with force (tresor apply --force-conflicts)",
         fields = if fields.is_empty() { "some fields".to_string() } else { fields.join(", ") }
     )]
     Conflict {
@@ -22,6 +22,19 @@ pub enum ApplyError {
         manager: String,
         /// The conflicting field paths, as the server reported them.
         fields: Vec<String>,
+    },
+    /// The object already belongs to another tresor owner (its labels name another
+    /// ArtifactSync or `tresor apply --name`).
+    #[error(
+        "{object} belongs to {owner} (its labels tresor.dev/name and tresor.dev/namespace \
+         say so); remove it from one of the two artifacts, or take it over with force \
+         (tresor apply --force-conflicts)"
+    )]
+    Claimed {
+        /// The object.
+        object: String,
+        /// `namespace/name` of the owner.
+        owner: String,
     },
     /// The object was changed by someone else between read and write (409, stale
     /// resourceVersion).
@@ -229,7 +242,7 @@ impl ApplyError {
     /// Stable CamelCase reason for conditions, events, metrics and `--output json`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Conflict { .. } => "Conflict",
+            Self::Conflict { .. } | Self::Claimed { .. } => "Conflict",
             Self::StaleObject { .. } => "StaleObject",
             Self::NamespaceMissing { .. } => "NamespaceMissing",
             Self::CrdNotEstablished { .. } => "CrdNotEstablished",

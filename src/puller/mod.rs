@@ -69,7 +69,8 @@ use crate::reconcile::cache::Cache;
 use crate::reconcile::metrics::Metrics;
 use crate::reconcile::source::Source;
 use crate::reconcile::{
-    AllowUnsigned, Cancel, Engine, ImmutabilityPolicy, Outcome, Retry, Summary, Verifier,
+    AllowUnsigned, Cancel, Engine, Failure, ImmutabilityPolicy, Outcome, Retry, Step, Summary,
+    Verifier,
 };
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
@@ -95,6 +96,9 @@ pub struct PullerOptions {
     /// With `watch_drift`: how often a sync's drift check still GETs every object instead
     /// of trusting the watch caches (the backstop).
     pub full_resync: Duration,
+    /// Reconcile only the ArtifactSyncs whose labels match this selector (`team=a`,
+    /// `shard in (1,2)`): several pullers, each with its own share of the syncs.
+    pub watch_label_selector: Option<String>,
 }
 
 impl Default for PullerOptions {
@@ -106,6 +110,7 @@ impl Default for PullerOptions {
             poll: Duration::from_secs(1),
             watch_drift: true,
             full_resync: Duration::from_secs(600),
+            watch_label_selector: None,
         }
     }
 }
@@ -221,7 +226,11 @@ pub async fn run(
 ) {
     ctx.watch_trust_inputs();
     let api: Api<ArtifactSync> = Api::all(ctx.watch_client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &ctx.options.watch_label_selector {
+        config = config.labels(selector);
+    }
+    let controller = Controller::new(api, config);
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
     controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
@@ -562,9 +571,9 @@ async fn cycle(
         tokio::select! {
             s = &mut fut => s,
             () = tokio::time::sleep(limit) => {
-                // Let the engine stop at its next step boundary and report Abandoned.
+                // Let the engine stop at its next step boundary, then say why it stopped.
                 let _ = cancel_tx.send(true);
-                fut.await
+                timed_out(fut.await, limit)
             }
         }
     };
@@ -585,6 +594,27 @@ async fn cycle(
         })
         .collect();
     Ok((summary, inventory))
+}
+
+/// A cycle stopped at its time limit: not "Abandoned" (that is shutting down) but a
+/// transient failure of the step it was in, saying which limit it hit.
+fn timed_out(mut summary: Summary, limit: Duration) -> Summary {
+    if summary.outcome != Outcome::Abandoned {
+        return summary;
+    }
+    summary.outcome = Outcome::Failed;
+    summary.error = Some(Failure {
+        step: summary.steps.last().map_or(Step::Resolve, |s| s.step),
+        reason: "CycleTimeout".into(),
+        message: format!(
+            "the cycle did not finish within {} (spec.timeout, default spec.interval); it \
+             stopped before switching anything and runs again",
+            humantime::format_duration(limit)
+        ),
+        retry: Retry::Transient,
+        digest: summary.digest.clone(),
+    });
+    summary
 }
 
 /// Builds the engine for `sync` from its spec: source, trust, registry (`registry`: with

@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod cluster;
 pub mod fake_registry;
 pub mod kube_api;
 pub mod pki;

@@ -1,0 +1,497 @@
+//! The real control plane of `scripts/cluster.sh` (etcd, kube-apiserver,
+//! kube-controller-manager): deploy/ installed server-side once per test process, a
+//! namespace per test, and `tresor-puller` run as a process with its own ServiceAccount's
+//! token, so deploy/rbac.yaml is what the puller really has.
+//!
+//! Each test's puller reconciles only the ArtifactSyncs labelled with its namespace
+//! (`--watch-label-selector`), so tests run in parallel on one cluster without taking each
+//! other's syncs.
+
+use std::io::{BufRead as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use tresor::api::ArtifactSync;
+
+use super::TestRegistry;
+
+/// Label every test sync carries; its puller selects on it.
+pub const RUN_LABEL: &str = "tresor.test/run";
+
+/// The cluster of `scripts/cluster.sh` with deploy/ installed.
+pub struct Cluster {
+    /// The admin kubeconfig (system:masters).
+    pub kubeconfig: PathBuf,
+    /// kubectl built with the server (`scripts/cluster.sh path kubectl`), or the machine's.
+    pub kubectl: PathBuf,
+    /// A kubeconfig holding a token of `tresor-system/tresor-puller`.
+    pub puller_kubeconfig: PathBuf,
+    work: PathBuf,
+}
+
+fn repo_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cluster, checked once per process: running, deploy/ applied, CRDs established.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(Cluster::connect)
+}
+
+impl Cluster {
+    fn connect() -> Self {
+        let kubeconfig = std::env::var_os("TRESOR_CLUSTER_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_dir().join(".tmp/cluster/admin.kubeconfig"));
+        assert!(
+            kubeconfig.exists(),
+            "no test cluster ({} is missing): start it with `scripts/cluster.sh start` \
+             (scripts/test.sh does this)",
+            kubeconfig.display()
+        );
+        let kubectl = std::env::var_os("TRESOR_CLUSTER_KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("kubectl"));
+        let work = std::env::temp_dir().join(format!("tresor-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&work).unwrap();
+        let mut c = Self {
+            kubeconfig,
+            kubectl,
+            puller_kubeconfig: work.join("puller.kubeconfig"),
+            work,
+        };
+        c.install_deploy();
+        c.puller_kubeconfig = c.service_account_kubeconfig("tresor-system", "tresor-puller");
+        c
+    }
+
+    /// `kubectl apply --server-side -k deploy/`, then waits for the CRDs.
+    fn install_deploy(&self) {
+        let deploy = repo_dir().join("deploy");
+        self.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "tresor-tests",
+            "-k",
+            deploy.to_str().unwrap(),
+        ]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout",
+            "60s",
+            "crd/artifactsyncs.tresor.dev",
+            "crd/trustpolicies.tresor.dev",
+        ]);
+    }
+
+    /// kubectl with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.kubectl.display()))
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A kubeconfig for `namespace/name` with a token from the TokenRequest API (2 h).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration", "2h"]);
+        let server = self.kubectl_ok(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
+        let ca = self.kubectl_ok(&[
+            "config",
+            "view",
+            "--minify",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority}",
+        ]);
+        let path = self.work.join(format!("{namespace}-{name}.kubeconfig"));
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": ca}}],
+            "users": [{"name": name, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": name, "namespace": namespace}}],
+            "current-context": "c",
+        });
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        path
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Client {
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// A new namespace `<prefix>-<pid>-<n>` for one test, labelled with its own name.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let ns: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {RUN_LABEL: name}},
+        }))
+        .unwrap();
+        Api::<Namespace>::all(self.client().await)
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        name
+    }
+
+    /// Starts `tresor-puller` as `tresor-system/tresor-puller` for the syncs labelled
+    /// `RUN_LABEL=run`, with `extra` arguments.
+    pub fn puller(&self, run: &str, extra: &[&str]) -> PullerProcess {
+        self.puller_as(&self.puller_kubeconfig, run, extra)
+    }
+
+    /// Like [`Self::puller`] with another identity.
+    pub fn puller_as(&self, kubeconfig: &Path, run: &str, extra: &[&str]) -> PullerProcess {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = self.work.join(format!("puller-{run}-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("puller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tresor-puller"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", "tresor-system")
+            .env("POD_NAME", format!("puller-{run}-{n}"))
+            .env("DOCKER_CONFIG", dir.join("docker"))
+            .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .args(["--log-format", "text", "-v", "--timeout", "10s"])
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .args(["--watch-label-selector", &format!("{RUN_LABEL}={run}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        PullerProcess {
+            child,
+            log,
+            name: format!("puller-{run}-{n}"),
+        }
+    }
+}
+
+/// A running `tresor-puller`; killed when dropped.
+pub struct PullerProcess {
+    child: Child,
+    log: PathBuf,
+    /// Its identity in leader election (POD_NAME).
+    pub name: String,
+}
+
+impl PullerProcess {
+    /// The last lines of its log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Whether its log has a line containing `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        std::fs::File::open(&self.log).is_ok_and(|f| {
+            std::io::BufReader::new(f)
+                .lines()
+                .any(|l| l.is_ok_and(|l| l.contains(needle)))
+        })
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Kills it now (SIGKILL: no graceful release of anything).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PullerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world: its namespace, an admin client, its puller's label.
+pub struct Tenant {
+    pub cluster: &'static Cluster,
+    pub ns: String,
+    pub client: Client,
+    pub work: tempfile::TempDir,
+}
+
+impl Tenant {
+    /// A new namespace on the cluster (deploy/ installed).
+    pub async fn new(prefix: &str) -> Self {
+        let cluster = cluster();
+        let ns = cluster.namespace(prefix).await;
+        Self {
+            cluster,
+            client: cluster.client().await,
+            ns,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The ArtifactSyncs of this namespace.
+    pub fn syncs(&self) -> Api<ArtifactSync> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The puller for this tenant's syncs.
+    pub fn puller(&self, extra: &[&str]) -> PullerProcess {
+        self.cluster.puller(&self.ns, extra)
+    }
+
+    /// Creates ArtifactSync `name` with `spec`, labelled for this tenant's puller.
+    pub async fn create_sync(&self, name: &str, spec: Value) -> ArtifactSync {
+        let sync: ArtifactSync = serde_json::from_value(json!({
+            "apiVersion": "tresor.dev/v1alpha1", "kind": "ArtifactSync",
+            "metadata": {"name": name, "namespace": self.ns, "labels": {RUN_LABEL: self.ns}},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.syncs()
+            .create(&PostParams::default(), &sync)
+            .await
+            .unwrap()
+    }
+
+    /// Merge-patches the spec of ArtifactSync `name`.
+    pub async fn patch_sync(&self, name: &str, spec: Value) {
+        self.syncs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Any object of this namespace (or cluster-scoped with `namespaced == false`) as JSON.
+    pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .unwrap();
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(self.client.clone(), &self.ns, &resource)
+            }
+            kube::discovery::Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+        };
+        api.get_opt(name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// A ConfigMap of this namespace.
+    pub async fn config_map(&self, name: &str) -> Option<Value> {
+        self.get("v1", "ConfigMap", name).await
+    }
+
+    /// Pushes `files` to `registry` as `repo:tag` (a new repo unless `repo` is given);
+    /// returns (`oci://host/repo`, digest).
+    pub fn push(
+        &self,
+        registry: &TestRegistry,
+        repo: Option<&str>,
+        tag: &str,
+        files: &[(&str, &str)],
+    ) -> (String, String) {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tree = self
+            .work
+            .path()
+            .join(format!("tree-{}", N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&tree).unwrap();
+        for (rel, text) in files {
+            let path = tree.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        // A given repo is a new version under an existing tag: the tag moves.
+        let overwrite = repo.is_some();
+        let repo = repo.map_or_else(|| registry.repo(&self.ns), str::to_string);
+        let mut push = registry.tresor(&[
+            "push",
+            tree.to_str().unwrap(),
+            &format!("{repo}:{tag}"),
+            "--format",
+            "json",
+        ]);
+        if overwrite {
+            push.arg("--overwrite");
+        }
+        let out = super::json_of(push);
+        (repo, out["digest"].as_str().unwrap().to_string())
+    }
+
+    /// Polls ArtifactSync `name` until `check` holds for it (at most `within`), failing with
+    /// its status and the puller's log otherwise.
+    pub async fn wait_sync(
+        &self,
+        puller: &PullerProcess,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&ArtifactSync) -> bool,
+    ) -> ArtifactSync {
+        let deadline = Instant::now() + within;
+        loop {
+            let sync = self.syncs().get_opt(name).await.unwrap();
+            if let Some(sync) = sync.as_ref().filter(|s| check(s)) {
+                return sync.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name}: not {what} within {within:?}; status: {}\npuller log:\n{}",
+                    serde_json::to_string_pretty(&sync.and_then(|s| s.status)).unwrap(),
+                    puller.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// (status, reason, message) of condition `type_`, if present.
+pub fn condition(sync: &ArtifactSync, type_: &str) -> Option<(String, String, String)> {
+    sync.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str().to_string(), c.reason.clone(), c.message.clone()))
+}
+
+/// Whether condition `type_` has `status` and `reason` for the current generation.
+pub fn has(sync: &ArtifactSync, type_: &str, status: &str, reason: &str) -> bool {
+    let current = sync.status.as_ref().is_some_and(|s| {
+        s.observed_generation == sync.metadata.generation
+    });
+    current
+        && condition(sync, type_).is_some_and(|(s, r, _)| s == status && r == reason)
+}
+
+/// The last applied digest of `sync`.
+pub fn applied(sync: &ArtifactSync) -> Option<&str> {
+    sync.status.as_ref()?.last_applied_digest.as_deref()
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `within`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The password of every key pair [`Tenant::key`] writes.
+pub const KEY_PASSWORD: &str = "cluster-test";
+
+impl Tenant {
+    /// A new cosign key pair; its public key as Secret `name` (`cosign.pub`) in this
+    /// namespace. Returns the private key file.
+    pub async fn key(&self, name: &str) -> PathBuf {
+        let dir = self.work.path().join(format!("key-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files =
+            tresor::signing::keys::write_key_pair(&dir, KEY_PASSWORD.as_bytes()).unwrap();
+        let pem = std::fs::read_to_string(&files.public_key).unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.ns},
+            "stringData": {"cosign.pub": pem},
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        files.private_key
+    }
+
+    /// Signs `repo@digest` with `key` (appended to earlier signatures).
+    pub fn sign(&self, registry: &TestRegistry, repo: &str, digest: &str, key: &Path) {
+        let mut sign = registry.tresor(&[
+            "sign",
+            &format!("{repo}@{digest}"),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        sign.env("COSIGN_PASSWORD", KEY_PASSWORD);
+        super::stdout_of(sign);
+    }
+}
+
+/// A sync spec following `repo:tag` every `interval`, verified by the key in Secret
+/// `key_secret`, pruning, over plain HTTP.
+pub fn signed_spec(repo: &str, tag: &str, key_secret: &str, interval: &str) -> Value {
+    json!({
+        "url": repo, "ref": {"tag": tag}, "interval": interval, "insecure": true, "prune": true,
+        "verify": {"authorities": [{"name": "release", "key": {"secretRef": {"name": key_secret}}}]},
+    })
+}
+
+/// A ConfigMap manifest.
+pub fn config_map(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {value}\n")
+}
