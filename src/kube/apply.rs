@@ -229,7 +229,8 @@ impl Cluster {
             ..ApplyReport::default()
         };
         let first = self.resolve_all(first, options, None).await?;
-        self.check_claims(STAGE_ONE, &first, previous, options).await?;
+        self.check_claims(STAGE_ONE, &first, previous, options)
+            .await?;
         self.run_stage(STAGE_ONE, &first, options, &artifact_namespaces)
             .await?;
         let crds: Vec<&AppliedObject> = first
@@ -243,7 +244,8 @@ impl Cluster {
         let second = self
             .resolve_all(second, options, Some((deadline, &crd_kinds)))
             .await?;
-        self.check_claims(STAGE_TWO, &second, previous, options).await?;
+        self.check_claims(STAGE_TWO, &second, previous, options)
+            .await?;
         self.run_stage(STAGE_TWO, &second, options, &artifact_namespaces)
             .await?;
         report.objects = first.into_iter().chain(second).collect();
@@ -759,9 +761,9 @@ pub(super) fn owned_by(live: &Value, owner: &Owner) -> bool {
 /// `live` — server defaults, other managers' fields — are fine).
 pub fn first_difference(desired: &Value, live: &Value, path: &str) -> Option<String> {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => {
-            d.iter().find_map(|(k, dv)| member_difference(k, dv, l, path))
-        }
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .find_map(|(k, dv)| member_difference(k, dv, l, path)),
         (Value::Array(d), Value::Array(l)) => {
             if d.len() != l.len() {
                 return Some(path.to_string());
@@ -854,7 +856,9 @@ mod tests {
                 name: "a".into(),
             },
             resource: Resolved {
-                resource: kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+                resource: kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(
+                    &(),
+                ),
                 namespaced: true,
             },
             value: json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -864,7 +868,10 @@ mod tests {
             "data": {"k": "one"}});
         assert_eq!(difference(&object, Some(&listed)), None);
         let changed = json!({"metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "two"}});
-        assert_eq!(difference(&object, Some(&changed)).as_deref(), Some(".data.k"));
+        assert_eq!(
+            difference(&object, Some(&changed)).as_deref(),
+            Some(".data.k")
+        );
         assert_eq!(difference(&object, None).as_deref(), Some("deleted"));
     }
 
@@ -874,9 +881,7 @@ mod tests {
             name: "app".into(),
             namespace: "ns".into(),
         };
-        let labelled = |name: &str, namespace: &str| {
-            json!({"metadata": {"labels": {LABEL_NAME: name, LABEL_NAMESPACE: namespace}}})
-        };
+        let labelled = |name: &str, namespace: &str| json!({"metadata": {"labels": {LABEL_NAME: name, LABEL_NAMESPACE: namespace}}});
         assert_eq!(claimant(&labelled("app", "ns"), &owner), None);
         assert_eq!(claimant(&json!({"metadata": {}}), &owner), None);
         assert_eq!(

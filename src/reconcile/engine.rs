@@ -213,7 +213,15 @@ impl<A: Applier> Engine<A> {
                             let outcome = if matches!(e, StepError::Abandoned) {
                                 Outcome::Abandoned
                             } else if f.retry == Retry::Stalled {
-                                self.rejected = Some((resolved.clone(), f.clone()));
+                                // What the content decides (and a version rolled back for
+                                // its health) waits for a new digest. Signatures are added
+                                // after a push (push, then sign), and RBAC, namespaces and
+                                // CRDs change in the cluster: a digest refused at verify
+                                // (signature manifests only, no layer) or at apply is tried
+                                // again next cycle.
+                                if !matches!(step, Step::Verify | Step::Apply) {
+                                    self.rejected = Some((resolved.clone(), f.clone()));
+                                }
                                 Outcome::Rejected
                             } else {
                                 Outcome::Failed

@@ -120,7 +120,8 @@ impl Cluster {
 
     /// A kubeconfig for `namespace/name` with a token from the TokenRequest API (2 h).
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
-        let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration", "2h"]);
+        let token =
+            self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration", "2h"]);
         let server = self.kubectl_ok(&[
             "config",
             "view",
@@ -151,10 +152,12 @@ impl Cluster {
     /// An admin client.
     pub async fn client(&self) -> Client {
         let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-                .await
-                .unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            config,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
         Client::try_from(config).unwrap()
     }
 
@@ -196,7 +199,12 @@ impl Cluster {
             .env("POD_NAMESPACE", "tresor-system")
             .env("POD_NAME", format!("puller-{run}-{n}"))
             .env("DOCKER_CONFIG", dir.join("docker"))
-            .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+            ])
             .env("NO_COLOR", "1")
             .args(["--log-format", "text", "-v", "--timeout", "10s"])
             .arg("--cache-dir")
@@ -414,16 +422,32 @@ pub fn condition(sync: &ArtifactSync, type_: &str) -> Option<(String, String, St
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str().to_string(), c.reason.clone(), c.message.clone()))
+        .map(|c| {
+            (
+                c.status.as_str().to_string(),
+                c.reason.clone(),
+                c.message.clone(),
+            )
+        })
 }
 
 /// Whether condition `type_` has `status` and `reason` for the current generation.
 pub fn has(sync: &ArtifactSync, type_: &str, status: &str, reason: &str) -> bool {
-    let current = sync.status.as_ref().is_some_and(|s| {
-        s.observed_generation == sync.metadata.generation
-    });
-    current
-        && condition(sync, type_).is_some_and(|(s, r, _)| s == status && r == reason)
+    let current = sync
+        .status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == sync.metadata.generation);
+    current && condition(sync, type_).is_some_and(|(s, r, _)| s == status && r == reason)
+}
+
+/// Whether `sync` is Ready for its current generation with `digest` applied.
+pub fn ready_at(sync: &ArtifactSync, digest: &str) -> bool {
+    applied(sync) == Some(digest)
+        && sync
+            .status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == sync.metadata.generation)
+        && condition(sync, "Ready").is_some_and(|c| c.0 == "True")
 }
 
 /// The last applied digest of `sync`.
@@ -453,8 +477,7 @@ impl Tenant {
     pub async fn key(&self, name: &str) -> PathBuf {
         let dir = self.work.path().join(format!("key-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let files =
-            tresor::signing::keys::write_key_pair(&dir, KEY_PASSWORD.as_bytes()).unwrap();
+        let files = tresor::signing::keys::write_key_pair(&dir, KEY_PASSWORD.as_bytes()).unwrap();
         let pem = std::fs::read_to_string(&files.public_key).unwrap();
         let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
