@@ -71,6 +71,36 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     // A client-side `kubectl apply -k` (what the README says) works on this server too.
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     cluster.kubectl_ok(&["apply", "--dry-run=server", "-k", deploy.to_str().unwrap()]);
+    // With the registry-port component (registries on :5000), as the docs show it.
+    let overlay = deploy
+        .parent()
+        .unwrap()
+        .join(format!(".tmp/overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources:\n  - ../../deploy\ncomponents:\n  - ../../deploy/components/registry-port\n",
+    )
+    .unwrap();
+    let rendered = cluster.kubectl_ok(&[
+        "apply", "--dry-run=server", "-k", overlay.to_str().unwrap(), "-o", "json",
+    ]);
+    let rendered: Value = serde_json::from_str(&rendered).unwrap();
+    let policy = rendered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .unwrap();
+    let ports: Vec<i64> = policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["ports"].as_array().unwrap().iter())
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [53, 53, 443, 6443, 5000]);
+    std::fs::remove_dir_all(&overlay).unwrap();
 
     // The puller's own roles, without the broad tresor-apply binding of the default install
     // (which grants everything and which production installs scope or remove).

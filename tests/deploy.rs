@@ -67,7 +67,7 @@ fn every_document_is_an_object_and_the_kustomization_lists_existing_files() {
             file.display()
         );
         assert!(v["kind"].is_string(), "{}: no kind", file.display());
-        if v["kind"] != "Kustomization" {
+        if v["kind"] != "Kustomization" && v["kind"] != "Component" {
             assert!(
                 v["metadata"]["name"].is_string(),
                 "{}: no metadata.name",
