@@ -219,7 +219,7 @@ cmd_start() {
     --bind-address "$host" --secure-port 0 --leader-elect=false \
     --controllers namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --use-service-account-credentials=false --v 1
+    --use-service-account-credentials=true --v 1
   # Ready when the service-account controller has given `default` its ServiceAccount.
   wait_for kube-controller-manager "$bin/kubectl" --kubeconfig "$state/admin.kubeconfig" \
     get serviceaccount default -n default

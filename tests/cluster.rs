@@ -83,7 +83,12 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     )
     .unwrap();
     let rendered = cluster.kubectl_ok(&[
-        "apply", "--dry-run=server", "-k", overlay.to_str().unwrap(), "-o", "json",
+        "apply",
+        "--dry-run=server",
+        "-k",
+        overlay.to_str().unwrap(),
+        "-o",
+        "json",
     ]);
     let rendered: Value = serde_json::from_str(&rendered).unwrap();
     let policy = rendered["items"]

@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_registry::{Content, FakeRegistry};
@@ -32,7 +32,8 @@ use tresor::reconcile::{
 use tresor::registry::{RegistryOptions, Repository};
 
 /// Accepts everything signed by "ci-key" except one digest, which is "wrongly signed".
-struct RejectDigest(Digest);
+/// Rejects one digest as untrusted until told to trust it (a signature appended later).
+struct RejectDigest(Mutex<Option<Digest>>);
 
 impl Verifier for RejectDigest {
     fn verify<'a>(
@@ -40,7 +41,7 @@ impl Verifier for RejectDigest {
         _repo: &'a Repository,
         artifact: &'a ResolvedArtifact,
     ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
-        let verdict = if artifact.digest == self.0 {
+        let verdict = if self.0.lock().unwrap().as_ref() == Some(&artifact.digest) {
             Err(VerifyRejected::rejected(
                 "UntrustedSigner",
                 format!(
@@ -95,6 +96,14 @@ fn serve(fake: &FakeRegistry, tag: &str, files: &[(&str, &[u8])]) -> (Digest, Di
 }
 
 fn engine(fake: &FakeRegistry, work: &Path, reject: &Digest) -> Engine {
+    engine_with(
+        fake,
+        work,
+        Arc::new(RejectDigest(Mutex::new(Some(reject.clone())))),
+    )
+}
+
+fn engine_with(fake: &FakeRegistry, work: &Path, verifier: Arc<RejectDigest>) -> Engine {
     let reference = format!("{}:live", fake.repo("acme/site")).parse().unwrap();
     let options = RegistryOptions {
         plain_http: true,
@@ -105,7 +114,7 @@ fn engine(fake: &FakeRegistry, work: &Path, reject: &Digest) -> Engine {
     Engine::new(
         Source::new(reference, None).unwrap(),
         Repository::open(&reference_of(fake), &options).unwrap(),
-        Arc::new(RejectDigest(reject.clone())),
+        verifier,
         Arc::new(Forbid),
         Cache::open(&work.join("cache")).unwrap(),
         Target::open(&work.join("site")).unwrap(),
@@ -118,7 +127,7 @@ fn reference_of(fake: &FakeRegistry) -> tresor::reference::Reference {
 }
 
 #[tokio::test]
-async fn wrongly_signed_version_is_rejected_before_any_blob_and_not_fetched_again() {
+async fn wrongly_signed_version_is_rejected_before_any_blob_and_verified_again_until_trusted() {
     let fake = FakeRegistry::start(Content::default());
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("site");
@@ -128,7 +137,8 @@ async fn wrongly_signed_version_is_rejected_before_any_blob_and_not_fetched_agai
         let probe = FakeRegistry::start(Content::default());
         serve(&probe, "live", &[("app.conf", b"3\n")]).0
     };
-    let mut engine = engine(&fake, work.path(), &v3_preview);
+    let verifier = Arc::new(RejectDigest(Mutex::new(Some(v3_preview.clone()))));
+    let mut engine = engine_with(&fake, work.path(), verifier.clone());
     let cancel = Cancel::never();
 
     let s = engine.reconcile(&cancel).await;
@@ -178,11 +188,25 @@ async fn wrongly_signed_version_is_rejected_before_any_blob_and_not_fetched_agai
         .iter()
         .any(|r| r.contains(&v3_layer.to_string())));
 
-    // Unchanged tag: waits for a change, one HEAD, nothing fetched again.
+    // Unchanged tag: verified again (signatures are appended after a push), still no blob.
     fake.clear_requests();
     let s = engine.reconcile(&cancel).await;
     assert_eq!(s.outcome, Outcome::Rejected);
-    assert_eq!(fake.requests(), ["HEAD /v2/acme/site/manifests/live"]);
+    assert!(
+        !fake.requests().iter().any(|r| r.contains("/blobs/")),
+        "{:?}",
+        fake.requests()
+    );
+
+    // A trusted signature appears: the same digest is applied without a new tag.
+    *verifier.0.lock().unwrap() = None;
+    let s = engine.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Applied, "{s:?}");
+    assert_eq!(s.applied.as_ref(), Some(&v3));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "3\n"
+    );
 }
 
 #[tokio::test]
