@@ -19,6 +19,9 @@ eval "$(scripts/registry.sh env)"
 scripts/cluster.sh start >/dev/null
 eval "$(scripts/cluster.sh env)"
 kubectl="$TRESOR_CLUSTER_KUBECTL"
+# The CRDs and RBAC of deploy/ (the puller itself runs as a local process).
+"$kubectl" apply --server-side --force-conflicts -k deploy/ >/dev/null
+"$kubectl" wait --for condition=Established --timeout 60s crd/artifactsyncs.tresor.dev >/dev/null
 echo "bench-cluster: $(date -u +%Y-%m-%d), server $("$kubectl" version -o json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | tail -n 1), $(nproc) cores"
 
 ticks() { # utime+stime of a pid, in clock ticks
@@ -73,7 +76,7 @@ PY
     a0="$(ticks "$api_pid")"
     start="$(date +%s.%N)"
     /usr/bin/env time -f "%U %S %M" -o "$work/time" "$tresor" apply "oci-layout:$work/layout:v1" \
-      --kubeconfig "$TRESOR_CLUSTER_KUBECONFIG" -n "$ns" --name bench --prune --allow-unsigned \
+      --kubeconfig "$TRESOR_CLUSTER_KUBECONFIG" -n "$ns" --name bench --prune --allow-unsigned ${APPLY_FLAGS:-} \
       --cache-dir "$work/cache" >/dev/null
     end="$(date +%s.%N)"
     read -r user sys maxrss <"$work/time"

@@ -119,7 +119,7 @@ make_pki() {
   sign apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth"
@@ -206,7 +206,7 @@ cmd_start() {
     --client-ca-file "$pki/ca.crt" \
     --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range 10.96.0.0/12 \
     --authorization-mode RBAC --enable-admission-plugins NodeRestriction \
     --allow-privileged=true --endpoint-reconciler-type none \
     --profiling=false --v 1
