@@ -192,13 +192,13 @@ pub async fn client(
         impersonate: None,
         timeout: TIMEOUT,
     };
-    match connect(&options).await {
-        Ok((client, _)) => Ok(client),
-        Err(ApplyError::Config { message }) => Err(StatusError::Config { message }),
-        Err(e) => Err(StatusError::Config {
-            message: e.to_string(),
-        }),
-    }
+    let (client, _) = connect(&options).await.map_err(|e| StatusError::Config {
+        message: match e {
+            ApplyError::Config { message } => message,
+            other => other.to_string(),
+        },
+    })?;
+    Ok(client)
 }
 
 fn short_digest(d: &str) -> String {

@@ -586,16 +586,23 @@ impl Cluster {
 }
 
 /// Where the live object (`None`: it does not exist) differs from what was applied.
-/// `apiVersion` and `kind` are left out: they name the resource the object was read from,
-/// and list responses (a watch cache's initial state) leave them out of every item.
 fn difference(object: &AppliedObject, live: Option<&Value>) -> Option<String> {
-    let Some(live) = live else {
-        return Some("deleted".to_string());
-    };
-    match (&object.value, live) {
+    match live {
+        None => Some("deleted".to_string()),
+        Some(live) => live_difference(&object.value, live),
+    }
+}
+
+/// The first path where the live object differs from what was applied (`desired`), like
+/// [`first_difference`] but without `apiVersion`, `kind` and `status`: the first two name the
+/// resource the object was read from (list responses, a watch cache's initial state, leave
+/// them out of every item); `status` belongs to the controllers (server-side apply ignores
+/// it where it is a subresource, yet rendered CRDs often carry an empty one).
+pub fn live_difference(desired: &Value, live: &Value) -> Option<String> {
+    match (desired, live) {
         (Value::Object(desired), Value::Object(live)) => desired
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+            .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "status"))
             .find_map(|(k, dv)| member_difference(k, dv, live, "")),
         (desired, live) => first_difference(desired, live, ""),
     }
@@ -873,6 +880,11 @@ mod tests {
             Some(".data.k")
         );
         assert_eq!(difference(&object, None).as_deref(), Some("deleted"));
+        // A rendered CRD's empty status is not drift against the filled-in live one.
+        let crd = json!({"metadata": {"name": "a"}, "status": {"conditions": []}});
+        let live =
+            json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Established"}]}});
+        assert_eq!(live_difference(&crd, &live), None);
     }
 
     #[test]

@@ -61,7 +61,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use applier::{artifact_subdirectory, KubeApplier, KubeDrift};
-pub use apply::{first_difference, AppliedObject, ApplyReport, Cluster, LiveObjects, PruneReport};
+pub use apply::{
+    first_difference, live_difference, AppliedObject, ApplyReport, Cluster, LiveObjects,
+    PruneReport,
+};
 pub use client::{
     client_from_config, connect, service_account_user, watch_client_from_config, ConnectOptions,
     WATCH_READ_TIMEOUT,

@@ -5,7 +5,7 @@
 //! For every `(group, version, kind)` among the applied objects of all syncs, one watcher
 //! (kube-runtime `watcher` + `reflector`, cluster-wide, label selector [`LABEL_NAME`]) keeps
 //! a cache of the live objects tresor owns. Each watch event is compared with what the
-//! owning syncs applied ([`first_difference`], the drift check's own rule): only a real
+//! owning syncs applied ([`live_difference`], the drift check's own rule): only a real
 //! difference (or a deletion) triggers a reconcile of that sync, so the events of tresor's
 //! own applies (and of status updates by controllers) trigger nothing. The triggered cycle's
 //! drift check then reads the live objects from the caches ([`LiveObjects`]) instead of
@@ -36,7 +36,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::api::ArtifactSync;
-use crate::kube::{first_difference, AppliedObject, LiveObjects, LABEL_NAME};
+use crate::kube::{live_difference, AppliedObject, LiveObjects, LABEL_NAME};
 
 /// `namespace/name` of an ArtifactSync.
 type SyncKey = (String, String);
@@ -276,11 +276,12 @@ impl Watches {
         let shared = self.shared.clone();
         let flag = synced.clone();
         let key = kind.clone();
-        // managedFields are never compared (the drift check reads only what was applied)
-        // and are often the largest part of an object: the cache does without them.
+        // The drift check compares only what was applied (never status or server-set
+        // metadata), so the cache keeps none of it: managedFields and status are often the
+        // largest part of a live object, and the cache holds every owned object.
         let events = watcher(api, config)
             .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear())
+            .modify(compact)
             .reflect(writer);
         tracing::debug!(group = %kind.0, version = %kind.1, kind = %kind.2, "watching owned objects");
         let task = tokio::spawn(async move {
@@ -327,6 +328,19 @@ impl Drop for Watches {
         for watch in lock(&self.shared.inner).kinds.values() {
             watch.task.abort();
         }
+    }
+}
+
+/// Drops from a cached live object what no drift check reads: managedFields, status and
+/// the server's bookkeeping in metadata (the watch keeps resourceVersion itself).
+fn compact(object: &mut DynamicObject) {
+    let meta = &mut object.metadata;
+    meta.managed_fields = None;
+    meta.uid = None;
+    meta.generation = None;
+    meta.creation_timestamp = None;
+    if let Some(data) = object.data.as_object_mut() {
+        data.remove("status");
     }
 }
 
@@ -377,7 +391,7 @@ impl Shared {
                     match (desired, &live) {
                         (None, _) => false,
                         (Some(_), None) => true,
-                        (Some(d), Some(l)) => first_difference(d, l, "").is_some(),
+                        (Some(d), Some(l)) => live_difference(d, l).is_some(),
                     }
                 })
                 .cloned()
@@ -405,7 +419,7 @@ impl Shared {
                     applied.objects.iter().filter(|(_, (k, _))| k == kind).any(
                         |(id, (_, desired))| match watch.live(id) {
                             None => true,
-                            Some(live) => first_difference(desired, &live, "").is_some(),
+                            Some(live) => live_difference(desired, &live).is_some(),
                         },
                     )
                 })
