@@ -14,7 +14,8 @@
 //!   new digest (`LATENCY_SAMPLES` times).
 //!
 //! Environment: `SYNCS` (100), `OBJECTS` (4), `INTERVAL` seconds (10), `IDLE_CYCLES` (3),
-//! `LATENCY_SAMPLES` (3), `TRESOR_CLUSTER_KUBECONFIG`, `TRESOR_REGISTRY_PLAIN`. Run it on a
+//! `LATENCY_SAMPLES` (3), `WATCH_DRIFT=0` (`--no-watch-drift`, for comparison),
+//! `TRESOR_CLUSTER_KUBECONFIG`, `TRESOR_REGISTRY_PLAIN`. Run it on a
 //! quiet cluster: the request counts are the whole server's.
 #![allow(
     missing_docs,
@@ -230,7 +231,11 @@ async fn main() {
     let log = std::env::var("PULLER_LOG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| work.path().join("puller.log"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tresor-puller"))
+    let mut puller = Command::new(env!("CARGO_BIN_EXE_tresor-puller"));
+    if std::env::var("WATCH_DRIFT").is_ok_and(|v| v == "0") {
+        puller.arg("--no-watch-drift");
+    }
+    let mut child = puller
         .env("KUBECONFIG", &kubeconfig)
         .args(["--cache-dir", work.path().join("cache").to_str().unwrap()])
         .args(["--metrics-addr", &metrics])
