@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    applied, condition, config_map, eventually, has, ready_at, signed_spec, Tenant,
+    applied, condition, config_map, eventually, has, ready_at, signed_spec, unsigned_spec, Tenant,
 };
 use common::TestRegistry;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -25,11 +25,6 @@ use tresor::kube::LABEL_NAME;
 const SECONDS_5: Duration = Duration::from_secs(5);
 const SECONDS_30: Duration = Duration::from_secs(30);
 const SECONDS_60: Duration = Duration::from_secs(60);
-
-fn unsigned_spec(repo: &str, tag: &str, interval: &str) -> Value {
-    json!({"url": repo, "ref": {"tag": tag}, "interval": interval, "insecure": true,
-        "prune": true, "verify": {"allowUnsigned": true}})
-}
 
 fn inventory_names(sync: &ArtifactSync) -> Vec<String> {
     sync.status
@@ -328,12 +323,9 @@ async fn covering_trust_policy_refuses_allow_unsigned() {
         .unwrap();
     let puller = t.puller(&[]);
     t.create_sync("app", unsigned_spec(&repo, "v1", "5m")).await;
-    let sync = t
-        .wait_sync(&puller, "app", SECONDS_30, "refused", |s| {
-            condition(s, "Ready").is_some_and(|c| c.0 == "False")
-        })
+    let (sync, reason, message) = t
+        .wait_not_ready(&puller, "app", SECONDS_30, "refused")
         .await;
-    let (_, reason, message) = condition(&sync, "Ready").unwrap();
     assert_eq!(reason, "WeakensTrustPolicy", "{message}");
     assert!(message.contains(&t.ns), "names the policy: {message}");
     assert_eq!(applied(&sync), None);
@@ -350,18 +342,15 @@ async fn covering_trust_policy_refuses_allow_unsigned() {
 async fn prune_on_upgrade_guard_on_empty_and_delete_prunes() {
     let t = Tenant::new("prune").await;
     let registry = TestRegistry::plain();
-    let (repo, d1) = t.push(
-        &registry,
-        None,
-        "v",
-        &[
-            ("a.yaml", &config_map("a", "one")),
-            ("b.yaml", &config_map("b", "two")),
-        ],
-    );
-    let puller = t.puller(&[]);
-    t.create_sync("app", unsigned_spec(&repo, "v", "2s")).await;
-    t.wait_sync(&puller, "app", SECONDS_60, "applied", |s| ready_at(s, &d1))
+    let (repo, _, puller) = t
+        .applied_unsigned(
+            &registry,
+            &[
+                ("a.yaml", &config_map("a", "one")),
+                ("b.yaml", &config_map("b", "two")),
+            ],
+            "2s",
+        )
         .await;
     assert!(t.config_map("b").await.is_some());
 
@@ -465,18 +454,15 @@ async fn suspend_stops_applying() {
 async fn drift_is_undone_within_seconds_through_watches() {
     let t = Tenant::new("drift").await;
     let registry = TestRegistry::plain();
-    let (repo, d1) = t.push(
-        &registry,
-        None,
-        "v",
-        &[
-            ("a.yaml", &config_map("a", "one")),
-            ("b.yaml", &config_map("b", "two")),
-        ],
-    );
-    let puller = t.puller(&[]);
-    t.create_sync("app", unsigned_spec(&repo, "v", "10m")).await;
-    t.wait_sync(&puller, "app", SECONDS_60, "applied", |s| ready_at(s, &d1))
+    let (_, _, _puller) = t
+        .applied_unsigned(
+            &registry,
+            &[
+                ("a.yaml", &config_map("a", "one")),
+                ("b.yaml", &config_map("b", "two")),
+            ],
+            "10m",
+        )
         .await;
     // Let the first cycle's watches start before drifting.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -533,12 +519,9 @@ async fn second_sync_claiming_an_object_conflicts_without_flapping() {
     .await;
     t.create_sync("second", unsigned_spec(&repo2, "v", "1s"))
         .await;
-    let sync = t
-        .wait_sync(&puller, "second", SECONDS_30, "in conflict", |s| {
-            condition(s, "Ready").is_some_and(|c| c.0 == "False")
-        })
+    let (_, reason, message) = t
+        .wait_not_ready(&puller, "second", SECONDS_30, "in conflict")
         .await;
-    let (_, reason, message) = condition(&sync, "Ready").unwrap();
     assert_eq!(reason, "Conflict", "{message}");
     assert!(message.contains("first"), "names the owner: {message}");
 
@@ -591,12 +574,9 @@ async fn service_account_without_rights_is_forbidden_and_applies_nothing() {
     let mut spec = unsigned_spec(&repo, "v", "2s");
     spec["serviceAccountName"] = json!("deployer");
     t.create_sync("app", spec).await;
-    let sync = t
-        .wait_sync(&puller, "app", SECONDS_30, "refused", |s| {
-            condition(s, "Ready").is_some_and(|c| c.0 == "False")
-        })
+    let (sync, reason, message) = t
+        .wait_not_ready(&puller, "app", SECONDS_30, "refused")
         .await;
-    let (_, reason, message) = condition(&sync, "Ready").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
     assert!(message.contains("deployer"), "names the account: {message}");
     assert!(t.config_map("a").await.is_none());
@@ -1114,12 +1094,9 @@ async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
     let (repo, _) = t.push(&registry, None, "v", &[("svc.yaml", service)]);
     let mut puller = t.cluster.puller_as(&kubeconfig, &t.ns, &[]);
     t.create_sync("app", unsigned_spec(&repo, "v", "2s")).await;
-    let sync = t
-        .wait_sync(&puller, "app", SECONDS_30, "forbidden", |s| {
-            condition(s, "Ready").is_some_and(|c| c.0 == "False")
-        })
+    let (_, reason, message) = t
+        .wait_not_ready(&puller, "app", SECONDS_30, "forbidden")
         .await;
-    let (_, reason, message) = condition(&sync, "Ready").unwrap();
     assert_eq!(reason, "Forbidden", "{message}");
     assert!(message.contains("Service"), "names the object: {message}");
     assert!(t.get("v1", "Service", "web").await.is_none());

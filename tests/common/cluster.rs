@@ -415,6 +415,46 @@ impl Tenant {
     }
 }
 
+impl Tenant {
+    /// Polls ArtifactSync `name` until Ready is False; returns it with the condition's
+    /// reason and message.
+    pub async fn wait_not_ready(
+        &self,
+        puller: &PullerProcess,
+        name: &str,
+        within: Duration,
+        what: &str,
+    ) -> (ArtifactSync, String, String) {
+        let sync = self
+            .wait_sync(puller, name, within, what, |s| {
+                condition(s, "Ready").is_some_and(|c| c.0 == "False")
+            })
+            .await;
+        let (_, reason, message) = condition(&sync, "Ready").unwrap();
+        (sync, reason, message)
+    }
+
+    /// Pushes `files` to a new repository of `registry` as tag `v`, starts this tenant's
+    /// puller and creates ArtifactSync `app` following it unsigned (prune on) every
+    /// `interval`; returns (`oci://host/repo`, digest, puller) once it is applied.
+    pub async fn applied_unsigned(
+        &self,
+        registry: &TestRegistry,
+        files: &[(&str, &str)],
+        interval: &str,
+    ) -> (String, String, PullerProcess) {
+        let (repo, digest) = self.push(registry, None, "v", files);
+        let puller = self.puller(&[]);
+        self.create_sync("app", unsigned_spec(&repo, "v", interval))
+            .await;
+        self.wait_sync(&puller, "app", Duration::from_secs(60), "applied", |s| {
+            ready_at(s, &digest)
+        })
+        .await;
+        (repo, digest, puller)
+    }
+}
+
 /// (status, reason, message) of condition `type_`, if present.
 pub fn condition(sync: &ArtifactSync, type_: &str) -> Option<(String, String, String)> {
     sync.status
@@ -512,6 +552,13 @@ pub fn signed_spec(repo: &str, tag: &str, key_secret: &str, interval: &str) -> V
         "url": repo, "ref": {"tag": tag}, "interval": interval, "insecure": true, "prune": true,
         "verify": {"authorities": [{"name": "release", "key": {"secretRef": {"name": key_secret}}}]},
     })
+}
+
+/// A sync spec following `repo:tag` every `interval` without verification (the explicit
+/// opt-out), pruning, over plain HTTP.
+pub fn unsigned_spec(repo: &str, tag: &str, interval: &str) -> Value {
+    json!({"url": repo, "ref": {"tag": tag}, "interval": interval, "insecure": true,
+        "prune": true, "verify": {"allowUnsigned": true}})
 }
 
 /// A ConfigMap manifest.
