@@ -906,6 +906,37 @@ async fn cli_apply_prunes_and_waits_and_status_lists_syncs() {
     let inventory = t.config_map("tresor-inventory-cli").await.unwrap();
     assert!(!inventory.to_string().contains("\"a\""), "{inventory}");
 
+    // Another name may not take the Service `cli` applied, unless forced.
+    let other = |force: bool| {
+        let mut cmd = registry.tresor(&[
+            "apply",
+            &format!("{repo}:v2"),
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            &t.ns,
+            "--name",
+            "other",
+            "--allow-unsigned",
+        ]);
+        if force {
+            cmd.arg("--force-conflicts");
+        }
+        cmd
+    };
+    let out = other(false).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains(&format!("belongs to {}/cli", t.ns)),
+        "names the owner: {report}"
+    );
+    let web = t.get("v1", "Service", "web").await.unwrap();
+    assert_eq!(web["metadata"]["labels"][LABEL_NAME], "cli");
+    common::stdout_of(other(true));
+    let web = t.get("v1", "Service", "web").await.unwrap();
+    assert_eq!(web["metadata"]["labels"][LABEL_NAME], "other");
+
     // `tresor status` lists what the puller reports.
     let (repo2, d) = t.push(&registry, None, "v", &[("b.yaml", &config_map("b", "two"))]);
     let puller = t.puller(&[]);
