@@ -455,6 +455,35 @@ impl Tenant {
     }
 }
 
+impl Drop for Tenant {
+    /// Deletes the test's namespace (its puller, declared later, is already gone): releases
+    /// its ArtifactSyncs' finalizers first, or the namespace would stay Terminating.
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new(&self.cluster.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .args(["-n", &self.ns, "get", "artifactsyncs", "-o", "name"])
+            .output()
+        else {
+            return;
+        };
+        for sync in String::from_utf8_lossy(&out.stdout).lines() {
+            self.cluster.kubectl(&[
+                "-n",
+                &self.ns,
+                "patch",
+                sync,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
+        self.cluster
+            .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+    }
+}
+
 /// (status, reason, message) of condition `type_`, if present.
 pub fn condition(sync: &ArtifactSync, type_: &str) -> Option<(String, String, String)> {
     sync.status
