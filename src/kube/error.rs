@@ -27,8 +27,8 @@ pub enum ApplyError {
     /// ArtifactSync or `tresor apply --name`).
     #[error(
         "{object} belongs to {owner} (its labels tresor.dev/name and tresor.dev/namespace \
-         say so); remove it from one of the two artifacts, or take it over with force \
-         (tresor apply --force-conflicts)"
+         say so); remove it from one of the two artifacts (`tresor apply --force-conflicts` \
+         takes it over)"
     )]
     Claimed {
         /// The object.
