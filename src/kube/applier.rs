@@ -245,7 +245,11 @@ impl KubeApplier {
 
     async fn rollback(&mut self, to: Healthy, why: ApplyError) -> ApplyError {
         tracing::warn!(digest = %to.digest, error = %why, "health failed: rolling back");
-        let manifests = to.objects.iter().map(|o| o.value.clone()).collect();
+        let manifests = to
+            .objects
+            .iter()
+            .map(|o| o.value.as_ref().clone())
+            .collect();
         let report = match self
             .cluster
             .apply(manifests, &self.inventory, &self.options)

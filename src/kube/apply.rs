@@ -30,8 +30,9 @@ pub struct AppliedObject {
     pub id: ObjectRef,
     /// The resolved resource.
     pub resource: Resolved,
-    /// The manifest sent.
-    pub value: Value,
+    /// The manifest sent (shared with the puller's watch index, which compares live objects
+    /// with it: one copy per object).
+    pub value: Arc<Value>,
 }
 
 /// What an apply did.
@@ -158,7 +159,11 @@ impl Cluster {
                 &object.id,
                 "patch",
                 timeout,
-                api.patch(&object.id.name, &params, &Patch::Apply(&object.value)),
+                api.patch(
+                    &object.id.name,
+                    &params,
+                    &Patch::Apply(object.value.as_ref()),
+                ),
             )
             .await?;
         to_json(&live, &object.id)
@@ -742,7 +747,7 @@ fn finish(
             name: m.name,
         },
         resource,
-        value: m.value,
+        value: Arc::new(m.value),
     })
 }
 
@@ -868,8 +873,8 @@ mod tests {
                 ),
                 namespaced: true,
             },
-            value: json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "one"}}),
+            value: Arc::new(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "one"}})),
         };
         let listed = json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u"},
             "data": {"k": "one"}});

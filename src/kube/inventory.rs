@@ -6,6 +6,7 @@
 //! correctly; rather than a Secret, because nothing in it is secret (kinds and names). The
 //! puller keeps the same data in `ArtifactSync.status` instead.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::{ApiResource, GroupVersionKind};
@@ -119,7 +120,7 @@ impl InventoryStore {
         let object = AppliedObject {
             id: self.id(),
             resource: Self::resource(),
-            value: json!({
+            value: Arc::new(json!({
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {
@@ -136,7 +137,7 @@ impl InventoryStore {
                     "healthy": inventory.healthy.clone().unwrap_or_default(),
                     "objects": objects,
                 },
-            }),
+            })),
         };
         self.cluster
             .patch(&object, true, false, timeout)

@@ -57,7 +57,7 @@ struct KindWatch {
 /// What one sync applied, by object.
 #[derive(Default)]
 struct Applied {
-    objects: HashMap<Identity, (KindKey, Value)>,
+    objects: HashMap<Identity, (KindKey, Arc<Value>)>,
     last_full: Option<Instant>,
 }
 
