@@ -13,17 +13,20 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# Debian packages: the registry, skopeo (interop), htpasswd, openssl, curl.
+# Debian packages: the registry, skopeo (interop), htpasswd, openssl, curl; installed as
+# root or with password-less sudo, else the command to run is printed.
 packages=(docker-registry skopeo apache2-utils openssl curl ca-certificates)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]} > 0)); then
-  if [[ "$(id -u)" == 0 ]]; then
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo -n"
+  if [[ -z "$sudo" ]] || $sudo true 2>/dev/null; then
     echo "test.sh: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "test.sh: missing Debian packages; install them with:" >&2
     echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
