@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cpu_ticks, cycles, env_or, free_port, proc_status, start_proxy, tally};
+use common::{cpu_ticks, cycles, env_or, free_port, proc_status, push_tree, start_proxy, tally};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -69,23 +69,12 @@ fn push(
         });
     }
     std::fs::write(tree.join("app.yaml"), docs.join("---\n")).unwrap();
-    let docker = work.join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tresor"))
-        .args(["push", tree.to_str().unwrap()])
-        .arg(format!("oci://{host}/{repo}:{tag}"))
-        .args(["--plain-http", "--format", "json", "--overwrite"])
-        .env("DOCKER_CONFIG", &docker)
-        .env_remove("TRESOR_CREDS")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tresor push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["digest"].as_str().unwrap().to_string()
+    push_tree(
+        work,
+        &tree,
+        &format!("{host}/{repo}:{tag}"),
+        &["--overwrite"],
+    )
 }
 
 /// `apiserver_request_total` by `VERB resource`, from the server's /metrics.

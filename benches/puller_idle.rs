@@ -28,7 +28,7 @@ mod kube_api;
 
 mod common;
 
-use common::{cpu_ticks, cycles, env_or, free_port, proc_status, start_proxy, tally};
+use common::{cpu_ticks, cycles, env_or, free_port, proc_status, push_tree, start_proxy, tally};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,21 +52,7 @@ fn push(work: &std::path::Path, host: &str, repo: &str, i: u64) {
         ),
     )
     .unwrap();
-    let docker = work.join("docker");
-    std::fs::create_dir_all(&docker).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tresor"))
-        .args(["push", tree.to_str().unwrap()])
-        .arg(format!("oci://{host}/{repo}:v1"))
-        .args(["--plain-http", "--format", "json"])
-        .env("DOCKER_CONFIG", &docker)
-        .env_remove("TRESOR_CREDS")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tresor push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    push_tree(work, &tree, &format!("{host}/{repo}:v1"), &[]);
 }
 
 /// An API request as `verb resource`: get, list, watch, or the write verbs.

@@ -8,6 +8,37 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{Request, Response};
 
+/// `tresor push TREE oci://REFERENCE --plain-http` (extra `args`) with an empty docker
+/// config in `work`; returns the pushed digest.
+pub fn push_tree(
+    work: &std::path::Path,
+    tree: &std::path::Path,
+    reference: &str,
+    args: &[&str],
+) -> String {
+    let docker = work.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tresor"))
+        .args(["push", tree.to_str().unwrap()])
+        .arg(format!("oci://{reference}"))
+        .args(["--plain-http", "--format", "json"])
+        .args(args)
+        .env("DOCKER_CONFIG", &docker)
+        .env_remove("TRESOR_CREDS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tresor push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json.get("digest")
+        .and_then(|d| d.as_str())
+        .unwrap()
+        .to_string()
+}
+
 /// A number from the environment, or `default`.
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
