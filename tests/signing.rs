@@ -929,3 +929,56 @@ fn provenance_round_trip_on_a_layout_and_a_registry() {
         2,
     );
 }
+
+/// Issue 12 point 1: N-of-M counts distinct signers. A policy whose two authorities hold the
+/// same public key (once by path, once inline with other line breaks) used to be satisfied
+/// by one signature, crediting both authorities with the same `.sig` layer. Such a policy is
+/// now refused when loaded (exit 2, reason `DuplicateSigner`), for `--policy` and `--key`.
+#[test]
+fn regression_issue12_same_key_twice_is_refused_not_counted_twice() {
+    let registry = TestRegistry::plain();
+    let work = tempfile::tempdir().unwrap();
+    let (key_a, pub_a) = keypair(work.path(), "a");
+    let reference = format!("{}:v1", registry.repo("issue12-nofm"));
+    push(&reference, &registry.flags);
+    let mut sign = tresor_pw(&["sign", &reference, "--key", s(&key_a)]);
+    sign.args(&registry.flags);
+    stdout_of(sign);
+
+    let pem = std::fs::read_to_string(&pub_a).unwrap();
+    // The same key material, written differently: one long base64 line.
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: tresor.dev/v1alpha1\nkind: TrustPolicy\nspec:\n  authorities:\n    \
+             - name: ci\n      key:\n        path: a/cosign.pub\n    - name: security-team\n      \
+             key:\n        data: |\n          -----BEGIN PUBLIC KEY-----\n          {body}\n          \
+             -----END PUBLIC KEY-----\n  require: 2\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = tresor();
+    cmd.args(["verify", &reference, "--policy", s(&policy)])
+        .args(&registry.flags);
+    let stderr = stderr_of_failure(cmd, 2);
+    assert!(
+        stderr
+            .contains("authorities \"ci\" and \"security-team\" are the same signer (key sha256:"),
+        "{stderr}"
+    );
+
+    // The same file twice on the command line, too.
+    let mut cmd = tresor();
+    cmd.args(["verify", &reference, "--key", s(&pub_a), "--key"])
+        .arg(work.path().join("a/../a/cosign.pub"))
+        .args(["--require", "2"])
+        .args(&registry.flags);
+    let err = stderr_of_failure(cmd, 2);
+    assert!(err.contains("same signer"), "{err}");
+}

@@ -638,3 +638,68 @@ fn keyless_legacy_signature_and_mixed_policy_through_the_cli() {
     assert_eq!(reason, "PolicyNotSatisfied", "{stderr}");
     assert!(stderr.contains("release (keyless"), "{stderr}");
 }
+
+/// Issue 12 point 1: one signature credits at most one authority. Two keyless authorities
+/// whose matchers overlap (an exact identity and a regexp that also matches it) used to be
+/// both satisfied by the same `.sig` layer, so `require: 2` passed with one signer. Distinct
+/// signers are counted now: one keyless signature satisfies one of the two.
+#[test]
+fn regression_issue12_one_keyless_signature_credits_one_authority() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let reference = format!("oci-layout:{}:v1", layout.display());
+    let digest = push(&reference, &[]);
+    let fulcio = ca("fake fulcio");
+    let rekor = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(
+        work.path().join("trusted_root.json"),
+        trusted_root_json(&fulcio, &rekor),
+    )
+    .unwrap();
+    let (leaf_key, leaf_pem) = leaf(&fulcio, GHA_ISSUER);
+    let payload = payload::simple_signing("registry.test/acme/app", &digest);
+    put_keyless_sig(
+        &layout,
+        &digest,
+        &payload,
+        keyless_annotations(&leaf_key, &leaf_pem, &rekor, &payload),
+    );
+    let policy = work.path().join("policy.yaml");
+    let write_policy = |require: &str| {
+        std::fs::write(
+            &policy,
+            format!(
+                "apiVersion: tresor.dev/v1alpha1\nkind: TrustPolicy\nspec:\n  authorities:\n    \
+                 - name: release\n      keyless:\n        identity: {IDENTITY}\n        \
+                 issuer: {GHA_ISSUER}\n        trustedRoot: trusted_root.json\n    \
+                 - name: acme-workflows\n      keyless:\n        \
+                 identityRegexp: https://github.com/acme/.*\n        issuer: {GHA_ISSUER}\n        \
+                 trustedRoot: trusted_root.json\n  require: {require}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_policy("2");
+    let (reason, stderr) = failure(
+        {
+            let mut cmd = tresor();
+            cmd.args(["verify", &reference, "--policy", s(&policy)]);
+            cmd
+        },
+        1,
+    );
+    assert_eq!(reason, "PolicyNotSatisfied", "{stderr}");
+    assert!(stderr.contains("satisfied by 1"), "{stderr}");
+    // With `any`, the one signer is credited to exactly one authority.
+    write_policy("any");
+    let v = json_of(tresor().args([
+        "verify",
+        &reference,
+        "--policy",
+        s(&policy),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["satisfied"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["signatures"].as_array().unwrap().len(), 1, "{v}");
+}

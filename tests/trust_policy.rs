@@ -35,8 +35,9 @@ fn example_policy_parses() {
     ) else {
         panic!("expected two keys");
     };
-    // Both name the same key: one from a path relative to the file, one inline.
-    assert_eq!(ci.fingerprint(), team.fingerprint());
+    // Two different keys (issue 12: the example used to list one key twice, which one
+    // signature satisfied as "2 of 3"): one from a path relative to the file, one inline.
+    assert_ne!(ci.fingerprint(), team.fingerprint());
     let Authority::Keyless {
         trusted_root: tresor::signing::TrustedRootSource::File(trusted_root),
         ..

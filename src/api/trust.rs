@@ -146,6 +146,34 @@ impl Authority {
         }
     }
 
+    /// Whether `self` and `other` are the same signer as far as the spec shows: the same key
+    /// material inline (compared as the public key, not the PEM text), the same Secret key
+    /// (a missing namespace is `own_namespace`), or the same keyless identity and issuer as
+    /// written. Keys in different Secrets are compared once read, when the puller builds
+    /// the verifier ([`crate::signing::TrustPolicy::new`]).
+    fn same_signer(&self, other: &Authority, own_namespace: Option<&str>) -> bool {
+        match (&self.key, &other.key, &self.keyless, &other.keyless) {
+            (Some(a), Some(b), _, _) => match (&a.data, &b.data, &a.secret_ref, &b.secret_ref) {
+                (Some(a), Some(b), _, _) => same_pem_key(a, b),
+                (_, _, Some(a), Some(b)) => {
+                    let ns =
+                        |r: &SecretKeyRef| r.namespace.clone().or(own_namespace.map(String::from));
+                    let field =
+                        |r: &SecretKeyRef| r.key.clone().unwrap_or_else(|| "cosign.pub".into());
+                    ns(a) == ns(b) && a.name == b.name && field(a) == field(b)
+                }
+                _ => false,
+            },
+            (None, None, Some(a), Some(b)) => {
+                a.identity == b.identity
+                    && a.identity_regexp == b.identity_regexp
+                    && a.issuer == b.issuer
+                    && a.issuer_regexp == b.issuer_regexp
+            }
+            _ => false,
+        }
+    }
+
     /// What makes two authorities the same signer, whatever they are called.
     fn identity_key(&self) -> String {
         match (&self.key, &self.keyless) {
@@ -170,6 +198,24 @@ impl Authority {
                     .map(|r| (&r.namespace, &r.name, &r.key))
             ),
             _ => String::from("?"),
+        }
+    }
+}
+
+/// Whether two inline PEM texts hold the same public key: compared as keys when both parse
+/// (other line breaks, or another encoding of the same point, are the same key), else as
+/// text without whitespace.
+fn same_pem_key(a: &str, b: &str) -> bool {
+    use crate::signing::PublicKey;
+    let origin = std::path::Path::new("spec");
+    match (
+        PublicKey::from_pem(a.as_bytes(), origin),
+        PublicKey::from_pem(b.as_bytes(), origin),
+    ) {
+        (Ok(a), Ok(b)) => a.same_key(&b),
+        _ => {
+            let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+            squeeze(a) == squeeze(b)
         }
     }
 }
@@ -343,10 +389,21 @@ pub(super) fn validate_authorities(
         return Err("no authorities: name at least one key or keyless identity".into());
     }
     let mut names = BTreeSet::new();
-    for a in authorities {
+    for (i, a) in authorities.iter().enumerate() {
         a.validate(own_namespace)?;
         if !names.insert(a.name.as_str()) {
             return Err(format!("authority {:?} is listed twice", a.name));
+        }
+        if let Some(first) = authorities
+            .iter()
+            .take(i)
+            .find(|b| b.same_signer(a, own_namespace))
+        {
+            return Err(format!(
+                "authorities {:?} and {:?} are the same signer (the same key or keyless \
+                 identity and issuer); N-of-M counts distinct signers, so list each once",
+                first.name, a.name
+            ));
         }
     }
     if let Require::AtLeast(n) = require {
@@ -758,6 +815,112 @@ mod tests {
             keyless: None,
         };
         assert!(inline.validate(None).is_ok());
+    }
+
+    const P256: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFNLqFhf4fiN6o/glAuYnq2jYUeL0
+vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==
+-----END PUBLIC KEY-----
+";
+
+    fn inline(name: &str, pem: &str) -> Authority {
+        Authority {
+            name: name.into(),
+            key: Some(KeyAuthority {
+                data: Some(pem.into()),
+                secret_ref: None,
+            }),
+            keyless: None,
+        }
+    }
+
+    /// Issue 12 point 1: a TrustPolicy or ArtifactSync listing one signer twice is invalid,
+    /// so `require: 2` can never be met by one signature.
+    #[test]
+    fn the_same_signer_twice_is_invalid_in_policies_and_syncs() {
+        // The same key inline, once with other line breaks.
+        let one_line: String = P256.lines().filter(|l| !l.starts_with("-----")).collect();
+        let rewrapped =
+            format!("-----BEGIN PUBLIC KEY-----\n{one_line}\n-----END PUBLIC KEY-----\n");
+        let p = policy(
+            "twice",
+            vec![inline("ci", P256), inline("security-team", &rewrapped)],
+            Require::AtLeast(2),
+        );
+        let err = p.validate().unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec");
+        assert!(
+            err.to_string()
+                .contains("\"ci\" and \"security-team\" are the same signer"),
+            "{err}"
+        );
+        // The same Secret key, once with the default key name spelled out.
+        let mut explicit = key("b", "ci-key", Some("tresor-system"));
+        if let Some(r) = explicit.key.as_mut().and_then(|k| k.secret_ref.as_mut()) {
+            r.key = Some("cosign.pub".into());
+        }
+        let p = policy(
+            "secret-twice",
+            vec![key("a", "ci-key", Some("tresor-system")), explicit],
+            Require::AtLeast(2),
+        );
+        assert!(p.validate().is_err());
+        // The same keyless identity and issuer in an ArtifactSync.
+        let verify = Verify {
+            authorities: vec![
+                keyless("a", "https://github.com/acme/app"),
+                keyless("b", "https://github.com/acme/app"),
+            ],
+            require: Some(Require::AtLeast(2)),
+            ..Default::default()
+        };
+        let err = effective_requirements(&[], &sync("t", Some(verify)), &no_labels()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec");
+        assert!(err.to_string().contains("spec.verify.authorities"), "{err}");
+        assert!(err.to_string().contains("same signer"), "{err}");
+    }
+
+    #[test]
+    fn the_merge_keeps_signers_distinct() {
+        // A covering policy and a sync naming the same two signers: one constraint whose
+        // authorities are still two distinct signers, with the stricter rule.
+        let p = policy(
+            "prod",
+            vec![
+                keyless("a", "https://github.com/acme/a"),
+                keyless("b", "https://github.com/acme/b"),
+            ],
+            Require::Any,
+        );
+        let verify = Verify {
+            authorities: vec![
+                keyless("x", "https://github.com/acme/a"),
+                keyless("y", "https://github.com/acme/b"),
+            ],
+            require: Some(Require::All),
+            ..Default::default()
+        };
+        let r = effective_requirements(
+            std::slice::from_ref(&p),
+            &sync("t", Some(verify)),
+            &no_labels(),
+        )
+        .unwrap();
+        let [c] = r.constraints() else {
+            panic!("expected one merged constraint: {r:?}")
+        };
+        assert_eq!(c.needed(), 2);
+        assert_eq!(c.signers().len(), c.authorities.len());
+        // A sync cannot smuggle a repeated signer into the merge.
+        let twice = Verify {
+            authorities: vec![
+                keyless("x", "https://github.com/acme/a"),
+                keyless("y", "https://github.com/acme/a"),
+            ],
+            require: Some(Require::All),
+            ..Default::default()
+        };
+        assert!(effective_requirements(&[p], &sync("t", Some(twice)), &no_labels()).is_err());
     }
 
     #[test]

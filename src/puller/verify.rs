@@ -166,7 +166,7 @@ pub(super) async fn policy_for(
     let policy =
         TrustPolicy::new(authorities, require, Path::new(&constraint.source)).map_err(|e| {
             PullerError::Setup {
-                reason: "InvalidTrustPolicy",
+                reason: e.reason(),
                 message: e.to_string(),
             }
         })?;

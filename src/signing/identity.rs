@@ -60,6 +60,17 @@ impl Matcher {
         }))
     }
 
+    /// Whether two matchers are written the same: both exact with the same value, or both
+    /// regexps with the same pattern. (Different patterns may still overlap; verification
+    /// counts distinct signers for that.)
+    pub fn same_as(&self, other: &Matcher) -> bool {
+        match (self, other) {
+            (Matcher::Exact(a), Matcher::Exact(b)) => a == b,
+            (Matcher::Regexp(a), Matcher::Regexp(b)) => a.pattern == b.pattern,
+            _ => false,
+        }
+    }
+
     /// Whether `value` satisfies this matcher.
     pub fn matches(&self, value: &str) -> bool {
         match self {

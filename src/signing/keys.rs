@@ -190,6 +190,13 @@ impl PublicKey {
         }
     }
 
+    /// Whether `other` is the same public key, compared as the curve point itself: two
+    /// SubjectPublicKeyInfo encodings of one key (compressed and uncompressed point) have
+    /// different fingerprints but are the same signer.
+    pub fn same_key(&self, other: &PublicKey) -> bool {
+        self.key == other.key
+    }
+
     /// SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex: how a key is shown.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint

@@ -66,6 +66,22 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
+    /// Two authorities name the same signer: the same key material (however the PEM is
+    /// written or wherever it is read from), or the same keyless identity and issuer.
+    #[error(
+        "{path}: authorities {first:?} and {second:?} are the same signer ({signer}); N-of-M \
+         counts distinct signers, so list each key or keyless identity once"
+    )]
+    DuplicateSigner {
+        /// The file (or `<command line>`, or the cluster object).
+        path: PathBuf,
+        /// The authority listed first.
+        first: String,
+        /// The authority that repeats it.
+        second: String,
+        /// The shared signer, e.g. `key sha256:…`.
+        signer: String,
+    },
     /// A key named by an authority could not be loaded.
     #[error("authority {authority:?}: {source}")]
     Key {
@@ -82,6 +98,7 @@ impl PolicyError {
         match self {
             Self::Io { .. } => "IoError",
             Self::Invalid { .. } => "InvalidTrustPolicy",
+            Self::DuplicateSigner { .. } => "DuplicateSigner",
             Self::Key { source, .. } => source.reason(),
         }
     }
@@ -217,6 +234,29 @@ impl fmt::Display for Authority {
 }
 
 impl Authority {
+    /// Whether `self` and `other` name the same signer: the same key material (compared as
+    /// the public point, [`PublicKey::same_key`], whatever PEM text or file holds it), or the same keyless
+    /// identity and issuer matchers (exact value or regexp pattern, as written). Two such
+    /// authorities would be satisfied by one signature, so a policy may not list both.
+    pub fn same_signer(&self, other: &Authority) -> bool {
+        match (self, other) {
+            (Self::Key { key: a }, Self::Key { key: b }) => a.same_key(b),
+            (
+                Self::Keyless {
+                    identity: ia,
+                    issuer: sa,
+                    ..
+                },
+                Self::Keyless {
+                    identity: ib,
+                    issuer: sb,
+                    ..
+                },
+            ) => ia.same_as(ib) && sa.same_as(sb),
+            _ => false,
+        }
+    }
+
     /// A keyless authority from exact-or-regexp identity and issuer (one of each required).
     pub fn keyless(
         identity: Option<String>,
@@ -258,6 +298,10 @@ impl TrustPolicy {
     }
 
     /// Validates and builds a policy.
+    ///
+    /// Fails with [`PolicyError::Invalid`] for no authorities, a repeated name or a rule
+    /// asking for more authorities than there are, and with [`PolicyError::DuplicateSigner`]
+    /// when two authorities are the same signer ([`Authority::same_signer`]).
     pub fn new(
         authorities: Vec<NamedAuthority>,
         require: Require,
@@ -271,9 +315,21 @@ impl TrustPolicy {
             return Err(invalid("no authorities: name at least one key".into()));
         }
         let mut names = BTreeSet::new();
-        for a in &authorities {
+        for (i, a) in authorities.iter().enumerate() {
             if !names.insert(a.name.as_str()) {
                 return Err(invalid(format!("authority {:?} is listed twice", a.name)));
+            }
+            let earlier = authorities.iter().take(i);
+            if let Some(first) = earlier
+                .into_iter()
+                .find(|b| b.authority.same_signer(&a.authority))
+            {
+                return Err(PolicyError::DuplicateSigner {
+                    path: origin.to_path_buf(),
+                    first: first.name.clone(),
+                    second: a.name.clone(),
+                    signer: a.authority.to_string(),
+                });
             }
         }
         if let Require::AtLeast(n) = require {
@@ -502,8 +558,19 @@ vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==
         )
     }
 
+    /// Another key, so that two authorities are two signers.
+    const KEY_B: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEOYZ90XgVgwYM2bBeFiy4jYLaiPnN
+gmKFuNIOgpPuTxb50X0lz3rAUVQrNoi+zPU95SG0MKhFw2BHnP71AgRB7g==
+-----END PUBLIC KEY-----
+";
+
     fn inline_key(name: &str) -> String {
-        let pem = KEY
+        inline_pem(name, KEY)
+    }
+
+    fn inline_pem(name: &str, pem: &str) -> String {
+        let pem = pem
             .lines()
             .map(|l| format!("          {l}\n"))
             .collect::<String>();
@@ -516,7 +583,7 @@ vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==
 
     #[test]
     fn rules_parse() {
-        let two = format!("{}{}", inline_key("a"), inline_key("b"));
+        let two = format!("{}{}", inline_key("a"), inline_pem("b", KEY_B));
         assert_eq!(parse(&doc(&two, "any")).unwrap().require, Require::Any);
         assert_eq!(parse(&doc(&two, "all")).unwrap().require, Require::All);
         assert_eq!(parse(&doc(&two, "2")).unwrap().require, Require::AtLeast(2));
@@ -548,6 +615,49 @@ vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==
         assert!(parse(&unknown).is_err());
         let wrong_kind = doc(&one, "any").replace("TrustPolicy", "Policy");
         assert!(parse(&wrong_kind).unwrap_err().to_string().contains("kind"));
+    }
+
+    #[test]
+    fn the_same_key_twice_is_refused_however_it_is_written() {
+        // One long base64 line instead of two: other text, the same SubjectPublicKeyInfo.
+        let body: String = KEY.lines().filter(|l| !l.starts_with("-----")).collect();
+        let rewrapped = format!(
+            "    - name: b\n      key:\n        data: |\n          -----BEGIN PUBLIC KEY-----\n          {body}\n          -----END PUBLIC KEY-----\n"
+        );
+        let two = format!("{}{rewrapped}", inline_key("a"));
+        let err = parse(&doc(&two, "2")).unwrap_err();
+        assert_eq!(err.reason(), "DuplicateSigner", "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("\"a\" and \"b\" are the same signer (key sha256:"),
+            "{text}"
+        );
+        // `any` does not make it acceptable: the policy is wrong whatever the rule.
+        assert!(parse(&doc(&two, "any")).is_err());
+    }
+
+    #[test]
+    fn the_same_keyless_identity_twice_is_refused() {
+        let keyless = |name: &str, identity: &str| {
+            format!(
+                "    - name: {name}\n      keyless:\n        {identity}\n        issuer: https://token.actions.githubusercontent.com\n        trustedRoot: root.json\n"
+            )
+        };
+        let same = format!(
+            "{}{}",
+            keyless("a", "identity: https://github.com/acme/app"),
+            keyless("b", "identity: https://github.com/acme/app")
+        );
+        let err = parse(&doc(&same, "2")).unwrap_err();
+        assert_eq!(err.reason(), "DuplicateSigner", "{err}");
+        // Another identity, or the same text as a regexp, is another authority (overlaps
+        // are handled when counting signers).
+        let other = format!(
+            "{}{}",
+            keyless("a", "identity: https://github.com/acme/app"),
+            keyless("b", "identityRegexp: https://github.com/acme/app")
+        );
+        assert!(parse(&doc(&other, "2")).is_ok());
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub struct Verification {
     pub require: String,
     /// Authorities with at least one valid signature.
     pub satisfied: Vec<String>,
-    /// Every valid signature.
+    /// Every valid signature, once, under the one authority it is counted for.
     pub signatures: Vec<VerifiedSignature>,
     /// Source, revision and creation time from the manifest annotations.
     pub provenance: ArtifactProvenance,
@@ -300,25 +300,25 @@ pub async fn verify_attestations(
         });
     }
     let verification = evaluate(artifact, &prepared, &candidates, SystemTime::now())?;
+    // The policy holds; every statement signed by one of its authorities is returned (the
+    // rule counted distinct signers, the statements are what they signed).
     let mut statements = Vec::new();
     for candidate in &candidates {
         let Candidate::Attestation(att) = candidate else {
             continue;
         };
-        let source = att.describe();
-        let Some(signed) = verification.signatures.iter().find(|s| s.source == source) else {
-            continue;
-        };
-        // Re-run the check with the authority that passed, to get its statement.
-        let Some(named) = policy
-            .authorities
-            .iter()
-            .find(|a| a.name == signed.authority)
-        else {
-            continue;
-        };
-        if let Authority::Key { key } = &named.authority {
-            statements.push(att.verify_with_key(key, &artifact.digest)?);
+        for named in &policy.authorities {
+            let Authority::Key { key } = &named.authority else {
+                continue;
+            };
+            match att.verify_with_key(key, &artifact.digest) {
+                Ok(statement) => {
+                    statements.push(statement);
+                    break;
+                }
+                Err(e) if e.is_unverified() => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(AttestationVerification {
@@ -422,6 +422,12 @@ fn certificate_signer(signer: super::identity::VerifiedSigner) -> Signer {
 
 /// Applies the prepared policy to already collected candidates (pure; no I/O). `now` bounds
 /// how far in the future a transparency-log entry may claim to be.
+///
+/// N-of-M counts distinct signers: every candidate is checked against every authority, then
+/// each signer (a key, or a certificate identity and issuer) is credited to at most one
+/// authority, chosen by a maximum matching so that overlapping authorities (two regexps
+/// matching one identity) never turn one signer into two. [`Verification::signatures`]
+/// lists every valid signature once, under the authority its signer is credited to.
 pub fn evaluate(
     artifact: &ResolvedArtifact,
     prepared: &PreparedPolicy<'_>,
@@ -429,34 +435,39 @@ pub fn evaluate(
     now: SystemTime,
 ) -> Result<Verification, VerifyError> {
     let policy = prepared.policy;
-    let mut signatures = Vec::new();
-    let mut satisfied = Vec::new();
+    let mut valid: Vec<ValidPair> = Vec::new();
     let mut failures: Vec<VerifyError> = Vec::new();
-    let mut details = Vec::new();
-    for (named, authority) in policy.authorities.iter().zip(&prepared.authorities) {
-        let mut ok = false;
-        for candidate in candidates {
+    for (a, authority) in prepared.authorities.iter().enumerate() {
+        for (c, candidate) in candidates.iter().enumerate() {
             match verify_candidate(authority, candidate, &artifact.digest, now) {
-                Ok(signer) => {
-                    ok = true;
-                    signatures.push(VerifiedSignature {
-                        authority: named.name.clone(),
-                        signer,
-                        source: candidate.describe(),
-                    });
-                }
+                Ok(signer) => valid.push(ValidPair {
+                    authority: a,
+                    candidate: c,
+                    signer,
+                }),
                 Err(e) if e.is_unverified() => failures.push(e),
                 Err(e) => return Err(e),
             }
         }
-        if ok {
-            satisfied.push(named.name.clone());
-            details.push(format!("{} ({}): signed", named.name, named.authority));
-        } else {
-            details.push(format!(
+    }
+    let credit = credit_distinct_signers(policy.authorities.len(), candidates.len(), &valid);
+    let signatures = list_signatures(policy, candidates, &valid, &credit);
+    let mut satisfied = Vec::new();
+    let mut details = Vec::new();
+    for (a, named) in policy.authorities.iter().enumerate() {
+        match credit.credited.get(a).copied().flatten() {
+            Some(_) => {
+                satisfied.push(named.name.clone());
+                details.push(format!("{} ({}): signed", named.name, named.authority));
+            }
+            None if valid.iter().any(|p| p.authority == a) => details.push(format!(
+                "{} ({}): its only signer is already counted for another authority",
+                named.name, named.authority
+            )),
+            None => details.push(format!(
                 "{} ({}): no valid signature",
                 named.name, named.authority
-            ));
+            )),
         }
     }
     let needed = policy.require.needed(policy.authorities.len());
@@ -485,6 +496,155 @@ pub fn evaluate(
         satisfied: satisfied.len(),
         details,
     })
+}
+
+/// A candidate that verified under an authority, and who made it.
+#[derive(Debug, Clone)]
+struct ValidPair {
+    authority: usize,
+    candidate: usize,
+    signer: Signer,
+}
+
+/// Every valid signature once, in the order stored, with one authority: the one its signer
+/// is credited to when that authority accepts it, else the first authority that does. So a
+/// signature is never listed under two authorities.
+fn list_signatures(
+    policy: &TrustPolicy,
+    candidates: &[Candidate],
+    valid: &[ValidPair],
+    credit: &Credit,
+) -> Vec<VerifiedSignature> {
+    let mut out = Vec::new();
+    for (c, candidate) in candidates.iter().enumerate() {
+        let group = credit.group.get(c).copied();
+        let credited_here = |p: &&ValidPair| {
+            credit
+                .credited
+                .get(p.authority)
+                .copied()
+                .flatten()
+                .and_then(|i| valid.get(i))
+                .is_some_and(|chosen| credit.group.get(chosen.candidate).copied() == group)
+        };
+        let mine = || valid.iter().filter(|p| p.candidate == c);
+        let Some(pair) = mine().find(credited_here).or_else(|| mine().next()) else {
+            continue;
+        };
+        let Some(named) = policy.authorities.get(pair.authority) else {
+            continue;
+        };
+        out.push(VerifiedSignature {
+            authority: named.name.clone(),
+            signer: pair.signer.clone(),
+            source: candidate.describe(),
+        });
+    }
+    out
+}
+
+/// Which authority each signer is credited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Credit {
+    /// Per authority: the index into the valid pairs of the signature that credits it.
+    credited: Vec<Option<usize>>,
+    /// Per candidate: its signer group (candidates made by one signer share one).
+    group: Vec<usize>,
+}
+
+/// Credits each authority with at most one signer and each signer to at most one authority,
+/// crediting as many authorities as possible. Returns, per authority, the index into
+/// `valid` of the pair that credits it, and each candidate's signer group.
+///
+/// A signer is a group of candidates: candidates made by the same [`Signer`] are one group,
+/// and so is a candidate that (against all odds) verified as two signers, so one stored
+/// signature can never count twice either. The matching is Kuhn's augmenting paths; policies
+/// have a handful of authorities and candidates, so its O(V·E) is nothing.
+fn credit_distinct_signers(authorities: usize, candidates: usize, valid: &[ValidPair]) -> Credit {
+    // Union-find over candidates: join the candidates of each signer.
+    let mut parent: Vec<usize> = (0..candidates).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
+        while let Some(&p) = parent.get(x) {
+            if p == x {
+                break;
+            }
+            let grand = parent.get(p).copied().unwrap_or(p);
+            if let Some(slot) = parent.get_mut(x) {
+                *slot = grand;
+            }
+            x = p;
+        }
+        x
+    }
+    for (i, a) in valid.iter().enumerate() {
+        for b in valid.iter().skip(i + 1) {
+            if a.signer == b.signer {
+                let (ra, rb) = (
+                    find(&mut parent, a.candidate),
+                    find(&mut parent, b.candidate),
+                );
+                if let Some(slot) = parent.get_mut(ra) {
+                    *slot = rb;
+                }
+            }
+        }
+    }
+    // Edges: authority -> (signer group, pair index); the first pair per group is kept.
+    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); authorities];
+    for (i, pair) in valid.iter().enumerate() {
+        let group = find(&mut parent, pair.candidate);
+        if let Some(list) = edges.get_mut(pair.authority) {
+            if !list.iter().any(|(g, _)| *g == group) {
+                list.push((group, i));
+            }
+        }
+    }
+    fn augment(
+        a: usize,
+        edges: &[Vec<(usize, usize)>],
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for &(group, _) in edges.get(a).map(Vec::as_slice).unwrap_or_default() {
+            if seen.get(group).copied().unwrap_or(true) {
+                continue;
+            }
+            if let Some(s) = seen.get_mut(group) {
+                *s = true;
+            }
+            let current = owner.get(group).copied().flatten();
+            let free = match current {
+                None => true,
+                Some(other) => augment(other, edges, seen, owner),
+            };
+            if free {
+                if let Some(o) = owner.get_mut(group) {
+                    *o = Some(a);
+                }
+                return true;
+            }
+        }
+        false
+    }
+    // owner[group] = the authority the group is credited to.
+    let mut owner: Vec<Option<usize>> = vec![None; candidates];
+    for a in 0..authorities {
+        let mut seen = vec![false; candidates];
+        augment(a, &edges, &mut seen, &mut owner);
+    }
+    let mut credited = vec![None; authorities];
+    for (group, a) in owner.iter().enumerate() {
+        let Some(a) = *a else { continue };
+        let pair = edges
+            .get(a)
+            .and_then(|list| list.iter().find(|(g, _)| *g == group))
+            .map(|(_, i)| *i);
+        if let Some(slot) = credited.get_mut(a) {
+            *slot = pair;
+        }
+    }
+    let group = (0..candidates).map(|c| find(&mut parent, c)).collect();
+    Credit { credited, group }
 }
 
 /// Rank of failures that only say "not signed by this authority"; reported as the summary
@@ -526,4 +686,64 @@ fn describe_authorities(policy: &TrustPolicy) -> String {
         .map(|a| format!("{} ({})", a.name, a.authority))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> Signer {
+        Signer::Key {
+            fingerprint: format!("{n:02x}"),
+        }
+    }
+
+    fn pair(authority: usize, candidate: usize, signer: Signer) -> ValidPair {
+        ValidPair {
+            authority,
+            candidate,
+            signer,
+        }
+    }
+
+    fn credited_count(authorities: usize, candidates: usize, valid: &[ValidPair]) -> usize {
+        credit_distinct_signers(authorities, candidates, valid)
+            .credited
+            .iter()
+            .flatten()
+            .count()
+    }
+
+    #[test]
+    fn one_signature_credits_one_authority() {
+        // Both authorities accept candidate 0 (overlapping keyless matchers).
+        let valid = [pair(0, 0, key(1)), pair(1, 0, key(1))];
+        assert_eq!(credited_count(2, 1, &valid), 1);
+    }
+
+    #[test]
+    fn two_signatures_by_one_signer_are_one_signer() {
+        let valid = [
+            pair(0, 0, key(1)),
+            pair(0, 1, key(1)),
+            pair(1, 0, key(1)),
+            pair(1, 1, key(1)),
+        ];
+        assert_eq!(credited_count(2, 2, &valid), 1);
+    }
+
+    #[test]
+    fn the_matching_finds_the_assignment_that_credits_most() {
+        // Authority 0 accepts signers 1 and 2, authority 1 only signer 1: a greedy
+        // first-come assignment would give signer 1 to authority 0 and leave 1 empty.
+        let valid = [pair(0, 0, key(1)), pair(0, 1, key(2)), pair(1, 0, key(1))];
+        let credit = credit_distinct_signers(2, 2, &valid);
+        assert_eq!(credit.credited, vec![Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn a_candidate_seen_as_two_signers_still_counts_once() {
+        let valid = [pair(0, 0, key(1)), pair(1, 0, key(2))];
+        assert_eq!(credited_count(2, 1, &valid), 1);
+    }
 }
