@@ -242,7 +242,11 @@ fn looks_like_host(host: &str) -> bool {
     host.contains('.') || host.contains(':') || host == "localhost"
 }
 
-fn check_host(host: &str) -> Result<(), String> {
+/// Checks a registry host (`name[:port]`) as written: DNS-name characters, no empty label and
+/// no trailing dot, a port of 1-65535 without leading zeros. Those two spellings reach the
+/// same registry as the plain one but would escape policies that name it, so they are
+/// refused instead of guessed at.
+pub fn check_host(host: &str) -> Result<(), String> {
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
@@ -254,12 +258,79 @@ fn check_host(host: &str) -> Result<(), String> {
     if !name_ok {
         return Err(format!("invalid registry host {host:?}"));
     }
+    if name.ends_with('.') {
+        let trimmed = name.trim_end_matches('.');
+        let plain = match port {
+            Some(port) => format!("{trimmed}:{port}"),
+            None => trimmed.to_string(),
+        };
+        return Err(format!(
+            "registry host {host:?} ends with a dot: write {plain:?} (one registry, one spelling)"
+        ));
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err(format!("registry host {host:?} has an empty label"));
+    }
     if let Some(port) = port {
-        if port.parse::<u16>().is_err() {
-            return Err(format!("invalid port in registry host {host:?}"));
+        match port.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(format!("invalid port in registry host {host:?}")),
+            Ok(n) if port.starts_with('0') => {
+                return Err(format!(
+                    "port {port:?} in registry host {host:?} has leading zeros: write \
+                     {name}:{n} (one registry, one spelling)"
+                ))
+            }
+            Ok(_) => {}
         }
     }
     Ok(())
+}
+
+/// Docker Hub's canonical name; `index.docker.io` and `registry-1.docker.io` are the same
+/// registry.
+pub const DOCKER_HUB: &str = "docker.io";
+/// Where Docker Hub's registry API answers (what docker itself talks to for `docker.io`).
+const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
+
+/// The canonical spelling of a registry host, the one every policy matches against:
+/// lower-case, without the transport's default port (443 for HTTPS, 80 for plain HTTP, so
+/// `plain_http` matters: `host:80` over HTTPS is another endpoint than `host`), and Docker
+/// Hub's names folded into [`DOCKER_HUB`]. `host` should have passed [`check_host`].
+pub fn canonical_host(host: &str, plain_http: bool) -> String {
+    let lower = host.to_ascii_lowercase();
+    let default_port = if plain_http { ":80" } else { ":443" };
+    let name = lower.strip_suffix(default_port).unwrap_or(&lower);
+    match name {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The host to connect to for a registry host as written: Docker Hub's canonical name is
+/// not where its API answers, so [`DOCKER_HUB`] goes to `registry-1.docker.io`; everything
+/// else is used as written.
+pub fn endpoint_host(host: &str) -> &str {
+    if host.eq_ignore_ascii_case(DOCKER_HUB) {
+        DOCKER_HUB_ENDPOINT
+    } else {
+        host
+    }
+}
+
+impl RegistryReference {
+    /// `host/repository` in canonical form ([`canonical_host`]): what policies match.
+    pub fn canonical_repository(&self, plain_http: bool) -> String {
+        format!(
+            "{}/{}",
+            canonical_host(&self.host, plain_http),
+            self.repository
+        )
+    }
+
+    /// Whether the host is written in canonical form for this transport.
+    pub fn is_canonical(&self, plain_http: bool) -> bool {
+        canonical_host(&self.host, plain_http) == self.host
+    }
 }
 
 /// Whether `component` is one valid `/`-separated part of a repository path: lower-case
@@ -363,6 +434,47 @@ mod tests {
         ] {
             assert!(bad.parse::<Reference>().is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn hosts_have_one_canonical_spelling() {
+        for (host, plain, canonical) in [
+            ("GHCR.IO", false, "ghcr.io"),
+            ("ghcr.io:443", false, "ghcr.io"),
+            ("Ghcr.Io:443", false, "ghcr.io"),
+            ("ghcr.io:80", false, "ghcr.io:80"),
+            ("reg.example:80", true, "reg.example"),
+            ("reg.example:443", true, "reg.example:443"),
+            ("127.0.0.1:5001", true, "127.0.0.1:5001"),
+            ("index.docker.io", false, "docker.io"),
+            ("registry-1.docker.io:443", false, "docker.io"),
+            ("docker.io:5000", false, "docker.io:5000"),
+        ] {
+            assert_eq!(
+                canonical_host(host, plain),
+                canonical,
+                "{host} plain={plain}"
+            );
+        }
+        let r = registry("oci://GHCR.IO:443/acme/app:v1");
+        assert!(!r.is_canonical(false));
+        assert_eq!(r.canonical_repository(false), "ghcr.io/acme/app");
+        assert!(registry("oci://ghcr.io/acme/app").is_canonical(false));
+        assert_eq!(endpoint_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(endpoint_host("ghcr.io"), "ghcr.io");
+    }
+
+    #[test]
+    fn leading_zeros_and_trailing_dots_are_refused_with_the_plain_spelling() {
+        let err = "oci://ghcr.io:05000/app".parse::<Reference>().unwrap_err();
+        assert!(err.to_string().contains("write ghcr.io:5000"), "{err}");
+        let err = "oci://ghcr.io./app".parse::<Reference>().unwrap_err();
+        assert!(err.to_string().contains("write \"ghcr.io\""), "{err}");
+        let err = "oci://ghcr.io.:5000/app".parse::<Reference>().unwrap_err();
+        assert!(err.to_string().contains("write \"ghcr.io:5000\""), "{err}");
+        assert!("oci://ghcr.io:0/app".parse::<Reference>().is_err());
+        assert!("oci://.ghcr.io/app".parse::<Reference>().is_err());
+        assert!("oci://localhost:5000/app".parse::<Reference>().is_ok());
     }
 
     #[test]

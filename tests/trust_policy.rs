@@ -99,3 +99,104 @@ fn schema_declares_what_the_parser_reads() {
     );
     assert_eq!(schema["properties"]["kind"]["const"], "TrustPolicy");
 }
+
+/// A TrustPolicy requiring a key for `repositories`, in every namespace.
+fn covering(repositories: &[&str]) -> tresor::api::TrustPolicy {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "tresor.dev/v1alpha1", "kind": "TrustPolicy",
+        "metadata": {"name": "acme"},
+        "spec": {
+            "repositories": repositories,
+            "authorities": [{"name": "ci", "key": {"secretRef": {
+                "name": "ci-key", "namespace": "tresor-system"}}}],
+            "require": "any",
+        },
+    }))
+    .unwrap()
+}
+
+/// An ArtifactSync in namespace `team` following `url` unsigned.
+fn unsigned_sync(url: &str, insecure: bool) -> tresor::api::ArtifactSync {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "tresor.dev/v1alpha1", "kind": "ArtifactSync",
+        "metadata": {"name": "app", "namespace": "team"},
+        "spec": {"url": url, "ref": {"tag": "v1"}, "interval": "5m", "insecure": insecure,
+            "verify": {"allowUnsigned": true}},
+    }))
+    .unwrap()
+}
+
+/// Issue 12 point 2: spelling the host differently (case, default port, a trailing dot, a
+/// port with leading zeros, another name of Docker Hub) reached the same registry but
+/// escaped `ghcr.io/acme/**`, so `allowUnsigned` was accepted. Every such spelling is now
+/// refused; only the canonical one is admitted, and it is covered.
+#[test]
+fn regression_issue12_host_spellings_cannot_escape_trust_policy_coverage() {
+    use tresor::api::effective_requirements;
+    let labels = std::collections::BTreeMap::new();
+    let policies = [covering(&[
+        "ghcr.io/acme/**",
+        "docker.io/acme/**",
+        "reg.example/acme/**",
+    ])];
+    for (url, insecure) in [
+        ("oci://GHCR.IO/acme/app", false),
+        ("oci://Ghcr.io/acme/app", false),
+        ("oci://ghcr.io:443/acme/app", false),
+        ("oci://ghcr.io./acme/app", false),
+        ("oci://ghcr.io:0443/acme/app", false),
+        ("oci://index.docker.io/acme/app", false),
+        ("oci://registry-1.docker.io/acme/app", false),
+        ("oci://reg.example:80/acme/app", true),
+    ] {
+        let result = effective_requirements(&policies, &unsigned_sync(url, insecure), &labels);
+        let Err(err) = result else {
+            panic!("{url} (insecure: {insecure}) escaped the policy: {result:?}");
+        };
+        assert!(
+            matches!(err.reason(), "NonCanonicalReference" | "InvalidSpec"),
+            "{url}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(url.trim_start_matches("oci://").split('/').next().unwrap()),
+            "{url}: {err}"
+        );
+    }
+    // The canonical spellings are covered: allowUnsigned is refused as weakening the policy.
+    for (url, insecure) in [
+        ("oci://ghcr.io/acme/app", false),
+        ("oci://docker.io/acme/app", false),
+        ("oci://reg.example/acme/app", true),
+    ] {
+        let err =
+            effective_requirements(&policies, &unsigned_sync(url, insecure), &labels).unwrap_err();
+        assert_eq!(err.reason(), "WeakensTrustPolicy", "{url}: {err}");
+    }
+    // The message names the canonical spelling; nothing is rewritten silently.
+    let err = effective_requirements(
+        &policies,
+        &unsigned_sync("oci://GHCR.IO:443/acme/app", false),
+        &labels,
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "NonCanonicalReference");
+    assert!(err.to_string().contains("oci://ghcr.io/acme/app"), "{err}");
+}
+
+/// Issue 12 point 2: leading zeros in a port and a trailing dot are refused by the reference
+/// parser (the CLI too), with an error naming the reference.
+#[test]
+fn regression_issue12_ambiguous_host_spellings_are_refused() {
+    use tresor::reference::Reference;
+    for bad in [
+        "oci://ghcr.io:05000/acme/app:v1",
+        "oci://127.0.0.1:05001/acme/app",
+        "oci://ghcr.io./acme/app:v1",
+        "ghcr.io./acme/app:v1",
+        "oci://ghcr.io..example/acme/app",
+    ] {
+        let err = bad.parse::<Reference>().unwrap_err();
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+}

@@ -10,7 +10,7 @@ use super::conditions::Condition;
 use super::trust::{validate_authorities, Authority, Require};
 use super::ApiError;
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::reference::{Reference, RegistryReference};
 
 /// How many applied digests `status.history` keeps (newest first).
 pub const HISTORY_LIMIT: usize = 10;
@@ -231,8 +231,9 @@ impl ArtifactSync {
         )
     }
 
-    /// Checks what the API server's schema cannot: the URL, exactly one ref, durations,
-    /// the verify section.
+    /// Checks what the API server's schema cannot: the URL (parsed, and in canonical form:
+    /// [`ApiError::NonCanonicalReference`] otherwise), exactly one ref, durations, the verify
+    /// section.
     pub fn validate(&self) -> Result<(), ApiError> {
         let invalid = |field: &str, message: String| ApiError::InvalidSpec {
             object: self.object_name(),
@@ -240,10 +241,17 @@ impl ArtifactSync {
             message,
         };
         let spec = &self.spec;
-        spec.repository().map_err(|m| match m {
+        let reference = spec.registry_reference().map_err(|m| match m {
             ApiError::InvalidSpec { message, .. } => invalid("spec.url", message),
             other => other,
         })?;
+        if !reference.is_canonical(spec.insecure) {
+            return Err(ApiError::NonCanonicalReference {
+                object: self.object_name(),
+                url: spec.url.clone(),
+                canonical: format!("oci://{}", reference.canonical_repository(spec.insecure)),
+            });
+        }
         let r = &spec.source_ref;
         match (&r.tag, &r.semver, &r.digest) {
             (Some(tag), None, None) => {
@@ -296,8 +304,17 @@ impl ArtifactSync {
 }
 
 impl ArtifactSyncSpec {
-    /// The repository as `host[:port]/path` (what TrustPolicy `repositories` match).
+    /// The repository as canonical `host[:port]/path`, what TrustPolicy `repositories`
+    /// match: lower-case host, no default port for the transport (`insecure`: 80, else 443),
+    /// `docker.io` for Docker Hub ([`crate::reference::canonical_host`]).
     pub fn repository(&self) -> Result<String, ApiError> {
+        Ok(self
+            .registry_reference()?
+            .canonical_repository(self.insecure))
+    }
+
+    /// `spec.url` parsed as a registry repository without tag or digest.
+    fn registry_reference(&self) -> Result<RegistryReference, ApiError> {
         let invalid = |message: String| ApiError::InvalidSpec {
             object: String::from("ArtifactSync"),
             field: "spec.url".into(),
@@ -310,9 +327,7 @@ impl ArtifactSyncSpec {
             )));
         }
         match self.url.parse::<Reference>() {
-            Ok(Reference::Registry(r)) if r.tag.is_none() && r.digest.is_none() => {
-                Ok(format!("{}/{}", r.host, r.repository))
-            }
+            Ok(Reference::Registry(r)) if r.tag.is_none() && r.digest.is_none() => Ok(r),
             Ok(_) => Err(invalid(format!(
                 "{:?}: give the repository without tag or digest; put them in spec.ref",
                 self.url

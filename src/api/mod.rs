@@ -49,6 +49,22 @@ pub enum ApiError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// `spec.url` reaches a registry under another spelling than its canonical one (host
+    /// case, a default port, another name of Docker Hub). Refused rather than rewritten, so
+    /// what TrustPolicies match is what the object says.
+    #[error(
+        "{object}: spec.url {url:?} is not in canonical form; write {canonical:?} \
+         (TrustPolicy repositories match the canonical spelling: lower-case host, no default \
+         port, docker.io for Docker Hub)"
+    )]
+    NonCanonicalReference {
+        /// `Kind namespace/name` of the ArtifactSync.
+        object: String,
+        /// The URL as written.
+        url: String,
+        /// The same repository spelled canonically.
+        canonical: String,
+    },
     /// `spec.verify.trustPolicy` names a TrustPolicy that does not exist.
     #[error("{object}: TrustPolicy {name:?} not found; create it or fix spec.verify.trustPolicy")]
     TrustPolicyNotFound {
@@ -90,6 +106,7 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::InvalidSpec { .. } => "InvalidSpec",
+            Self::NonCanonicalReference { .. } => "NonCanonicalReference",
             Self::TrustPolicyNotFound { .. } => "TrustPolicyNotFound",
             Self::WeakensTrustPolicy { .. } => "WeakensTrustPolicy",
             Self::NoTrustRequirements { .. } => "NoTrustRequirements",

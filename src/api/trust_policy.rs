@@ -108,8 +108,36 @@ impl LabelSelector {
     }
 }
 
-/// Whether `repository` (`host/path`) matches `pattern` (`*` within a segment, `**` across).
+/// Whether the canonical `repository` (`host/path`, see
+/// [`crate::reference::canonical_host`]) matches `pattern` (`*` within a segment, `**`
+/// across).
+///
+/// The pattern's host is read in every canonical form it can have, so a policy written
+/// `GHCR.IO/**`, `ghcr.io:443/**` or `index.docker.io/**` covers what it names; where the
+/// transport decides (`host:80` is the default port only over plain HTTP), both readings
+/// count: coverage may be wider than meant, never narrower.
 pub(super) fn repository_matches(pattern: &str, repository: &str) -> bool {
+    let (host, path) = pattern.split_once('/').unwrap_or((pattern, ""));
+    let mut hosts = vec![host.to_ascii_lowercase()];
+    if !host.contains('*') {
+        for plain_http in [false, true] {
+            hosts.push(crate::reference::canonical_host(host, plain_http));
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts.iter().any(|h| {
+        let pattern = if pattern.contains('/') {
+            format!("{h}/{path}")
+        } else {
+            h.clone()
+        };
+        glob_matches(&pattern, repository)
+    })
+}
+
+/// Whether `repository` matches the glob `pattern` as written.
+fn glob_matches(pattern: &str, repository: &str) -> bool {
     let mut regex = String::from("^");
     let mut rest = pattern;
     while !rest.is_empty() {
@@ -185,6 +213,13 @@ impl TrustPolicy {
                 format!("{p:?}: write host/path without a scheme"),
             ));
         }
+        for p in &self.spec.repositories {
+            let host = p.split('/').next().unwrap_or_default();
+            if !host.contains('*') {
+                crate::reference::check_host(host)
+                    .map_err(|m| invalid("spec.repositories", format!("{p:?}: {m}")))?;
+            }
+        }
         Ok(())
     }
 
@@ -217,6 +252,26 @@ mod tests {
         assert!(!repository_matches("ghcr.io/acme/app", "ghcr.io/acme/app2"));
         // Dots are literal, not "any character".
         assert!(!repository_matches("ghcr.io/acme/*", "ghcrxio/acme/app"));
+    }
+
+    #[test]
+    fn pattern_hosts_are_read_in_canonical_form() {
+        assert!(repository_matches("GHCR.IO/acme/**", "ghcr.io/acme/app"));
+        assert!(repository_matches(
+            "ghcr.io:443/acme/**",
+            "ghcr.io/acme/app"
+        ));
+        assert!(repository_matches(
+            "index.docker.io/acme/*",
+            "docker.io/acme/app"
+        ));
+        // :80 is the default port of plain HTTP, so the insecure `reg.example` is covered.
+        assert!(repository_matches("reg.example:80/**", "reg.example/app"));
+        assert!(!repository_matches(
+            "ghcr.io/acme/**",
+            "ghcr.io:5000/acme/app"
+        ));
+        assert!(repository_matches("*.example/**", "reg.example/app"));
     }
 
     #[test]

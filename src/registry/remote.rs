@@ -142,7 +142,10 @@ impl RemoteRepository {
         let scheme = if options.plain_http { "http" } else { "https" };
         Ok(Self {
             http,
-            base: format!("{scheme}://{}", reference.host),
+            base: format!(
+                "{scheme}://{}",
+                crate::reference::endpoint_host(&reference.host)
+            ),
             host: reference.host.clone(),
             repository: reference.repository.clone(),
             explicit_creds: options.creds.clone().map(|c| {
