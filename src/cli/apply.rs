@@ -154,7 +154,12 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         source,
         repo,
         verifier,
-        Arc::new(ImmutabilityPolicy::new(lint_policy, mode)),
+        // Applied as Kubernetes objects, so linted as such whatever the artifact's
+        // `dev.tresor.content` annotation says (issue 12).
+        Arc::new(
+            ImmutabilityPolicy::new(lint_policy, mode)
+                .with_content(crate::artifact::objects::ContentMode::Kubernetes),
+        ),
         cache,
         applier,
         args.limits.limits(),

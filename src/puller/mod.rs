@@ -664,7 +664,12 @@ async fn build_engine(
         source,
         repo,
         verifier,
-        Arc::new(ImmutabilityPolicy::new(lint, mode)),
+        // Applied as Kubernetes objects, so linted as such whatever the artifact's
+        // `dev.tresor.content` annotation says (issue 12).
+        Arc::new(
+            ImmutabilityPolicy::new(lint, mode)
+                .with_content(crate::artifact::objects::ContentMode::Kubernetes),
+        ),
         cache,
         applier,
         crate::artifact::archive::Limits::default(),
