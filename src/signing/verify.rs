@@ -461,7 +461,7 @@ pub fn evaluate(
                 details.push(format!("{} ({}): signed", named.name, named.authority));
             }
             None if valid.iter().any(|p| p.authority == a) => details.push(format!(
-                "{} ({}): its only signer is already counted for another authority",
+                "{} ({}): signed only by signers already counted for other authorities",
                 named.name, named.authority
             )),
             None => details.push(format!(
