@@ -280,3 +280,27 @@ fn unknown_tag_and_unknown_host_are_clear_errors() {
     );
     assert!(!dest.exists());
 }
+
+/// Issue 12 point 2: a port with leading zeros or a trailing-dot host reaches the same
+/// registry under another spelling; the CLI refuses both (exit 2) before any request, with
+/// the reference and the plain spelling in the error.
+#[test]
+fn regression_issue12_cli_refuses_leading_zero_ports_and_trailing_dots() {
+    let registry = TestRegistry::plain();
+    let (name, port) = registry.host.rsplit_once(':').unwrap();
+    let repo = common::unique_repo("issue12-spelling");
+    for (spelled, plain) in [
+        (
+            format!("oci://{name}:0{port}/{repo}:v1"),
+            format!("{name}:{port}"),
+        ),
+        (
+            format!("oci://localhost.:{port}/{repo}:v1"),
+            format!("\"localhost:{port}\""),
+        ),
+    ] {
+        let err = stderr_of_failure(registry.tresor(&["inspect", &spelled]), 2);
+        assert!(err.contains(&spelled), "{spelled}: {err}");
+        assert!(err.contains(&format!("write {plain}")), "{spelled}: {err}");
+    }
+}
