@@ -1136,3 +1136,126 @@ async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
     t.cluster
         .kubectl_ok(&["delete", "clusterrolebinding", &sa, "--wait=false"]);
 }
+
+/// How a sync's engine gets rebuilt from what the cluster records, in the tests below.
+#[derive(Clone, Copy, Debug)]
+enum Rebuild {
+    /// The puller restarts.
+    Restart,
+    /// The sync's pull Secret changes (a new engine, same spec).
+    PullSecret,
+}
+
+/// A pull Secret for `repo`'s registry with `password` (the plain registry ignores it).
+fn pull_secret(repo: &str, password: &str) -> k8s_openapi::api::core::v1::Secret {
+    let host = repo.trim_start_matches("oci://").split('/').next().unwrap();
+    let config = json!({"auths": {host: {"username": "tenant", "password": password}}});
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pull"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .unwrap()
+}
+
+/// Issue 12, point 3: the inventory ConfigMap lives in the tenant's namespace, so it is no
+/// source of trust. Artifact X is unsigned; a lax sync (allowUnsigned) applies it, so X is
+/// in the puller's shared cache. A strict sync pinned to X (key required) is refused. The
+/// tenant then writes the strict sync's inventory to say X is applied, and the strict
+/// engine is rebuilt from it (`rebuild`). Nothing of X may be applied for the strict sync:
+/// it stays refused, with the verifier's reason, and X's object never appears in its target
+/// namespace.
+async fn forged_inventory_is_verified_again(rebuild: Rebuild) {
+    let t = Tenant::new("forged").await;
+    let strict_target = Tenant::new("forged-target").await;
+    let registry = TestRegistry::plain();
+    // The key Secret the strict sync names; nothing is signed with it.
+    t.key("release").await;
+    let (repo, x) = t.push(
+        &registry,
+        None,
+        "v",
+        &[("a.yaml", &config_map("payload", "x"))],
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(t.client.clone(), &t.ns);
+    secrets
+        .create(&PostParams::default(), &pull_secret(&repo, "one"))
+        .await
+        .unwrap();
+
+    let mut puller = t.puller(&[]);
+    t.create_sync("lax", unsigned_spec(&repo, "v", "2s")).await;
+    t.wait_sync(&puller, "lax", SECONDS_60, "applied", |s| ready_at(s, &x))
+        .await;
+    let mut strict = signed_spec(&repo, "v", "release", "2s");
+    strict["ref"] = json!({"digest": x});
+    strict["targetNamespace"] = json!(strict_target.ns);
+    strict["pullSecretRef"] = json!({"name": "pull"});
+    t.create_sync("strict", strict).await;
+    let (_, reason, _) = t
+        .wait_not_ready(&puller, "strict", SECONDS_30, "refused")
+        .await;
+    assert_eq!(reason, "NoSignatures");
+    let observed = |s: &ArtifactSync| {
+        s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+    };
+    t.wait_sync(&puller, "strict", SECONDS_30, "observed", observed)
+        .await;
+
+    let objects = json!([{"group": "", "version": "v1", "kind": "ConfigMap",
+        "namespace": strict_target.ns, "name": "payload"}]);
+    let forged: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "tresor-inventory-strict", "namespace": t.ns},
+        "data": {"digest": x, "healthy": x, "objects": objects.to_string()},
+    }))
+    .unwrap();
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(t.client.clone(), &t.ns);
+    config_maps
+        .patch(
+            "tresor-inventory-strict",
+            &PatchParams::apply("tenant").force(),
+            &Patch::Apply(&forged),
+        )
+        .await
+        .unwrap();
+    match rebuild {
+        Rebuild::Restart => {
+            puller.kill();
+            puller = t.puller(&[]);
+        }
+        Rebuild::PullSecret => {
+            secrets
+                .replace("pull", &PostParams::default(), &pull_secret(&repo, "two"))
+                .await
+                .unwrap();
+        }
+    }
+    // Several cycles of the rebuilt engine: still refused, and X never applied for it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let sync = t.syncs().get("strict").await.unwrap();
+    let (status, reason, message) = condition(&sync, "Ready").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NoSignatures"),
+        "{message}\npuller log:\n{}",
+        puller.log_tail()
+    );
+    assert_eq!(
+        strict_target.config_map("payload").await,
+        None,
+        "the unsigned artifact was applied for the strict sync\npuller log:\n{}",
+        puller.log_tail()
+    );
+}
+
+#[tokio::test]
+async fn forged_inventory_after_a_restart_is_verified_again() {
+    forged_inventory_is_verified_again(Rebuild::Restart).await;
+}
+
+#[tokio::test]
+async fn forged_inventory_after_a_pull_secret_change_is_verified_again() {
+    forged_inventory_is_verified_again(Rebuild::PullSecret).await;
+}

@@ -884,6 +884,10 @@ impl Verifier for RejectAll {
         );
         Box::pin(std::future::ready(Err(e)))
     }
+
+    fn trust(&self) -> String {
+        "nobody".into()
+    }
 }
 
 /// Accepts every artifact as signed by "ci".
@@ -898,6 +902,10 @@ impl Verifier for AcceptAll {
         Box::pin(std::future::ready(Ok(VerifiedBy::Signers(vec![
             "ci".into()
         ]))))
+    }
+
+    fn trust(&self) -> String {
+        "ci".into()
     }
 }
 

@@ -13,6 +13,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fake_registry::{Behaviour, Content, FakeRegistry};
 use common::kube_api::KubeApi;
 use common::puller::{create_covering_policy, Puller};
 use common::TestRegistry;
@@ -356,4 +357,111 @@ async fn lease_has_one_holder_and_is_taken_over_only_after_it_expired() {
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+/// A registry whose blobs arrive one byte every 300 ms (a layer of about 30 s), serving
+/// `v1`.
+fn trickling_registry() -> FakeRegistry {
+    use common::tarball::{gzip, tar, Entry};
+    use tresor::artifact::format::{
+        Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
+    };
+    let layer = gzip(&tar(&[Entry::file(
+        "a.yaml",
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\n",
+    )]));
+    assert!(layer.len() > 80, "the layer must trickle for long");
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: None,
+        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
+        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
+        subject: None,
+        annotations: Default::default(),
+    };
+    let bytes = manifest.to_bytes();
+    let mut content = Content::default();
+    for key in [
+        "v1".to_string(),
+        tresor::digest::Digest::of(&bytes).to_string(),
+    ] {
+        content
+            .manifests
+            .insert(key, (OCI_MANIFEST_MEDIA_TYPE.into(), bytes.clone()));
+    }
+    content
+        .blobs
+        .insert(manifest.layers[0].digest.to_string(), layer);
+    content
+        .blobs
+        .insert(manifest.config.digest.to_string(), b"{}".to_vec());
+    FakeRegistry::start_with(
+        content,
+        Behaviour {
+            trickle: Some(Duration::from_millis(300)),
+            ..Behaviour::default()
+        },
+    )
+}
+
+/// Regression test for issue 12 point 6: the puller's `--timeout` (here 5 s) ends a
+/// registry request whose body trickles, instead of waiting for the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puller_timeout_ends_a_trickling_blob_download() {
+    let s = setup().await;
+    let fake = trickling_registry();
+    s.create(
+        "slow",
+        json!({"url": fake.repo("slow"), "ref": {"tag": "v1"}, "interval": "5m",
+            "insecure": true, "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    s.reconcile("slow").await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    let (status, reason, message) = common::puller::condition(&s.get("slow").await, "Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RegistryTimeout"),
+        "{message}"
+    );
+    assert!(message.contains("within 5s"), "{message}");
+    assert!(s
+        .api
+        .get("", "configmaps", Some("default"), "slow")
+        .is_none());
+}
+
+/// Issue 12 point 6: an ArtifactSync's `spec.timeout` bounds its registry requests too,
+/// also when the puller's own `--timeout` is longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_timeout_ends_a_trickling_blob_download() {
+    let s = Setup {
+        puller: Puller::start_with(|o| o.call_timeout = Duration::from_secs(120)).await,
+        registry: TestRegistry::plain(),
+    };
+    let fake = trickling_registry();
+    s.create(
+        "slow",
+        json!({"url": fake.repo("slow"), "ref": {"tag": "v1"}, "interval": "5m",
+            "timeout": "2s", "insecure": true, "verify": {"allowUnsigned": true}}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    s.reconcile("slow").await;
+    let elapsed = started.elapsed();
+    // The body alone would take about 30 s.
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let (status, reason, message) = common::puller::condition(&s.get("slow").await, "Ready");
+    assert_eq!(status, "False", "{reason}: {message}");
+    assert!(
+        reason == "RegistryTimeout" || reason == "CycleTimeout",
+        "{reason}: {message}"
+    );
+    assert!(s
+        .api
+        .get("", "configmaps", Some("default"), "slow")
+        .is_none());
 }

@@ -54,6 +54,10 @@ impl Verifier for RejectDigest {
         };
         Box::pin(std::future::ready(verdict))
     }
+
+    fn trust(&self) -> String {
+        format!("ci-key, except {:?}", self.0.lock().unwrap())
+    }
 }
 
 /// Refuses trees containing `forbidden.conf`.
@@ -290,5 +294,50 @@ async fn registry_down_is_transient_and_drift_is_corrected_from_the_cache() {
     assert_eq!(
         std::fs::read_to_string(dir.join("app.conf")).unwrap(),
         "1\n"
+    );
+}
+
+/// Issue 12, point 3: what an earlier process recorded as applied (the host's state, the
+/// cluster's inventory) is no source of trust. After a restart the engine verifies the
+/// applied digest again under its own trust before it repairs anything from the cache; a
+/// digest its trust refuses is reported and not applied again, drift included.
+#[tokio::test]
+async fn applied_state_of_an_earlier_process_is_verified_again_before_drift_repair() {
+    let fake = FakeRegistry::start(Content::default());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let (v1, _) = serve(&fake, "live", &[("app.conf", b"1\n")]);
+    let cancel = Cancel::never();
+    let mut first = engine(&fake, work.path(), &Digest::of(b"nothing"));
+    assert_eq!(first.reconcile(&cancel).await.outcome, Outcome::Applied);
+    drop(first);
+
+    // The same trust after a restart: verified again (from the cache, no download) and
+    // repaired.
+    std::fs::write(dir.join("app.conf"), "edited\n").unwrap();
+    let mut same = engine(&fake, work.path(), &Digest::of(b"nothing"));
+    let s = same.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::DriftCorrected, "{s:?}");
+    assert_eq!(s.signer.as_deref(), Some("ci-key"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "1\n"
+    );
+    drop(same);
+
+    // A trust that refuses v1: rejected at verify, nothing restored.
+    std::fs::write(dir.join("app.conf"), "edited\n").unwrap();
+    let mut stricter = engine(&fake, work.path(), &v1);
+    let s = stricter.reconcile(&cancel).await;
+    assert_eq!(s.outcome, Outcome::Rejected, "{s:?}");
+    let error = s.error.as_ref().unwrap();
+    assert_eq!(
+        (error.step, error.reason.as_str()),
+        (Step::Verify, "UntrustedSigner")
+    );
+    assert!(s.restored.is_empty(), "{s:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app.conf")).unwrap(),
+        "edited\n"
     );
 }

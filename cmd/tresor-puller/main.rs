@@ -36,7 +36,8 @@ struct Args {
     /// ArtifactSyncs reconciled at once.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
-    /// Timeout of every API and registry call.
+    /// Timeout of every API and registry call; a registry request end to end, body included
+    /// (an ArtifactSync's shorter spec.timeout lowers it for that sync).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// How often each ArtifactSync's drift check reads every applied object with a GET

@@ -28,7 +28,8 @@ pub struct RegistryArgs {
         global = true
     )]
     pub creds: Option<String>,
-    /// Timeout for connecting and for each read from the registry.
+    /// Timeout of each registry request, end to end: connecting, headers and the whole body
+    /// (raise it for large artifacts on slow links).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
     /// Retries on transient registry failures (connection errors, 5xx, 429).

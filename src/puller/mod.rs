@@ -70,7 +70,7 @@ use crate::reconcile::metrics::Metrics;
 use crate::reconcile::source::Source;
 use crate::reconcile::{
     AllowUnsigned, Cancel, Engine, Failure, ImmutabilityPolicy, Outcome, Retry, Step, Summary,
-    Verifier,
+    Verdicts, Verifier,
 };
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
@@ -140,6 +140,9 @@ pub struct Context {
     resolver: Arc<DiscoveryResolver>,
     /// TrustPolicies and Namespaces from watches; started by [`run`].
     trust: std::sync::OnceLock<trust_cache::TrustCache>,
+    /// The verifications of this process, shared by every sync's engine (see
+    /// [`Verdicts`]): the only source of trust for what an engine applies.
+    verdicts: Verdicts,
 }
 
 impl Context {
@@ -166,6 +169,7 @@ impl Context {
             options,
             syncs: Mutex::new(HashMap::new()),
             trust: std::sync::OnceLock::new(),
+            verdicts: Verdicts::default(),
         })
     }
 
@@ -673,7 +677,8 @@ async fn build_engine(
         cache,
         applier,
         crate::artifact::archive::Limits::default(),
-    ))
+    )
+    .with_verdicts(ctx.verdicts.clone()))
 }
 
 /// How `sync` applies: the cluster as its service account (impersonated when

@@ -43,9 +43,18 @@ pub(super) async fn registry_for(
     namespace: &str,
 ) -> Result<RegistrySettings, PullerError> {
     let spec = &sync.spec;
+    // A request cannot usefully outlast the cycle it is part of: `spec.timeout`, when shorter,
+    // bounds each registry request as well (the cycle's own limit only stops the engine
+    // between steps).
+    let cycle_limit = spec
+        .timeout
+        .as_deref()
+        .and_then(|t| humantime::parse_duration(t).ok());
     let mut options = RegistryOptions {
         plain_http: spec.insecure,
-        timeout: ctx.options.call_timeout,
+        timeout: cycle_limit.map_or(ctx.options.call_timeout, |limit| {
+            limit.min(ctx.options.call_timeout)
+        }),
         ..RegistryOptions::default()
     };
     let mut hash = Sha256::new();

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use super::{Context, PullerError};
 use crate::api::{Constraint, KeylessAuthority};
 use crate::artifact::fetch::ResolvedArtifact;
-use crate::reconcile::{BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
+use crate::reconcile::{
+    trust_fingerprint, BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected,
+};
 use crate::registry::Repository;
 use crate::signing::trust_root::TrustRoot;
 use crate::signing::{
@@ -54,6 +56,10 @@ impl Verifier for AllOf {
             Ok(VerifiedBy::Signers(signers))
         })
     }
+    fn trust(&self) -> String {
+        let inner: Vec<String> = self.verifiers.iter().map(Verifier::trust).collect();
+        trust_fingerprint(&format!("all-of {}", inner.join(" ")))
+    }
 }
 
 /// A verifier that can be replaced between cycles: the engine keeps one for its lifetime,
@@ -90,6 +96,10 @@ impl Verifier for Swappable {
     ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
         let current = self.current();
         Box::pin(async move { current.verify(repo, artifact).await })
+    }
+
+    fn trust(&self) -> String {
+        self.current().trust()
     }
 }
 

@@ -12,8 +12,8 @@ use super::cache::{Cache, Lookup};
 use super::source::{Follow, Source};
 use super::target::Target;
 use super::{
-    Applier, Failure, Outcome, Policy, Retry, Step, StepError, StepTiming, Summary, VerifiedBy,
-    Verifier,
+    Applier, Failure, Outcome, Policy, Retry, Step, StepError, StepTiming, Summary, Verdicts,
+    VerifiedBy, Verifier,
 };
 use crate::artifact::archive::Limits;
 use crate::artifact::fetch::{self, ResolvedArtifact};
@@ -123,6 +123,7 @@ pub struct Engine<A: Applier = Target> {
     limits: Limits,
     signer: Option<(Digest, String)>,
     rejected: Option<(Digest, Failure)>,
+    verdicts: Verdicts,
 }
 
 impl<A: Applier> Engine<A> {
@@ -146,7 +147,16 @@ impl<A: Applier> Engine<A> {
             limits,
             signer: None,
             rejected: None,
+            verdicts: Verdicts::default(),
         }
+    }
+
+    /// Shares `verdicts` (the verifications of this process) with other engines, so an
+    /// engine rebuilt for a changed spec or Secret does not fetch the signatures of its
+    /// applied digest again when its trust is unchanged.
+    pub fn with_verdicts(mut self, verdicts: Verdicts) -> Self {
+        self.verdicts = verdicts;
+        self
     }
 
     /// What is followed.
@@ -172,6 +182,9 @@ impl<A: Applier> Engine<A> {
         let mut failure: Option<Failure> = None;
         let mut digest = None;
         let mut tag = None;
+        // Set when the applied digest failed this engine's verification: nothing of it is
+        // applied again, drift included.
+        let mut untrusted = false;
 
         let since = Instant::now();
         let resolved = match (&self.source.follow, self.target.current()) {
@@ -195,8 +208,36 @@ impl<A: Applier> Engine<A> {
                 digest = Some(resolved.clone());
                 tag = picked;
                 if self.target.current() == Some(&resolved) {
-                    self.rejected = None;
-                    Outcome::Unchanged
+                    // Applied already, by this process or (as the cluster or host says)
+                    // by an earlier one: what others can write is no source of trust, so
+                    // the digest must pass this engine's verifier before drift is repaired
+                    // from it.
+                    let confirmed = match self.trusted(&resolved) {
+                        Some(by) => {
+                            self.note_signer(&resolved, &by);
+                            Ok(())
+                        }
+                        None => self.confirm(&resolved, &mut run, cancel).await.map(drop),
+                    };
+                    match confirmed {
+                        Ok(()) => {
+                            self.rejected = None;
+                            Outcome::Unchanged
+                        }
+                        Err(e) => {
+                            let f = Failure::new(Step::Verify, &e, Some(resolved.clone()));
+                            let outcome = if matches!(e, StepError::Abandoned) {
+                                Outcome::Abandoned
+                            } else if f.retry == Retry::Stalled {
+                                Outcome::Rejected
+                            } else {
+                                Outcome::Failed
+                            };
+                            untrusted = true;
+                            failure = Some(f);
+                            outcome
+                        }
+                    }
                 } else if let Some((_, f)) = self.rejected.as_ref().filter(|(d, _)| d == &resolved)
                 {
                     // Rejected before and unchanged since: wait for a change, fetch nothing.
@@ -234,7 +275,7 @@ impl<A: Applier> Engine<A> {
             }
         };
 
-        if !matches!(outcome, Outcome::Abandoned | Outcome::Applied) {
+        if !untrusted && !matches!(outcome, Outcome::Abandoned | Outcome::Applied) {
             let since = Instant::now();
             let drift = self.correct_drift(&mut run, cancel).await;
             run.time(Step::Drift, since, drift.is_ok());
@@ -352,15 +393,54 @@ impl<A: Applier> Engine<A> {
         Ok(())
     }
 
+    /// Verifies `artifact` with this engine's verifier, unless this process already did so
+    /// under the same trust ([`Verdicts`]); records a pass.
     async fn verify(
         &self,
         artifact: &ResolvedArtifact,
         cancel: &Cancel,
     ) -> Result<VerifiedBy, StepError> {
-        cancel
+        let repository = self.source.reference.repository();
+        let trust = self.verifier.trust();
+        if let Some(by) = self.verdicts.get(&repository, &artifact.digest, &trust) {
+            return Ok(by);
+        }
+        let by = cancel
             .guard(self.verifier.verify(&self.repo, artifact))
             .await
-            .and_then(|r| r.map_err(StepError::from))
+            .and_then(|r| r.map_err(StepError::from))?;
+        self.verdicts
+            .insert(&repository, &artifact.digest, &trust, by.clone());
+        Ok(by)
+    }
+
+    /// This process's verdict on `digest` under this engine's current trust, if any.
+    fn trusted(&self, digest: &Digest) -> Option<VerifiedBy> {
+        let repository = self.source.reference.repository();
+        self.verdicts
+            .get(&repository, digest, &self.verifier.trust())
+    }
+
+    /// Remembers who vouched for the applied `digest` (for the summary), once.
+    fn note_signer(&mut self, digest: &Digest, by: &VerifiedBy) {
+        if self.signer.as_ref().is_none_or(|(d, _)| d != digest) {
+            self.signer = Some((digest.clone(), by.signer()));
+        }
+    }
+
+    /// The applied digest's artifact, verified under this engine's trust (from
+    /// [`Verdicts`] when this process verified it already, else now): what is applied
+    /// again, as drift repair, must have passed the same checks as a new version.
+    async fn confirm(
+        &mut self,
+        current: &Digest,
+        run: &mut Run,
+        cancel: &Cancel,
+    ) -> Result<ResolvedArtifact, StepError> {
+        let artifact = self.current_artifact(current, run, cancel).await?;
+        let by = self.verify(&artifact, cancel).await?;
+        self.note_signer(current, &by);
+        Ok(artifact)
     }
 
     /// The content layer: from the cache (re-hashed) or, on a miss or a corrupted entry,
@@ -394,8 +474,8 @@ impl<A: Applier> Engine<A> {
         }
     }
 
-    /// The applied artifact: its verified manifest from the cache, or fetched and verified
-    /// again when the cache lost it.
+    /// The applied artifact's manifest: from the cache (re-hashed), or fetched again when
+    /// the cache lost it. Not verified here: see [`Engine::confirm`].
     async fn current_artifact(
         &self,
         current: &Digest,
@@ -426,7 +506,6 @@ impl<A: Applier> Engine<A> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.verify(&artifact, cancel).await?;
         self.cache
             .put_manifest(&artifact.digest, &artifact.manifest_bytes)?;
         Ok(artifact)
@@ -444,7 +523,7 @@ impl<A: Applier> Engine<A> {
         let Some(drift) = self.target.check_drift().await? else {
             return Ok(Vec::new());
         };
-        let artifact = self.current_artifact(&current, run, cancel).await?;
+        let artifact = self.confirm(&current, run, cancel).await?;
         let layer = self.layer_file(&artifact, run, cancel).await?;
         let (restored, warnings) = self
             .target

@@ -46,7 +46,10 @@ use serde::Serialize;
 pub use applier::Applier;
 pub use engine::{Cancel, Engine};
 pub use policy::{ImmutabilityPolicy, NoPolicy, Policy, PolicyRejected};
-pub use verify::{AllowUnsigned, BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected};
+pub use verify::{
+    trust_fingerprint, AllowUnsigned, BoxFuture, TrustVerifier, Verdicts, VerifiedBy, Verifier,
+    VerifyRejected,
+};
 
 use crate::artifact::archive::ArchiveError;
 use crate::artifact::ArtifactError;

@@ -5,12 +5,16 @@
 //! signature verifier (`signing::verify` with a trust policy) plugs in as another
 //! implementation.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::artifact::fetch::ResolvedArtifact;
+use crate::digest::Digest;
 use crate::registry::Repository;
 
 /// A boxed, `Send` future: what [`Verifier::verify`] returns, so the trait stays
@@ -30,6 +34,71 @@ pub trait Verifier: Send + Sync {
         repo: &'a Repository,
         artifact: &'a ResolvedArtifact,
     ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>>;
+
+    /// What this verifier trusts, as a stable fingerprint: two verifiers with the same
+    /// fingerprint reach the same verdict on the same artifact, so a verdict can be reused
+    /// ([`Verdicts`]) as long as the fingerprint is unchanged. Any change of keys,
+    /// identities, trusted roots or the N-of-M rule must change it.
+    fn trust(&self) -> String;
+}
+
+/// Fingerprint of a trust description: SHA-256, lower-case hex.
+pub fn trust_fingerprint(description: &str) -> String {
+    hex::encode(Sha256::digest(description.as_bytes()))
+}
+
+/// Successful verifications of this process, by repository, digest and the verifier's
+/// [`Verifier::trust`] fingerprint.
+///
+/// The engine applies (and repairs drift from) only a digest found here for its own trust:
+/// an applied digest read back from the cluster or the host (an inventory, a status, a
+/// state file: things others can write) is verified again before anything of it is
+/// applied. A hit costs a map lookup, so an unchanged sync does not fetch its signatures
+/// every cycle. Shared by every engine of a process (the puller's syncs); the entries are
+/// only positive verdicts, bounded by [`Verdicts::MAX`] (all are dropped when full, which
+/// costs one verification each).
+#[derive(Clone, Default)]
+pub struct Verdicts {
+    inner: Arc<Mutex<VerdictMap>>,
+}
+
+/// (repository, digest, trust fingerprint) → who vouched.
+type VerdictMap = HashMap<(String, Digest, String), VerifiedBy>;
+
+impl Verdicts {
+    /// Entries kept before the map is cleared.
+    pub const MAX: usize = 16_384;
+
+    /// The verdict on `digest` in `repository` under the trust `fingerprint`, if this
+    /// process reached one.
+    pub fn get(&self, repository: &str, digest: &Digest, fingerprint: &str) -> Option<VerifiedBy> {
+        let key = (
+            repository.to_string(),
+            digest.clone(),
+            fingerprint.to_string(),
+        );
+        self.lock().get(&key).cloned()
+    }
+
+    /// Records that `digest` in `repository` passed the trust `fingerprint`.
+    pub fn insert(&self, repository: &str, digest: &Digest, fingerprint: &str, by: VerifiedBy) {
+        let mut map = self.lock();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(
+            (
+                repository.to_string(),
+                digest.clone(),
+                fingerprint.to_string(),
+            ),
+            by,
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerdictMap> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Who vouched for an artifact.
@@ -102,6 +171,10 @@ impl Verifier for AllowUnsigned {
         tracing::warn!(digest = %artifact.digest, "accepting unsigned content (--allow-unsigned)");
         Box::pin(std::future::ready(Ok(VerifiedBy::Unsigned)))
     }
+
+    fn trust(&self) -> String {
+        "allow-unsigned".to_string()
+    }
 }
 
 /// Verifies signatures against a trust policy (`--key`, keyless identities, `--trust-policy`)
@@ -109,13 +182,42 @@ impl Verifier for AllowUnsigned {
 #[derive(Debug, Clone)]
 pub struct TrustVerifier {
     policy: crate::signing::TrustPolicy,
+    /// [`Verifier::trust`], computed once.
+    fingerprint: String,
 }
 
 impl TrustVerifier {
     /// A verifier requiring `policy`.
     pub fn new(policy: crate::signing::TrustPolicy) -> Self {
-        Self { policy }
+        let fingerprint = trust_fingerprint(&describe(&policy));
+        Self {
+            policy,
+            fingerprint,
+        }
     }
+}
+
+/// Everything `policy` trusts, as text: keys by fingerprint, keyless authorities by
+/// identity, issuer and trusted root, and the N-of-M rule.
+fn describe(policy: &crate::signing::TrustPolicy) -> String {
+    use crate::signing::Authority;
+    use std::fmt::Write as _;
+    let mut description = format!("require {:?};", policy.require);
+    for a in &policy.authorities {
+        let _ = match &a.authority {
+            Authority::Key { key } => write!(description, " {}=key:{};", a.name, key.fingerprint()),
+            Authority::Keyless {
+                identity,
+                issuer,
+                trusted_root,
+            } => write!(
+                description,
+                " {}=keyless:{identity:?}/{issuer:?}/{trusted_root:?};",
+                a.name
+            ),
+        };
+    }
+    description
 }
 
 impl Verifier for TrustVerifier {
@@ -140,5 +242,54 @@ impl Verifier for TrustVerifier {
                 Err(e) => Err(VerifyRejected::transient(e.reason(), e.to_string())),
             }
         })
+    }
+
+    fn trust(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::signing::{Require, TrustPolicy};
+
+    fn verifier(keys: &[&str], require: Require) -> TrustVerifier {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let keys: Vec<PathBuf> = keys.iter().map(|k| root.join(k)).collect();
+        TrustVerifier::new(TrustPolicy::for_keys(&keys, require).unwrap())
+    }
+
+    #[test]
+    fn trust_fingerprint_changes_with_keys_and_rule_only() {
+        let ci = verifier(&["policy/ci.pub"], Require::Any);
+        assert_eq!(
+            ci.trust(),
+            verifier(&["policy/ci.pub"], Require::Any).trust()
+        );
+        assert_ne!(
+            ci.trust(),
+            verifier(&["cosign/legacy/cosign.pub"], Require::Any).trust()
+        );
+        let both = ["policy/ci.pub", "cosign/legacy/cosign.pub"];
+        assert_ne!(
+            verifier(&both, Require::Any).trust(),
+            verifier(&both, Require::All).trust()
+        );
+        assert_ne!(ci.trust(), AllowUnsigned.trust());
+    }
+
+    #[test]
+    fn verdicts_are_kept_per_repository_digest_and_trust() {
+        let verdicts = Verdicts::default();
+        let digest = Digest::of(b"artifact");
+        let by = VerifiedBy::Signers(vec!["ci".into()]);
+        verdicts.insert("r/app", &digest, "t1", by.clone());
+        assert_eq!(verdicts.get("r/app", &digest, "t1"), Some(by));
+        assert_eq!(verdicts.get("r/app", &digest, "t2"), None);
+        assert_eq!(verdicts.get("r/other", &digest, "t1"), None);
+        assert_eq!(verdicts.get("r/app", &Digest::of(b"other"), "t1"), None);
     }
 }

@@ -37,7 +37,8 @@ pub struct RegistryOptions {
     /// Where `creds` came from when not the command line (e.g. `pull secret team-a/regcred`),
     /// for messages; `None` means `--creds`.
     pub creds_origin: Option<String>,
-    /// Timeout for connecting and for each read.
+    /// Timeout of each request, end to end: connecting, the response headers and the whole
+    /// body (a slow body fails with [`RegistryError::Timeout`]).
     pub timeout: Duration,
     /// Attempts after the first one for transient failures (connection, 5xx, 429).
     pub retries: u32,
@@ -189,6 +190,59 @@ pub enum RegistryError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A request did not complete, headers and body, within the timeout.
+    #[error(
+        "{what}: no complete answer from {host} within {timeout}; the registry or the network \
+         is too slow or stalled: retry later, or raise --timeout (the puller: --timeout, or \
+         the ArtifactSync's spec.timeout)",
+        timeout = humantime::format_duration(*.timeout)
+    )]
+    Timeout {
+        /// Registry (or token service, object store) host.
+        host: String,
+        /// What was being fetched, e.g. `blob sha256:… of oci://host/repo`.
+        what: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The registry pointed at a URL (`Location`, `Link`, a redirect) that tresor does not
+    /// follow.
+    #[error(
+        "{host} sent a {header} to {url}, which tresor does not follow: {why}; the registry is \
+         misconfigured or hostile"
+    )]
+    UnsafeRedirect {
+        /// Registry host.
+        host: String,
+        /// `Location`, `Link` or `redirect`.
+        header: &'static str,
+        /// The target, without its query.
+        url: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The tag list has more tags than tresor reads.
+    #[error(
+        "tag list of {repository} has more than {limit} tags, more than tresor reads: address \
+         the artifact by digest, or delete old tags"
+    )]
+    TooManyTags {
+        /// The repository.
+        repository: String,
+        /// Most tags read.
+        limit: usize,
+    },
+    /// The tag list did not end after as many pages as tresor reads.
+    #[error(
+        "tag list of {repository} did not end after {pages} pages (each with a Link to the \
+         next); address the artifact by digest"
+    )]
+    TagListTooLong {
+        /// The repository.
+        repository: String,
+        /// Most pages read.
+        pages: usize,
+    },
     /// The operation needs a tag or digest and the reference has neither.
     #[error("{reference}: no tag or digest given; add :tag or @sha256:…")]
     NoTagOrDigest {
@@ -216,13 +270,17 @@ impl RegistryError {
             Self::Auth(e) => e.reason(),
             Self::Io { .. } => "IoError",
             Self::NoTagOrDigest { .. } => "NoTagOrDigest",
+            Self::Timeout { .. } => "RegistryTimeout",
+            Self::UnsafeRedirect { .. } => "UnsafeRedirect",
+            Self::TooManyTags { .. } => "TooManyTags",
+            Self::TagListTooLong { .. } => "TagListTooLong",
         }
     }
 
     /// Whether retrying later may succeed (network trouble, server errors).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } => true,
+            Self::Unreachable { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

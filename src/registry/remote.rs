@@ -2,8 +2,14 @@
 //! checks on everything, one-piece blob uploads, explicit `Accept` headers, the bearer-token
 //! and basic-auth challenge flows, timeouts and retries with backoff on transient failures.
 //!
-//! Credentials are only ever put into `Authorization` headers; errors name where they came
-//! from (`--creds`, docker's config file, a credential helper), never their value.
+//! Credentials are only ever put into `Authorization` headers, and only on requests to the
+//! registry's own origin (scheme, host, port): a `Location`, `Link` or redirect to another
+//! origin is followed without them, one from https to plain http not at all (see
+//! [`check_follow`]). Errors name where credentials came from (`--creds`, docker's config
+//! file, a credential helper), never their value.
+//!
+//! The timeout bounds each HTTP exchange end to end, body included, so a registry that
+//! trickles a body cannot hold tresor for longer than `--timeout`.
 
 use std::fs::File;
 use std::io::{Seek, Write};
@@ -12,8 +18,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
+use reqwest::{Method, Request, RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::Mutex;
 
 use super::auth::{self, CredentialSource, Credentials};
@@ -28,9 +36,15 @@ use crate::reference::RegistryReference;
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
-const MAX_TAG_LIST_BYTES: u64 = 4 * 1024 * 1024;
-const MAX_TAG_PAGES: usize = 100;
+/// Most tags read from a tag list, over all pages.
+const MAX_TAGS: usize = 100_000;
+/// Most tag-list pages read (registries page by 100 or 1000 tags).
+const MAX_TAG_PAGES: usize = 1_000;
+/// Most bytes of tag-list JSON read, over all pages (100,000 tags of 128 characters fit).
+const MAX_TAG_LIST_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_ERROR_BODY: u64 = 4096;
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 
 /// Which permission a request needs; decides the bearer-token scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +102,14 @@ fn shared_client(
     {
         return Ok(client.clone());
     }
+    // `timeout` is the total of one exchange, body included: a read timeout alone lets a
+    // server that sends one byte at a time hold a request for ever. Redirects are followed
+    // by `RemoteRepository::execute`, which binds credentials to the registry's origin and
+    // refuses https -> http; reqwest's own policy would follow such a downgrade.
     let mut builder = reqwest::Client::builder()
         .connect_timeout(timeout)
-        .read_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")));
     for (pem, origin) in cas {
         builder = builder.tls_certs_merge(ca_certificates(pem, origin)?);
@@ -113,12 +132,15 @@ fn shared_client(
 pub struct RemoteRepository {
     http: reqwest::Client,
     base: String,
+    /// `base` parsed: its origin is the only one that gets credentials.
+    origin: Url,
     host: String,
     repository: String,
     explicit_creds: Option<(Credentials, CredentialSource)>,
     auth: Mutex<AuthState>,
     retries: u32,
     max_blob_bytes: u64,
+    timeout: Duration,
 }
 
 impl RemoteRepository {
@@ -140,12 +162,18 @@ impl RemoteRepository {
         }
         let http = shared_client(options.timeout, &cas, &reference.host)?;
         let scheme = if options.plain_http { "http" } else { "https" };
+        let base = format!(
+            "{scheme}://{}",
+            crate::reference::endpoint_host(&reference.host)
+        );
+        let origin = Url::parse(&base).map_err(|e| RegistryError::Unreachable {
+            host: reference.host.clone(),
+            message: format!("not a valid registry address: {e}"),
+        })?;
         Ok(Self {
             http,
-            base: format!(
-                "{scheme}://{}",
-                crate::reference::endpoint_host(&reference.host)
-            ),
+            base,
+            origin,
             host: reference.host.clone(),
             repository: reference.repository.clone(),
             explicit_creds: options.creds.clone().map(|c| {
@@ -160,6 +188,7 @@ impl RemoteRepository {
             auth: Mutex::new(AuthState::default()),
             retries: options.retries,
             max_blob_bytes: options.max_blob_bytes,
+            timeout: options.timeout,
         })
     }
 
@@ -193,7 +222,7 @@ impl RemoteRepository {
         let resp = self.expect_success(Method::GET, &url, resp).await?;
         let headers = resp.headers().clone();
         let what = format!("manifest {}", self.display(at));
-        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what).await?;
+        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what, self.timeout).await?;
         let digest = Digest::of(&bytes);
         let claimed = header_digest(&headers);
         let expected = match at {
@@ -282,11 +311,10 @@ impl RemoteRepository {
                 status: resp.status().as_u16(),
                 body: "upload started without a Location header".into(),
             })?;
-        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}{location}", self.base)
-        };
+        // The upload may live elsewhere (another origin gets no credentials, see `execute`).
+        let mut put = self
+            .follow_target(resp.url(), location, "Location")?
+            .to_string();
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={digest}"));
         let len = data.len();
@@ -348,6 +376,7 @@ impl RemoteRepository {
             });
         }
         let url = self.url(&format!("blobs/{}", descriptor.digest));
+        let fetching = self.blob_what(&descriptor.digest);
         let mut resp = self.send(Action::Pull, || self.http.get(&url)).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::BlobNotFound {
@@ -364,7 +393,11 @@ impl RemoteRepository {
         let mut hasher = Hasher::default();
         {
             let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
-            while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| transport_error(&e, resp.url(), &fetching, self.timeout))?
+            {
                 hasher.update(&chunk);
                 if hasher.len() > descriptor.size {
                     return Err(RegistryError::SizeMismatch {
@@ -411,7 +444,7 @@ impl RemoteRepository {
         }
         let resp = self.expect_success(Method::GET, &url, resp).await?;
         let what = format!("referrers of {}", self.display(ManifestRef::Digest(digest)));
-        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what).await?;
+        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES, &what, self.timeout).await?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| RegistryError::Invalid {
@@ -436,54 +469,83 @@ impl RemoteRepository {
             });
         }
         let resp = self.expect_success(Method::GET, &url, resp).await?;
-        read_bounded(resp, limit, &format!("blob {}", descriptor.digest)).await
+        read_bounded(
+            resp,
+            limit,
+            &self.blob_what(&descriptor.digest),
+            self.timeout,
+        )
+        .await
     }
 
-    /// All tags, following `Link` pagination (bounded).
+    /// A blob as named in errors: `blob sha256:… of oci://host/repo`.
+    fn blob_what(&self, digest: &Digest) -> String {
+        format!("blob {digest} of oci://{}/{}", self.host, self.repository)
+    }
+
+    /// All tags, following `Link` pagination: at most [`MAX_TAGS`] tags, [`MAX_TAG_PAGES`]
+    /// pages and [`MAX_TAG_LIST_BYTES`] bytes over all pages, each with its own error.
     pub async fn list_tags(&self) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
+        let repository = format!("oci://{}/{}", self.host, self.repository);
+        let what = format!("tag list of {repository}");
         let mut tags = Vec::new();
         let mut next = Some(self.url("tags/list?n=1000"));
         let mut pages = 0;
+        let mut bytes_left = MAX_TAG_LIST_BYTES;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_TAG_PAGES {
-                return Err(RegistryError::TooLarge {
-                    what: format!("tag list of {}", self.repository),
-                    limit: (MAX_TAG_PAGES * 1000) as u64,
+                return Err(RegistryError::TagListTooLong {
+                    repository,
+                    pages: MAX_TAG_PAGES,
                 });
             }
             let resp = self.send(Action::Pull, || self.http.get(&url)).await?;
             if resp.status() == StatusCode::NOT_FOUND {
-                return Err(RegistryError::RepositoryNotFound {
-                    repository: format!("oci://{}/{}", self.host, self.repository),
-                });
+                return Err(RegistryError::RepositoryNotFound { repository });
             }
             let resp = self.expect_success(Method::GET, &url, resp).await?;
-            next = next_link(resp.headers()).map(|link| {
-                if link.starts_with("http") {
-                    link
-                } else {
-                    format!("{}{link}", self.base)
-                }
-            });
-            let body = read_bounded(resp, MAX_TAG_LIST_BYTES, "tag list").await?;
+            next = next_link(resp.headers())
+                .map(|link| self.follow_target(resp.url(), &link, "Link"))
+                .transpose()?
+                .map(String::from);
+            let body = read_bounded(resp, bytes_left, &what, self.timeout)
+                .await
+                .map_err(|e| match e {
+                    // The limit is over all pages, not this one.
+                    RegistryError::TooLarge { what, .. } => RegistryError::TooLarge {
+                        what,
+                        limit: MAX_TAG_LIST_BYTES,
+                    },
+                    e => e,
+                })?;
+            bytes_left = bytes_left.saturating_sub(body.len() as u64);
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
-                    what: url.clone(),
+                    what: what.clone(),
                     kind: "tag list".into(),
                     message: e.to_string(),
                 })?;
-            tags.extend(page.tags.unwrap_or_default());
+            let page = page.tags.unwrap_or_default();
+            if tags.len() + page.len() > MAX_TAGS {
+                return Err(RegistryError::TooManyTags {
+                    repository,
+                    limit: MAX_TAGS,
+                });
+            }
+            tags.extend(page);
         }
         Ok(tags)
     }
 
     /// Sends a request, answering auth challenges once and retrying transient failures
-    /// with exponential backoff. `build` is called for every attempt.
+    /// with exponential backoff. `build` is called for every attempt. The registry's
+    /// `Authorization` goes only to its own origin (see [`Self::execute`]); a 401 from another
+    /// origin is not answered.
     async fn send(
         &self,
         action: Action,
@@ -496,11 +558,15 @@ impl RemoteRepository {
                 let state = self.auth.lock().await;
                 state.header.clone()
             };
-            let mut request = build();
-            if let Some(header) = header {
-                request = request.header(AUTHORIZATION, header);
-            }
-            let result = request.send().await;
+            let request = build().build().map_err(|e| self.unreachable(&e))?;
+            let what = format!(
+                "{} {}",
+                request.method(),
+                strip_query(request.url().as_str())
+            );
+            let target = request.url().clone();
+            let credential = header.as_deref().map(|h| (&self.origin, h));
+            let result = self.execute(request, credential).await?;
             let transient = match &result {
                 Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
                 Ok(resp) => {
@@ -515,12 +581,14 @@ impl RemoteRepository {
                 tokio::time::sleep(backoff).await;
                 continue;
             }
-            let resp = result.map_err(|e| self.unreachable(&e))?;
-            let needs_auth = resp.status() == StatusCode::UNAUTHORIZED
-                || (resp.status() == StatusCode::FORBIDDEN && action == Action::Push && {
-                    let state = self.auth.lock().await;
-                    !state.push_scope && state.header.is_some()
-                });
+            let resp = result.map_err(|e| transport_error(&e, &target, &what, self.timeout))?;
+            let own_origin = resp.url().origin() == self.origin.origin();
+            let needs_auth = own_origin
+                && (resp.status() == StatusCode::UNAUTHORIZED
+                    || (resp.status() == StatusCode::FORBIDDEN && action == Action::Push && {
+                        let state = self.auth.lock().await;
+                        !state.push_scope && state.header.is_some()
+                    }));
             if needs_auth && !challenged {
                 challenged = true;
                 self.authenticate(&resp, action).await?;
@@ -528,12 +596,21 @@ impl RemoteRepository {
             }
             if resp.status() == StatusCode::UNAUTHORIZED {
                 let state = self.auth.lock().await;
-                let detail = match state.creds.as_ref().and_then(Option::as_ref) {
-                    Some((_, source)) => format!(
-                        "the registry rejected the credentials from {}; check user name and password",
-                        describe(source)
-                    ),
-                    None => needs_credentials(),
+                let detail = if !own_origin {
+                    format!(
+                        "{} asked for credentials, but tresor sends the registry's credentials \
+                         only to the registry itself ({})",
+                        resp.url().origin().ascii_serialization(),
+                        self.origin.origin().ascii_serialization()
+                    )
+                } else {
+                    match state.creds.as_ref().and_then(Option::as_ref) {
+                        Some((_, source)) => format!(
+                            "the registry rejected the credentials from {}; check user name and password",
+                            describe(source)
+                        ),
+                        None => needs_credentials(),
+                    }
                 };
                 return Err(RegistryError::Unauthorized {
                     host: self.host.clone(),
@@ -543,6 +620,94 @@ impl RemoteRepository {
             }
             return Ok(resp);
         }
+    }
+
+    /// Sends `request`, following redirects of GET and HEAD requests (at most
+    /// [`MAX_REDIRECTS`], by the rules of [`check_follow`]). `credential` is an origin and an
+    /// `Authorization` value: it is set on each hop whose URL has that origin, and removed
+    /// from every other hop. The outer error is a refused redirect, the inner one what the
+    /// HTTP client reported (for the caller's retry decision).
+    async fn execute(
+        &self,
+        mut request: Request,
+        credential: Option<(&Url, &str)>,
+    ) -> Result<Result<Response, reqwest::Error>, RegistryError> {
+        let mut hops = 0;
+        loop {
+            request.headers_mut().remove(AUTHORIZATION);
+            if let Some((origin, value)) = credential {
+                if request.url().origin() == origin.origin() {
+                    let mut value =
+                        HeaderValue::from_str(value).map_err(|_| RegistryError::Unauthorized {
+                            host: self.host.clone(),
+                            repository: self.repository.clone(),
+                            detail: "the credentials or the token are not a valid HTTP header \
+                                     value; check them"
+                                .into(),
+                        })?;
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(AUTHORIZATION, value);
+                }
+            }
+            let method = request.method().clone();
+            let headers = request.headers().clone();
+            let from = request.url().clone();
+            let resp = match self.http.execute(request).await {
+                Ok(resp) => resp,
+                Err(e) => return Ok(Err(e)),
+            };
+            let redirect = matches!(
+                resp.status(),
+                StatusCode::MOVED_PERMANENTLY
+                    | StatusCode::FOUND
+                    | StatusCode::SEE_OTHER
+                    | StatusCode::TEMPORARY_REDIRECT
+                    | StatusCode::PERMANENT_REDIRECT
+            );
+            let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+            let (true, true, Some(location)) = (
+                redirect,
+                method == Method::GET || method == Method::HEAD,
+                location,
+            ) else {
+                return Ok(Ok(resp));
+            };
+            hops += 1;
+            let to = self.follow_target(&from, location, "redirect")?;
+            if hops > MAX_REDIRECTS {
+                return Err(RegistryError::UnsafeRedirect {
+                    host: self.host.clone(),
+                    header: "redirect",
+                    url: strip_query(to.as_str()),
+                    // The number is MAX_REDIRECTS.
+                    why: "more than 10 redirects in a row",
+                });
+            }
+            tracing::debug!(host = %self.host, to = %strip_query(to.as_str()), "following redirect");
+            request = Request::new(method, to);
+            *request.headers_mut() = headers;
+        }
+    }
+
+    /// Resolves a `Location`, `Link` or redirect target (`header`) against the URL of the
+    /// response that carried it, and checks that tresor follows it ([`check_follow`]).
+    fn follow_target(
+        &self,
+        from: &Url,
+        target: &str,
+        header: &'static str,
+    ) -> Result<Url, RegistryError> {
+        let refuse = |url: String, why: &'static str| RegistryError::UnsafeRedirect {
+            host: self.host.clone(),
+            header,
+            url,
+            why,
+        };
+        let to = from
+            .join(target)
+            .map_err(|_| refuse(strip_query(target), "it is not a valid URL"))?;
+        check_follow(from, &to).map_err(|why| refuse(strip_query(to.as_str()), why))?;
+        Ok(to)
     }
 
     /// Answers a `WWW-Authenticate` challenge: basic credentials, or a bearer token from
@@ -573,25 +738,48 @@ impl RemoteRepository {
                     Action::Pull => format!("repository:{}:pull", self.repository),
                     Action::Push => format!("repository:{}:pull,push", self.repository),
                 };
-                let mut request = self.http.get(&realm).query(&[("scope", scope.as_str())]);
+                let realm_url = self.origin.join(&realm).map_err(|e| {
+                    unauthorized(format!(
+                        "the registry named a token service that is not a valid URL ({e})"
+                    ))
+                })?;
+                // Basic credentials are a password: they travel to the token service only
+                // encrypted, or to the registry itself.
+                let send_creds = basic_creds_allowed(&realm_url, &self.origin);
+                let mut request = self
+                    .http
+                    .get(realm_url.clone())
+                    .query(&[("scope", scope.as_str())]);
                 if let Some(service) = &service {
                     request = request.query(&[("service", service.as_str())]);
                 }
-                if let Some((c, _)) = &creds {
-                    request = request.basic_auth(&c.username, Some(c.password()));
-                }
-                let token_resp = request.send().await.map_err(|e| self.unreachable(&e))?;
+                let request = request.build().map_err(|e| self.unreachable(&e))?;
+                let basic = creds
+                    .as_ref()
+                    .filter(|_| send_creds)
+                    .map(|(c, _)| basic_header(c));
+                let what = format!("token from {}", strip_query(realm_url.as_str()));
+                let token_resp = self
+                    .execute(request, basic.as_deref().map(|b| (&realm_url, b)))
+                    .await?
+                    .map_err(|e| transport_error(&e, &realm_url, &what, self.timeout))?;
                 if !token_resp.status().is_success() {
                     let status = token_resp.status().as_u16();
                     return Err(unauthorized(match &creds {
-                        Some((_, source)) => format!(
+                        Some((_, source)) if send_creds => format!(
                             "the token service {realm} answered HTTP {status} for the credentials from {}",
+                            describe(source)
+                        ),
+                        Some((_, source)) => format!(
+                            "the token service {realm} answered HTTP {status}; the credentials from {} \
+                             were not sent to it, because it is plain http on another origin than \
+                             the registry",
                             describe(source)
                         ),
                         None => format!("the token service {realm} answered HTTP {status}; {CREDENTIALS_HINT}"),
                     }));
                 }
-                let body = read_bounded(token_resp, MAX_TOKEN_BYTES, "token response").await?;
+                let body = read_bounded(token_resp, MAX_TOKEN_BYTES, &what, self.timeout).await?;
                 #[derive(serde::Deserialize)]
                 struct Token {
                     token: Option<String>,
@@ -611,12 +799,7 @@ impl RemoteRepository {
             }
             Some(Challenge::Basic) | None => {
                 let (c, _) = creds.ok_or_else(|| unauthorized(needs_credentials()))?;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
-                    "{}:{}",
-                    c.username,
-                    c.password()
-                ));
-                state.header = Some(format!("Basic {encoded}"));
+                state.header = Some(basic_header(&c));
                 state.push_scope = true;
             }
         }
@@ -644,7 +827,7 @@ impl RemoteRepository {
                 },
             });
         }
-        let body = read_bounded(resp, MAX_ERROR_BODY, "error body")
+        let body = read_bounded(resp, MAX_ERROR_BODY, "error body", self.timeout)
             .await
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
             .unwrap_or_default();
@@ -744,6 +927,60 @@ fn ca_certificates(pem: &[u8], origin: &Path) -> Result<Vec<reqwest::Certificate
     Ok(certs)
 }
 
+/// Whether tresor follows a `Location`, `Link` or redirect from `from` to `to`: only to
+/// http(s) URLs, and never from https to plain http (credentials aside, the content would
+/// then travel unprotected). Where credentials go is decided per request (only the
+/// registry's origin gets them), not here.
+fn check_follow(from: &Url, to: &Url) -> Result<(), &'static str> {
+    match (from.scheme(), to.scheme()) {
+        (_, scheme) if scheme != "http" && scheme != "https" => Err("it is not an http(s) URL"),
+        ("https", "http") => Err("it leaves https for plain http"),
+        _ => Ok(()),
+    }
+}
+
+/// Whether basic credentials for the registry at `registry` may go to the token service at
+/// `realm`: over https, or when it is the registry's own origin.
+fn basic_creds_allowed(realm: &Url, registry: &Url) -> bool {
+    realm.scheme() == "https" || realm.origin() == registry.origin()
+}
+
+/// `Basic base64(user:password)`.
+fn basic_header(creds: &Credentials) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        creds.username,
+        creds.password()
+    ));
+    format!("Basic {encoded}")
+}
+
+/// The registry error for a failed exchange with `url` while fetching `what`: a timeout
+/// says which timeout ran out; anything else is "unreachable".
+fn transport_error(
+    error: &reqwest::Error,
+    url: &Url,
+    what: &str,
+    timeout: Duration,
+) -> RegistryError {
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    if error.is_timeout() {
+        RegistryError::Timeout {
+            host,
+            what: what.to_string(),
+            timeout,
+        }
+    } else {
+        RegistryError::Unreachable {
+            host,
+            message: error_chain(error),
+        }
+    }
+}
+
 fn describe(source: &CredentialSource) -> String {
     match source {
         CredentialSource::Explicit => "--creds".to_string(),
@@ -781,8 +1018,14 @@ fn strip_query(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_string()
 }
 
-/// Reads a response body, failing as soon as it passes `limit` bytes.
-async fn read_bounded(mut resp: Response, limit: u64, what: &str) -> Result<Bytes, RegistryError> {
+/// Reads a response body, failing as soon as it passes `limit` bytes, or when the exchange
+/// runs past `timeout` (which the HTTP client enforces; it is named in the error).
+async fn read_bounded(
+    mut resp: Response,
+    limit: u64,
+    what: &str,
+    timeout: Duration,
+) -> Result<Bytes, RegistryError> {
     let too_large = || RegistryError::TooLarge {
         what: what.to_string(),
         limit,
@@ -791,10 +1034,11 @@ async fn read_bounded(mut resp: Response, limit: u64, what: &str) -> Result<Byte
         return Err(too_large());
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Unreachable {
-        host: resp.url().host_str().unwrap_or_default().to_string(),
-        message: error_chain(&e),
-    })? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&e, resp.url(), what, timeout))?
+    {
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
@@ -842,6 +1086,68 @@ mod tests {
             Challenge::Basic
         );
         assert_eq!(Challenge::parse("Bearer"), Challenge::Basic);
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn redirects_never_leave_https_for_http() {
+        let https = url("https://registry.example/v2/a/blobs/uploads/");
+        assert!(check_follow(&https, &url("http://registry.example/upload/1")).is_err());
+        assert!(check_follow(&https, &url("http://elsewhere.example/upload/1")).is_err());
+        assert!(check_follow(&https, &url("https://bucket.s3.example/x?sig=1")).is_ok());
+        assert!(check_follow(&https, &url("file:///etc/passwd")).is_err());
+        let http = url("http://127.0.0.1:5000/v2/a/tags/list");
+        assert!(check_follow(&http, &url("http://127.0.0.1:5001/v2/a/tags/list")).is_ok());
+        assert!(check_follow(&http, &url("https://127.0.0.1:5001/x")).is_ok());
+    }
+
+    #[test]
+    fn basic_credentials_go_to_https_realms_and_the_registry_itself() {
+        let plain = url("http://127.0.0.1:5000");
+        let tls = url("https://registry.example");
+        assert!(basic_creds_allowed(
+            &url("https://auth.example/token"),
+            &tls
+        ));
+        assert!(basic_creds_allowed(
+            &url("https://auth.example/token"),
+            &plain
+        ));
+        assert!(basic_creds_allowed(
+            &url("http://127.0.0.1:5000/token"),
+            &plain
+        ));
+        assert!(!basic_creds_allowed(
+            &url("http://127.0.0.1:5001/token"),
+            &plain
+        ));
+        assert!(!basic_creds_allowed(
+            &url("http://auth.example/token"),
+            &plain
+        ));
+        assert!(!basic_creds_allowed(
+            &url("http://registry.example/token"),
+            &tls
+        ));
+    }
+
+    #[test]
+    fn origin_is_scheme_host_and_port() {
+        let registry = url("https://registry.example");
+        assert_eq!(
+            url("https://registry.example:443/v2/").origin(),
+            registry.origin()
+        );
+        for other in [
+            "http://registry.example/v2/",
+            "https://registry.example:5000/v2/",
+            "https://registry.example.evil/v2/",
+        ] {
+            assert_ne!(url(other).origin(), registry.origin(), "{other}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fake_registry;
 pub mod kube_api;
 pub mod pki;
 pub mod puller;
+pub mod recording_server;
 pub mod tarball;
 
 use std::path::{Path, PathBuf};

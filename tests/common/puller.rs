@@ -23,6 +23,11 @@ pub struct Puller {
 
 impl Puller {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Puller::start`], with `adjust` changing the options first.
+    pub async fn start_with(adjust: impl FnOnce(&mut PullerOptions)) -> Self {
         let api = KubeApi::start(Duration::from_millis(10));
         let client = api.client(None);
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -37,13 +42,14 @@ impl Puller {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let work = tempfile::tempdir().unwrap();
-        let options = PullerOptions {
+        let mut options = PullerOptions {
             cache_dir: work.path().join("cache"),
             concurrency: 1,
             call_timeout: Duration::from_secs(5),
             poll: Duration::from_millis(20),
             ..PullerOptions::default()
         };
+        adjust(&mut options);
         let config = kube::Config::new(api.url().parse().unwrap());
         let ctx = Arc::new(Context::new(config, options).unwrap());
         Self { api, work, ctx }
