@@ -271,9 +271,9 @@ mod tests {
         );
         assert_ne!(
             ci.trust(),
-            verifier(&["cosign/legacy/cosign.pub"], Require::Any).trust()
+            verifier(&["policy/security-team.pub"], Require::Any).trust()
         );
-        let both = ["policy/ci.pub", "cosign/legacy/cosign.pub"];
+        let both = ["policy/ci.pub", "policy/security-team.pub"];
         assert_ne!(
             verifier(&both, Require::Any).trust(),
             verifier(&both, Require::All).trust()
