@@ -28,6 +28,7 @@
 
 mod cleanup;
 mod error;
+mod events;
 mod lease;
 mod serve;
 mod source;
@@ -51,6 +52,7 @@ use tokio::sync::Mutex;
 
 pub use cleanup::FINALIZER;
 pub use error::PullerError;
+pub use events::{event_note, NOTE_MAX_BYTES};
 pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
@@ -452,7 +454,7 @@ async fn publish_transition(
     } else {
         EventType::Warning
     };
-    let note: String = ready.message.chars().take(1000).collect();
+    let note = event_note(&ready.message);
     let event = Event {
         type_,
         reason: ready.reason.clone(),
