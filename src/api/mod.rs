@@ -18,7 +18,7 @@ mod trust_policy;
 
 pub use artifact_sync::{
     ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
-    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT,
+    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
 };
 pub use conditions::{Condition, ConditionStatus};
 pub use trust::{

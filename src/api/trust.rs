@@ -280,9 +280,15 @@ impl JsonSchema for Require {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         // Kubernetes' structural schemas express "integer or string" with this extension.
+        // The rule refuses what `Deserialize` refuses (0, negatives, more than u32, other
+        // words): one object the puller cannot decode must not get past the server.
         json_schema!({
             "description": "How many authorities must have signed: any, all, or a number N >= 1.",
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-int-or-string": true,
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == int ? (self >= 1 && self <= 4294967295) : (self in ['any', 'all'] || (self.matches('^[0-9]{1,10}$') && int(self) >= 1 && int(self) <= 4294967295))",
+                "message": "require must be any, all or a number of authorities from 1 to 4294967295"
+            }]
         })
     }
 }
