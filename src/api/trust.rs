@@ -252,20 +252,38 @@ impl Serialize for Require {
 
 impl<'de> Deserialize<'de> for Require {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u64),
-            Word(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Require;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any, all or a number of authorities (≥ 1)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Require, E> {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Require::AtLeast)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "invalid require {n}: expected any, all or a number of authorities \
+                             from 1 to {}",
+                            u32::MAX
+                        ))
+                    })
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Require, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "invalid require {n}: expected any, all or a number of authorities (≥ 1)"
+                    ))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Require, E> {
+                s.parse().map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Count(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Self::AtLeast)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid require {n}: need ≥ 1"))),
-            Raw::Word(w) => w.parse().map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -776,6 +794,15 @@ mod tests {
         assert_eq!(r, Require::AtLeast(3));
         assert!(serde_json::from_str::<Require>("0").is_err());
         assert!(serde_json::from_str::<Require>("\"most\"").is_err());
+        for bad in ["-1", "4294967296", "1.5", "\"most\"", "null"] {
+            let e = serde_json::from_str::<Require>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("any, all or a number of authorities"),
+                "{bad}: {e}"
+            );
+        }
         assert_eq!(serde_json::to_string(&Require::AtLeast(2)).unwrap(), "2");
         assert_eq!(serde_json::to_string(&Require::Any).unwrap(), "\"any\"");
     }

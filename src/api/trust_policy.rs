@@ -109,7 +109,7 @@ impl LabelSelector {
 }
 
 /// Whether `repository` (`host/path`) matches `pattern` (`*` within a segment, `**` across).
-pub(super) fn repository_matches(pattern: &str, repository: &str) -> bool {
+pub(crate) fn repository_matches(pattern: &str, repository: &str) -> bool {
     let mut regex = String::from("^");
     let mut rest = pattern;
     while !rest.is_empty() {
