@@ -17,14 +17,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{config_map, eventually, ready_at, unsigned_spec, Cluster, Tenant};
+use common::cluster::{applied, config_map, eventually, ready_at, unsigned_spec, Cluster, Tenant};
 use common::TestRegistry;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, TrustPolicy};
-use tresor::puller::{event_note, NOTE_MAX_BYTES};
+use tresor::puller::{event_note, NOTE_MAX_BYTES, REQUESTED_AT};
 
 const SECONDS_30: Duration = Duration::from_secs(30);
 const SECONDS_60: Duration = Duration::from_secs(60);
@@ -355,6 +355,89 @@ async fn changes_crds_an_unreadable_sync_or_policy_stops_only_itself() {
             "serviceAccountName must name a ServiceAccount",
         );
     }
+}
+
+/// Stale status fields are cleared: `lastHandledReconcileAt` once the annotation is gone,
+/// `inventory` once `allowEmpty` pruned everything. Then idle cycles write nothing: the
+/// puller logs no status write and the resourceVersion stays.
+#[tokio::test]
+async fn status_clears_stale_fields_and_idle_cycles_write_nothing() {
+    let t = Tenant::new("status-clear").await;
+    let registry = TestRegistry::plain();
+    let (repo, digest) = t.push(&registry, None, "v", &[("a.yaml", &config_map("a", "one"))]);
+    // -v twice: debug, one "status written" line per status write.
+    let puller = t.puller(&["-v"]);
+    t.create_sync("app", unsigned_spec(&repo, "v", "1s")).await;
+    t.wait_sync(&puller, "app", SECONDS_60, "applied", |s| {
+        ready_at(s, &digest)
+    })
+    .await;
+
+    let annotate = |value: Value| {
+        let syncs = t.syncs();
+        async move {
+            syncs
+                .patch(
+                    "app",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {REQUESTED_AT: value}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let handled = |s: &ArtifactSync| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.last_handled_reconcile_at.clone())
+    };
+    annotate(json!("now-1")).await;
+    t.wait_sync(&puller, "app", SECONDS_30, "handled", |s| {
+        handled(s).as_deref() == Some("now-1")
+    })
+    .await;
+    annotate(Value::Null).await;
+    t.wait_sync(
+        &puller,
+        "app",
+        SECONDS_30,
+        "cleared lastHandledReconcileAt",
+        |s| handled(s).is_none(),
+    )
+    .await;
+
+    let (_, empty) = t.push(&registry, Some(&repo), "v", &[("README.md", "nothing\n")]);
+    t.patch_sync("app", json!({"allowEmpty": true})).await;
+    let sync = t
+        .wait_sync(&puller, "app", SECONDS_30, "empty and pruned", |s| {
+            applied(s) == Some(&empty)
+                && s.status.as_ref().is_some_and(|st| st.inventory.is_empty())
+        })
+        .await;
+    assert!(ready_at(&sync, &empty));
+    assert!(t.config_map("a").await.is_none(), "a was pruned");
+
+    // Idle: 1 s interval, several cycles, no write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = t.syncs().get("app").await.unwrap();
+    let writes = puller.log_count("status written");
+    assert!(
+        writes > 0,
+        "the write log is missing:\n{}",
+        puller.log_tail()
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = t.syncs().get("app").await.unwrap();
+    assert_eq!(
+        puller.log_count("status written") - writes,
+        0,
+        "status writes in 6 idle cycles:\n{}",
+        puller.log_tail()
+    );
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "the sync changed while idle"
+    );
 }
 
 /// An Event whose message is long and multi-byte is accepted by the server once cut with

@@ -505,7 +505,7 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &target.namespace);
-    let patch = Patch::Merge(json!({ "status": status }));
+    let patch = Patch::Merge(json!({ "status": status_patch(old, status)? }));
     call(
         "patch ArtifactSync status",
         ctx.options.call_timeout,
@@ -514,6 +514,31 @@ async fn write_status(
     .await?;
     tracing::debug!(namespace = %target.namespace, name = %target.name, "status written");
     Ok(())
+}
+
+/// The merge patch that turns the stored status `old` into `new`: `new` itself, plus an
+/// explicit `null` for every field `old` has and `new` leaves out (empty `inventory`, no
+/// `lastHandledReconcileAt` …). Without the nulls a merge patch keeps the stale values, the
+/// stored status never equals the computed one, and every cycle writes again.
+fn status_patch(
+    old: &ArtifactSyncStatus,
+    new: &ArtifactSyncStatus,
+) -> Result<serde_json::Value, PullerError> {
+    let to_value = |s: &ArtifactSyncStatus| {
+        serde_json::to_value(s).map_err(|e| PullerError::Kube {
+            what: "encode ArtifactSync status".into(),
+            message: e.to_string(),
+        })
+    };
+    let mut patch = to_value(new)?;
+    if let (Some(patch), serde_json::Value::Object(old)) = (patch.as_object_mut(), to_value(old)?) {
+        for key in old.keys() {
+            if !patch.contains_key(key) {
+                patch.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    Ok(patch)
 }
 
 /// Publishes an Event when `Ready` changed status or reason (except a plain `Unchanged`
@@ -877,4 +902,38 @@ async fn read_trust_inputs(
         unreadable,
         labels: ns.metadata.labels.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: a field that became empty is cleared, not left stale.
+    #[test]
+    fn the_status_patch_clears_what_the_new_status_leaves_out() {
+        let old = ArtifactSyncStatus {
+            last_handled_reconcile_at: Some("t1".into()),
+            inventory: vec![InventoryEntry {
+                kind: "ConfigMap".into(),
+                name: "a".into(),
+                version: "v1".into(),
+                ..Default::default()
+            }],
+            last_applied_digest: Some("sha256:aa".into()),
+            ..Default::default()
+        };
+        let new = ArtifactSyncStatus {
+            last_applied_digest: Some("sha256:bb".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(&old, &new).unwrap(),
+            json!({"lastAppliedDigest": "sha256:bb", "lastHandledReconcileAt": null,
+                "inventory": null})
+        );
+        assert_eq!(
+            status_patch(&new, &new).unwrap(),
+            json!({"lastAppliedDigest": "sha256:bb"})
+        );
+    }
 }
