@@ -266,17 +266,7 @@ impl ArtifactSync {
                 ),
             ));
         }
-        if let Some(account) = &spec.service_account_name {
-            if !is_dns_label(account) {
-                return Err(invalid(
-                    "spec.serviceAccountName",
-                    format!(
-                        "{account:?} is not a ServiceAccount name: use lower-case letters, digits \
-                         and '-', at most {MAX_NAME_LENGTH} characters"
-                    ),
-                ));
-            }
-        }
+        self.check_service_account()?;
         spec.repository().map_err(|m| match m {
             ApiError::InvalidSpec { message, .. } => invalid("spec.url", message),
             other => other,
@@ -329,6 +319,25 @@ impl ArtifactSync {
             }
         }
         Ok(())
+    }
+}
+
+impl ArtifactSync {
+    /// Checks `spec.serviceAccountName` alone: a DNS-1123 label, so that the impersonated
+    /// `system:serviceaccount:<namespace>:<name>` names exactly one ServiceAccount. Every
+    /// path that impersonates checks it (deletion too, which does not run [`Self::validate`]).
+    pub fn check_service_account(&self) -> Result<(), ApiError> {
+        match &self.spec.service_account_name {
+            Some(account) if !is_dns_label(account) => Err(ApiError::InvalidSpec {
+                object: self.object_name(),
+                field: "spec.serviceAccountName".into(),
+                message: format!(
+                    "{account:?} is not a ServiceAccount name: use lower-case letters, digits \
+                     and '-', at most {MAX_NAME_LENGTH} characters"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 

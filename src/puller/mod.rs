@@ -23,6 +23,13 @@
 //! or is deleted; the cycle's drift check reads the watch caches instead of GETting every
 //! object, and still GETs everything every [`PullerOptions::full_resync`] (the backstop).
 //!
+//! ArtifactSyncs and TrustPolicies are watched as raw objects and decoded one at a time, so
+//! one object the puller cannot read stops only itself: such a sync is Stalled with reason
+//! `InvalidSpec` naming the field, and such a policy fails closed for every sync it might
+//! cover (reason `TrustPolicyUnreadable`; see [`crate::api::UnreadablePolicy`]). Status
+//! patches carry explicit nulls for fields that became empty, so an idle cycle writes
+//! nothing.
+//!
 //! [`run_elected`] adds leader election with a Lease ([`LeaseLock`], `--leader-elect`):
 //! only the holder reconciles; one that loses the Lease stops.
 
@@ -798,6 +805,7 @@ fn apply_setup(
     name: &str,
 ) -> Result<(Cluster, InventoryStore, ApplyOptions), PullerError> {
     let spec = &sync.spec;
+    sync.check_service_account()?;
     let account = spec
         .service_account_name
         .as_deref()
