@@ -179,6 +179,42 @@ async fn list_reads_all_namespaces_through_a_custom_kubeconfig() {
     );
 }
 
+/// Issue 17: one ArtifactSync the Rust types cannot read (written under a CRD without the
+/// CEL rules; the API double stands in for such a server) does not hide the others: it is
+/// listed with Ready False, reason InvalidSpec, naming the field.
+#[tokio::test]
+async fn an_unreadable_sync_is_listed_as_invalid_and_hides_nothing() {
+    let mut bad = sync("team-c", "bad", None, false);
+    bad["spec"]["verify"] = json!({"authorities": [{"name": "k", "key": {"data": "x"}}],
+        "require": 0});
+    let mut all = items();
+    all.push(bad);
+    let double = start(all, true).await;
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig(double.addr)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let listed = tresor::cli::status::list(client, None).await.unwrap();
+    let rows = tresor::cli::status::rows(&listed, SystemTime::now());
+    assert_eq!(rows.len(), 4);
+    let bad = rows.iter().find(|r| r.name == "bad").unwrap();
+    assert_eq!(
+        (
+            bad.namespace.as_str(),
+            bad.ready.as_str(),
+            bad.reason.as_str()
+        ),
+        ("team-c", "False", "InvalidSpec")
+    );
+    assert_eq!(bad.url, "oci://registry.example/bad");
+    assert!(
+        bad.message.contains("spec.verify.require"),
+        "{}",
+        bad.message
+    );
+}
+
 /// Runs the real binary against the double with KUBECONFIG pointing at it.
 async fn tresor_status(double: &Double, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();

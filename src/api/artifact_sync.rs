@@ -12,6 +12,10 @@ use super::ApiError;
 use crate::digest::Digest;
 use crate::reference::{Reference, RegistryReference};
 
+/// The longest ArtifactSync name (and ServiceAccount name) accepted: the name becomes a
+/// label value, and Kubernetes limits those to 63 characters.
+pub const MAX_NAME_LENGTH: usize = 63;
+
 /// How many applied digests `status.history` keeps (newest first).
 pub const HISTORY_LIMIT: usize = 10;
 
@@ -28,7 +32,12 @@ pub const HISTORY_LIMIT: usize = 10;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    doc = "Pulls a signed, digest-pinned OCI artifact and applies its manifests."
+    doc = "Pulls a signed, digest-pinned OCI artifact and applies its manifests.",
+    // The name becomes a label value (at most 63 characters) on every applied object.
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message(
+        "the name of an ArtifactSync must be at most 63 characters: it becomes a label value \
+         on every object it applies"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactSyncSpec {
@@ -53,7 +62,13 @@ pub struct ArtifactSyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_namespace: Option<String>,
     /// Apply with this ServiceAccount's rights (impersonation), so tenants cannot escalate.
+    /// A ServiceAccount of this namespace, by name (a DNS-1123 label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.size() <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+        "message": "serviceAccountName must name a ServiceAccount of this namespace: lower-case \
+                    letters, digits and '-', at most 63 characters"
+    }]))]
     pub service_account_name: Option<String>,
     /// Limit for one reconcile including the health wait, e.g. `5m`; default: the interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +256,18 @@ impl ArtifactSync {
             message,
         };
         let spec = &self.spec;
+        let name = self.metadata.name.as_deref().unwrap_or("");
+        if name.len() > MAX_NAME_LENGTH {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "{} characters: at most {MAX_NAME_LENGTH} (the name becomes a label value on \
+                     every applied object); recreate it with a shorter name",
+                    name.len()
+                ),
+            ));
+        }
+        self.check_service_account()?;
         let reference = spec.registry_reference().map_err(|m| match m {
             ApiError::InvalidSpec { message, .. } => invalid("spec.url", message),
             other => other,
@@ -303,6 +330,25 @@ impl ArtifactSync {
     }
 }
 
+impl ArtifactSync {
+    /// Checks `spec.serviceAccountName` alone: a DNS-1123 label, so that the impersonated
+    /// `system:serviceaccount:<namespace>:<name>` names exactly one ServiceAccount. Every
+    /// path that impersonates checks it (deletion too, which does not run [`Self::validate`]).
+    pub fn check_service_account(&self) -> Result<(), ApiError> {
+        match &self.spec.service_account_name {
+            Some(account) if !is_dns_label(account) => Err(ApiError::InvalidSpec {
+                object: self.object_name(),
+                field: "spec.serviceAccountName".into(),
+                message: format!(
+                    "{account:?} is not a ServiceAccount name: use lower-case letters, digits \
+                     and '-', at most {MAX_NAME_LENGTH} characters"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl ArtifactSyncSpec {
     /// The repository as canonical `host[:port]/path`, what TrustPolicy `repositories`
     /// match: lower-case host, no default port for the transport (`insecure`: 80, else 443),
@@ -342,11 +388,75 @@ impl ArtifactSyncSpec {
     }
 }
 
+/// Whether `text` is a DNS-1123 label (what a ServiceAccount name must be here, so that
+/// `system:serviceaccount:<namespace>:<name>` names exactly one account).
+fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LENGTH
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+}
+
 /// A positive duration such as `30s`, `5m`, `1h30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d >= Duration::from_secs(1) => Ok(d),
         Ok(_) => Err(format!("{text:?}: must be at least 1s")),
         Err(e) => Err(format!("{text:?}: {e} (examples: 30s, 5m, 1h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(name: &str, service_account: Option<&str>) -> ArtifactSync {
+        let mut s = ArtifactSync::new(
+            name,
+            ArtifactSyncSpec {
+                url: "oci://registry.example/app".into(),
+                source_ref: SourceRef {
+                    tag: Some("v1".into()),
+                    ..Default::default()
+                },
+                interval: "5m".into(),
+                service_account_name: service_account.map(str::to_string),
+                verify: Some(Verify {
+                    allow_unsigned: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        s.metadata.namespace = Some("team".into());
+        s
+    }
+
+    fn field_of(result: Result<(), ApiError>) -> Option<String> {
+        match result {
+            Err(ApiError::InvalidSpec { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Issue 17: objects written before the CEL rules existed are refused by the puller too.
+    #[test]
+    fn long_names_and_service_accounts_that_are_no_label_are_invalid() {
+        assert_eq!(sync("app", Some("deployer")).validate(), Ok(()));
+        assert_eq!(sync(&"a".repeat(63), None).validate(), Ok(()));
+        assert_eq!(
+            field_of(sync(&"a".repeat(64), None).validate()).as_deref(),
+            Some("metadata.name")
+        );
+        for bad in ["a:b", "Deployer", "-a", "a.b", "", &"a".repeat(64)] {
+            assert_eq!(
+                field_of(sync("app", Some(bad)).validate()).as_deref(),
+                Some("spec.serviceAccountName"),
+                "{bad:?}"
+            );
+        }
     }
 }

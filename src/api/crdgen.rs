@@ -123,4 +123,63 @@ mod tests {
         assert!(yaml.contains("set exactly one of tag, semver or digest"));
         assert!(yaml.contains("x-kubernetes-int-or-string: true"));
     }
+
+    /// The validations of `property` (a dotted path from the root schema) in `crd`.
+    fn rules_of(crd: &CustomResourceDefinition, property: &str) -> Vec<String> {
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut node = &schema;
+        for part in property.split('.').filter(|p| !p.is_empty()) {
+            node = &node["properties"][part];
+        }
+        node["x-kubernetes-validations"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| r["rule"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Issue 17: the server refuses what the puller cannot read.
+    #[test]
+    fn the_server_refuses_what_the_puller_cannot_read() {
+        let crds = crds();
+        let (sync, policy) = (&crds[0], &crds[1]);
+        let require = |crd, path| {
+            let rules = rules_of(crd, path);
+            assert!(
+                rules.iter().any(|r| r.contains("4294967295")
+                    && r.contains("'any'")
+                    && r.contains("'all'")),
+                "{path}: {rules:?}"
+            );
+        };
+        require(sync, "spec.verify.require");
+        require(policy, "spec.require");
+        assert!(
+            rules_of(sync, "")
+                .iter()
+                .any(|r| r.contains("self.metadata.name.size() <= 63")),
+            "{:?}",
+            rules_of(sync, "")
+        );
+        assert!(
+            rules_of(sync, "spec.serviceAccountName")
+                .iter()
+                .any(|r| r.contains("[a-z0-9]([-a-z0-9]*[a-z0-9])?")),
+            "{:?}",
+            rules_of(sync, "spec.serviceAccountName")
+        );
+    }
 }

@@ -6,6 +6,8 @@
 //!   in which namespaces. An `ArtifactSync` can add requirements but never weaken a policy
 //!   that covers it: see [`effective_requirements`].
 //! - [`conditions`]: pure helpers turning an engine outcome into kstatus conditions.
+//! - `decode`: one object at a time from raw JSON, so that one object the puller cannot
+//!   read stops only itself ([`ArtifactSync::decode`], [`TrustPolicy::decode`]).
 //! - [`crdgen`]: the CRD YAML and JSON schemas under `schemas/` and `deploy/crds/`.
 //!
 //! The types are plain data with `validate()` methods; nothing here talks to a cluster.
@@ -13,14 +15,16 @@
 mod artifact_sync;
 pub mod conditions;
 pub mod crdgen;
+mod decode;
 mod trust;
 mod trust_policy;
 
 pub use artifact_sync::{
     ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
-    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT,
+    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
 };
 pub use conditions::{Condition, ConditionStatus};
+pub use decode::{check_unreadable_policies, UnreadablePolicy};
 pub use trust::{
     effective_requirements, Authority, Constraint, KeyAuthority, KeylessAuthority, Require,
     Requirements, SecretKeyRef,
@@ -93,6 +97,23 @@ pub enum ApiError {
         /// `Kind namespace/name` of the ArtifactSync.
         object: String,
     },
+    /// A TrustPolicy the puller cannot read might cover the ArtifactSync (or the sync names
+    /// it): nothing is applied until the policy is fixed, so that trust never silently
+    /// weakens.
+    #[error(
+        "{object}: TrustPolicy {policy:?} cannot be read ({field}: {message}) and may cover \
+         this ArtifactSync; nothing is applied until a cluster admin fixes or deletes that policy"
+    )]
+    TrustPolicyUnreadable {
+        /// `Kind namespace/name` of the ArtifactSync.
+        object: String,
+        /// The unreadable policy.
+        policy: String,
+        /// The field that could not be read.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The CRDs could not be rendered (a bug in the types).
     #[error("could not render the CRDs: {message}")]
     Render {
@@ -110,6 +131,7 @@ impl ApiError {
             Self::TrustPolicyNotFound { .. } => "TrustPolicyNotFound",
             Self::WeakensTrustPolicy { .. } => "WeakensTrustPolicy",
             Self::NoTrustRequirements { .. } => "NoTrustRequirements",
+            Self::TrustPolicyUnreadable { .. } => "TrustPolicyUnreadable",
             Self::Render { .. } => "RenderFailed",
         }
     }

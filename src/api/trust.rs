@@ -298,20 +298,38 @@ impl Serialize for Require {
 
 impl<'de> Deserialize<'de> for Require {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u64),
-            Word(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Require;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any, all or a number of authorities (≥ 1)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Require, E> {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Require::AtLeast)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "invalid require {n}: expected any, all or a number of authorities \
+                             from 1 to {}",
+                            u32::MAX
+                        ))
+                    })
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Require, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "invalid require {n}: expected any, all or a number of authorities (≥ 1)"
+                    ))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Require, E> {
+                s.parse().map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Count(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Self::AtLeast)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid require {n}: need ≥ 1"))),
-            Raw::Word(w) => w.parse().map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -326,9 +344,15 @@ impl JsonSchema for Require {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         // Kubernetes' structural schemas express "integer or string" with this extension.
+        // The rule refuses what `Deserialize` refuses (0, negatives, more than u32, other
+        // words): one object the puller cannot decode must not get past the server.
         json_schema!({
             "description": "How many authorities must have signed: any, all, or a number N >= 1.",
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-int-or-string": true,
+            "x-kubernetes-validations": [{
+                "rule": "type(self) == int ? (self >= 1 && self <= 4294967295) : (self in ['any', 'all'] || (self.matches('^[0-9]{1,10}$') && int(self) >= 1 && int(self) <= 4294967295))",
+                "message": "require must be any, all or a number of authorities from 1 to 4294967295"
+            }]
         })
     }
 }
@@ -933,6 +957,15 @@ vRuLu/z39pmbVwS9ff5AYnlwaP9sxREajdLY9ynM6G1sy6AAmb7Z63TsLg==
         assert_eq!(r, Require::AtLeast(3));
         assert!(serde_json::from_str::<Require>("0").is_err());
         assert!(serde_json::from_str::<Require>("\"most\"").is_err());
+        for bad in ["-1", "4294967296", "1.5", "\"most\"", "null"] {
+            let e = serde_json::from_str::<Require>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("any, all or a number of authorities"),
+                "{bad}: {e}"
+            );
+        }
         assert_eq!(serde_json::to_string(&Require::AtLeast(2)).unwrap(), "2");
         assert_eq!(serde_json::to_string(&Require::Any).unwrap(), "\"any\"");
     }

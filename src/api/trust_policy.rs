@@ -116,7 +116,7 @@ impl LabelSelector {
 /// `GHCR.IO/**`, `ghcr.io:443/**` or `index.docker.io/**` covers what it names; where the
 /// transport decides (`host:80` is the default port only over plain HTTP), both readings
 /// count: coverage may be wider than meant, never narrower.
-pub(super) fn repository_matches(pattern: &str, repository: &str) -> bool {
+pub(crate) fn repository_matches(pattern: &str, repository: &str) -> bool {
     let (host, path) = pattern.split_once('/').unwrap_or((pattern, ""));
     let mut hosts = vec![host.to_ascii_lowercase()];
     if !host.contains('*') {

@@ -4,13 +4,15 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::Client;
 use serde::Serialize;
 
 use super::{CliError, Format, Printer};
-use crate::api::ArtifactSync;
+use crate::api::conditions::{now_rfc3339, observe, Observation};
+use crate::api::{ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus};
 use crate::kube::{connect, ApplyError, ConnectOptions};
+use crate::reconcile::Retry;
 
 /// Objects per list request (pages are followed).
 const PAGE: u32 = 500;
@@ -152,13 +154,18 @@ pub fn age(d: Duration) -> String {
 }
 
 /// Lists the ArtifactSyncs in `namespace` (all namespaces when `None`), following pages.
+///
+/// Each object is decoded on its own, so one the Rust types cannot read (written under a
+/// CRD without the CEL rules) hides nothing: it is listed with its metadata and `spec.url`,
+/// `Ready` False, reason `InvalidSpec` and the field that is wrong.
 pub async fn list(
     client: Client,
     namespace: Option<&str>,
 ) -> Result<Vec<ArtifactSync>, StatusError> {
-    let api: Api<ArtifactSync> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+    let resource = ApiResource::erase::<ArtifactSync>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::all_with(client, &resource),
     };
     let mut items = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
@@ -169,7 +176,7 @@ pub async fn list(
                 message: e.to_string(),
             },
         })?;
-        items.extend(page.items);
+        items.extend(page.items.iter().map(decode));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(items),
@@ -178,6 +185,41 @@ pub async fn list(
     Err(StatusError::Api {
         message: format!("more than {MAX_PAGES} pages of {PAGE} objects; narrow it with -n"),
     })
+}
+
+/// `object` as an ArtifactSync, or, when it cannot be read, a stand-in saying so.
+fn decode(object: &DynamicObject) -> ArtifactSync {
+    let value = serde_json::to_value(object).unwrap_or_default();
+    let error = match ArtifactSync::decode(&value) {
+        Ok(sync) => return sync,
+        Err(e) => e,
+    };
+    let url = value
+        .pointer("/spec/url")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut sync = ArtifactSync::new(
+        "",
+        ArtifactSyncSpec {
+            url,
+            ..ArtifactSyncSpec::default()
+        },
+    );
+    sync.metadata = object.metadata.clone();
+    let mut status = ArtifactSyncStatus::default();
+    observe(
+        &mut status,
+        object.metadata.generation,
+        &Observation::Failed {
+            reason: error.reason().to_string(),
+            message: error.to_string(),
+            retry: Retry::Stalled,
+        },
+        &now_rfc3339(),
+    );
+    sync.status = Some(status);
+    sync
 }
 
 /// A client from the kubeconfig (`kubeconfig`, else KUBECONFIG or ~/.kube/config; its

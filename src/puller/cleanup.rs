@@ -194,5 +194,11 @@ async fn record_failure(
         },
         &now_rfc3339(),
     );
-    super::write_status(sync, ctx, namespace, &old, &status).await
+    super::write_status(
+        &super::StatusTarget::of(sync, namespace),
+        ctx,
+        &old,
+        &status,
+    )
+    .await
 }

@@ -23,11 +23,19 @@
 //! or is deleted; the cycle's drift check reads the watch caches instead of GETting every
 //! object, and still GETs everything every [`PullerOptions::full_resync`] (the backstop).
 //!
+//! ArtifactSyncs and TrustPolicies are watched as raw objects and decoded one at a time, so
+//! one object the puller cannot read stops only itself: such a sync is Stalled with reason
+//! `InvalidSpec` naming the field, and such a policy fails closed for every sync it might
+//! cover (reason `TrustPolicyUnreadable`; see [`crate::api::UnreadablePolicy`]). Status
+//! patches carry explicit nulls for fields that became empty, so an idle cycle writes
+//! nothing.
+//!
 //! [`run_elected`] adds leader election with a Lease ([`LeaseLock`], `--leader-elect`):
 //! only the holder reconciles; one that loses the Lease stops.
 
 mod cleanup;
 mod error;
+mod events;
 mod lease;
 mod serve;
 mod source;
@@ -35,13 +43,13 @@ mod trust_cache;
 mod verify;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -51,6 +59,7 @@ use tokio::sync::Mutex;
 
 pub use cleanup::FINALIZER;
 pub use error::PullerError;
+pub use events::{event_note, NOTE_MAX_BYTES};
 pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
@@ -58,8 +67,8 @@ pub use watch::{WatchStats, Watches};
 
 use crate::api::conditions::{now_rfc3339, observe, Observation};
 use crate::api::{
-    effective_requirements, ArtifactSync, ArtifactSyncStatus, InventoryEntry, Requirements,
-    TrustPolicy,
+    check_unreadable_policies, effective_requirements, ArtifactSync, ArtifactSyncStatus,
+    InventoryEntry, Requirements,
 };
 use crate::kube::{
     client_from_config, service_account_user, watch_client_from_config, ApplyOptions, Cluster,
@@ -187,8 +196,9 @@ impl Context {
     /// inputs from memory while the watches are current (see `trust_cache`); [`run`] does
     /// this. Without it every cycle lists TrustPolicies and GETs its Namespace. Idempotent.
     pub fn watch_trust_inputs(&self) {
-        self.trust
-            .get_or_init(|| trust_cache::TrustCache::start(&self.watch_client));
+        self.trust.get_or_init(|| {
+            trust_cache::TrustCache::start(&self.watch_client, self.recorder.clone())
+        });
     }
 
     /// Whether the TrustPolicy and Namespace watches are current (cycles use them).
@@ -229,18 +239,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.watch_trust_inputs();
-    let api: Api<ArtifactSync> = Api::all(ctx.watch_client.clone());
+    // Raw objects, decoded one by one in `reconcile_raw`: a typed watch fails as a whole
+    // when one object does not decode, and would stop every tenant's syncs.
+    let resource = sync_resource();
+    let api: Api<DynamicObject> = Api::all_with(ctx.watch_client.clone(), &resource);
     let mut config = watcher::Config::default();
     if let Some(selector) = &ctx.options.watch_label_selector {
         config = config.labels(selector);
     }
-    let controller = Controller::new(api, config);
+    let controller = Controller::new_with(api, config, resource.clone());
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
+    let triggers = ctx.watches.triggers().map(move |r| {
+        let erased = kube::runtime::reflector::ObjectRef::new_with(&r.name, resource.clone());
+        match r.namespace {
+            Some(ns) => erased.within(&ns),
+            None => erased,
+        }
+    });
     controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
-        .reconcile_on(ctx.watches.triggers())
+        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_raw, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
@@ -253,7 +273,7 @@ pub async fn run(
 
 /// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
 /// their kinds stop being watched and their state is freed).
-async fn forget_deleted(store: kube::runtime::reflector::Store<ArtifactSync>, ctx: Arc<Context>) {
+async fn forget_deleted(store: kube::runtime::reflector::Store<DynamicObject>, ctx: Arc<Context>) {
     if store.wait_until_ready().await.is_err() {
         return;
     }
@@ -338,7 +358,63 @@ pub async fn run_elected(
     }
 }
 
-fn error_policy(_sync: Arc<ArtifactSync>, error: &PullerError, _ctx: Arc<Context>) -> Action {
+/// The API resource of ArtifactSyncs, for watching them as raw objects.
+fn sync_resource() -> ApiResource {
+    ApiResource::erase::<ArtifactSync>(&())
+}
+
+/// Decodes `object` and reconciles it; one that cannot be decoded (written before the CRD's
+/// CEL rules, or under an older CRD) is not reconciled at all: it gets a Stalled condition
+/// naming the field (reason `InvalidSpec`), its engine and watches are dropped, and it waits
+/// for a change. Every other sync goes on as before.
+async fn reconcile_raw(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, PullerError> {
+    let value = serde_json::to_value(object.as_ref()).map_err(|e| PullerError::Kube {
+        what: "read ArtifactSync".into(),
+        message: e.to_string(),
+    })?;
+    match ArtifactSync::decode(&value) {
+        Ok(sync) => reconcile(Arc::new(sync), ctx).await,
+        Err(e) => {
+            let namespace = object.namespace().unwrap_or_else(|| "default".into());
+            let name = object.name_any();
+            tracing::warn!(namespace, name, reason = e.reason(), error = %e,
+                "cannot read ArtifactSync; it is stalled until it changes");
+            ctx.syncs
+                .lock()
+                .await
+                .remove(&format!("{namespace}/{name}"));
+            ctx.watches.forget(&namespace, &name);
+            // Its status is the puller's own and decodes on its own; if not, start afresh.
+            let old: ArtifactSyncStatus = value
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            let mut status = old.clone();
+            observe(
+                &mut status,
+                object.metadata.generation,
+                &Observation::Failed {
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                    retry: Retry::Stalled,
+                },
+                &now_rfc3339(),
+            );
+            let target = StatusTarget {
+                reference: object.object_ref(&sync_resource()),
+                name,
+                namespace,
+            };
+            write_status(&target, &ctx, &old, &status).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy(_sync: Arc<DynamicObject>, error: &PullerError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(reason = error.reason(), error = %error, "reconcile error");
     Action::requeue(Duration::from_secs(30))
 }
@@ -401,39 +477,82 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
         }
     };
     status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
-    write_status(&sync, &ctx, &namespace, &old, &status).await?;
+    write_status(&StatusTarget::of(&sync, &namespace), &ctx, &old, &status).await?;
     Ok(Action::requeue(requeue))
 }
 
+/// The ArtifactSync whose status is written (decoded or not).
+struct StatusTarget {
+    name: String,
+    namespace: String,
+    /// What its Events refer to.
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+impl StatusTarget {
+    fn of(sync: &ArtifactSync, namespace: &str) -> Self {
+        Self {
+            name: sync.name_any(),
+            namespace: namespace.to_string(),
+            reference: sync.object_ref(&()),
+        }
+    }
+}
+
 /// Publishes the Event for a `Ready` transition and patches `status` when it differs from
-/// `old`, the status `sync` was read with (an unchanged status is not written).
+/// `old`, the status the sync was read with (an unchanged status is not written).
 async fn write_status(
-    sync: &ArtifactSync,
+    target: &StatusTarget,
     ctx: &Context,
-    namespace: &str,
     old: &ArtifactSyncStatus,
     status: &ArtifactSyncStatus,
 ) -> Result<(), PullerError> {
-    publish_transition(sync, ctx, old, status).await;
+    publish_transition(&target.reference, ctx, old, status).await;
     if status == old {
         return Ok(());
     }
-    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = Patch::Merge(json!({ "status": status }));
+    let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &target.namespace);
+    let patch = Patch::Merge(json!({ "status": status_patch(old, status)? }));
     call(
         "patch ArtifactSync status",
         ctx.options.call_timeout,
-        api.patch_status(&sync.name_any(), &PatchParams::default(), &patch),
+        api.patch_status(&target.name, &PatchParams::default(), &patch),
     )
-    .await
-    .map(drop)
+    .await?;
+    tracing::debug!(namespace = %target.namespace, name = %target.name, "status written");
+    Ok(())
+}
+
+/// The merge patch that turns the stored status `old` into `new`: `new` itself, plus an
+/// explicit `null` for every field `old` has and `new` leaves out (empty `inventory`, no
+/// `lastHandledReconcileAt` …). Without the nulls a merge patch keeps the stale values, the
+/// stored status never equals the computed one, and every cycle writes again.
+fn status_patch(
+    old: &ArtifactSyncStatus,
+    new: &ArtifactSyncStatus,
+) -> Result<serde_json::Value, PullerError> {
+    let to_value = |s: &ArtifactSyncStatus| {
+        serde_json::to_value(s).map_err(|e| PullerError::Kube {
+            what: "encode ArtifactSync status".into(),
+            message: e.to_string(),
+        })
+    };
+    let mut patch = to_value(new)?;
+    if let (Some(patch), serde_json::Value::Object(old)) = (patch.as_object_mut(), to_value(old)?) {
+        for key in old.keys() {
+            if !patch.contains_key(key) {
+                patch.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    Ok(patch)
 }
 
 /// Publishes an Event when `Ready` changed status or reason (except a plain `Unchanged`
 /// after a success): new digest applied, drift corrected, failures and recoveries. A failed
 /// publish is logged and otherwise ignored; Events are a courtesy, the status is the record.
 async fn publish_transition(
-    sync: &ArtifactSync,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
     ctx: &Context,
     old: &ArtifactSyncStatus,
     new: &ArtifactSyncStatus,
@@ -452,7 +571,7 @@ async fn publish_transition(
     } else {
         EventType::Warning
     };
-    let note: String = ready.message.chars().take(1000).collect();
+    let note = event_note(&ready.message);
     let event = Event {
         type_,
         reason: ready.reason.clone(),
@@ -460,10 +579,9 @@ async fn publish_transition(
         action: "Reconcile".into(),
         secondary: None,
     };
-    let reference = sync.object_ref(&());
     let published = tokio::time::timeout(
         ctx.options.call_timeout,
-        ctx.recorder.publish(&event, &reference),
+        ctx.recorder.publish(&event, reference),
     )
     .await;
     match published {
@@ -692,6 +810,7 @@ fn apply_setup(
     name: &str,
 ) -> Result<(Cluster, InventoryStore, ApplyOptions), PullerError> {
     let spec = &sync.spec;
+    sync.check_service_account()?;
     let account = spec
         .service_account_name
         .as_deref()
@@ -749,11 +868,14 @@ async fn verifier_for(
     namespace: &str,
 ) -> Result<Arc<dyn Verifier>, PullerError> {
     let cached = ctx.trust.get().and_then(|cache| cache.inputs(namespace));
-    let (policies, labels) = match cached {
+    let inputs = match cached {
         Some(inputs) => inputs,
         None => read_trust_inputs(ctx, namespace).await?,
     };
-    match effective_requirements(&policies, sync, &labels)? {
+    // A TrustPolicy that cannot be read fails closed for every sync it might cover.
+    sync.validate()?;
+    check_unreadable_policies(&inputs.unreadable, sync, &inputs.labels)?;
+    match effective_requirements(&inputs.policies, sync, &inputs.labels)? {
         Requirements::Unsigned => Ok(Arc::new(AllowUnsigned)),
         Requirements::Signed(constraints) => {
             let mut all = Vec::new();
@@ -766,24 +888,65 @@ async fn verifier_for(
 }
 
 /// Every TrustPolicy and the labels of `namespace`, read from the API server (when the
-/// watch caches of [`trust_cache`] are not running or not current).
+/// watch caches of [`trust_cache`] are not running or not current). TrustPolicies are
+/// listed raw and decoded one by one, like the watch does.
 async fn read_trust_inputs(
     ctx: &Context,
     namespace: &str,
-) -> Result<(Vec<TrustPolicy>, BTreeMap<String, String>), PullerError> {
+) -> Result<trust_cache::TrustInputs, PullerError> {
     let timeout = ctx.options.call_timeout;
-    let policies: Vec<TrustPolicy> = call(
+    let raw = call(
         "list TrustPolicies",
         timeout,
-        Api::<TrustPolicy>::all(ctx.client.clone()).list(&ListParams::default()),
+        Api::<DynamicObject>::all_with(ctx.client.clone(), &trust_cache::policy_resource())
+            .list(&ListParams::default()),
     )
     .await?
     .items;
+    let (policies, unreadable) = trust_cache::decode_policies(&raw);
     let ns: k8s_openapi::api::core::v1::Namespace = call(
         "get Namespace",
         timeout,
         Api::all(ctx.client.clone()).get(namespace),
     )
     .await?;
-    Ok((policies, ns.metadata.labels.unwrap_or_default()))
+    Ok(trust_cache::TrustInputs {
+        policies,
+        unreadable,
+        labels: ns.metadata.labels.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: a field that became empty is cleared, not left stale.
+    #[test]
+    fn the_status_patch_clears_what_the_new_status_leaves_out() {
+        let old = ArtifactSyncStatus {
+            last_handled_reconcile_at: Some("t1".into()),
+            inventory: vec![InventoryEntry {
+                kind: "ConfigMap".into(),
+                name: "a".into(),
+                version: "v1".into(),
+                ..Default::default()
+            }],
+            last_applied_digest: Some("sha256:aa".into()),
+            ..Default::default()
+        };
+        let new = ArtifactSyncStatus {
+            last_applied_digest: Some("sha256:bb".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(&old, &new).unwrap(),
+            json!({"lastAppliedDigest": "sha256:bb", "lastHandledReconcileAt": null,
+                "inventory": null})
+        );
+        assert_eq!(
+            status_patch(&new, &new).unwrap(),
+            json!({"lastAppliedDigest": "sha256:bb"})
+        );
+    }
 }

@@ -96,6 +96,44 @@ impl Cluster {
         ]);
     }
 
+    /// Applies the CRDs of `yaml` (a file, or `-` for `stdin`) server-side as the test
+    /// suite's field manager, the one that installs deploy/ (so fields left out are removed).
+    pub fn apply_crds(&self, yaml: &str, stdin: Option<&str>) -> std::process::Output {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                "tresor-tests",
+                "-f",
+                yaml,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.kubectl.display()));
+        if let Some(text) = stdin {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// The CRDs this checkout generates (deploy/crds/crds.yaml).
+    pub fn crds_file(&self) -> PathBuf {
+        repo_dir().join("deploy/crds/crds.yaml")
+    }
+
     /// kubectl with the admin kubeconfig.
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.kubectl)
@@ -251,6 +289,16 @@ impl PullerProcess {
         })
     }
 
+    /// How many lines of its log contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::File::open(&self.log).map_or(0, |f| {
+            std::io::BufReader::new(f)
+                .lines()
+                .filter(|l| l.as_ref().is_ok_and(|l| l.contains(needle)))
+                .count()
+        })
+    }
+
     /// Whether it is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -312,6 +360,33 @@ impl Tenant {
             .create(&PostParams::default(), &sync)
             .await
             .unwrap()
+    }
+
+    /// Creates ArtifactSync `name` in this namespace from raw JSON (so that specs the Rust
+    /// types refuse can be sent), labelled for the puller of `run`; the server's answer.
+    pub async fn create_raw_sync(
+        &self,
+        name: &str,
+        run: &str,
+        spec: Value,
+        dry_run: bool,
+    ) -> Result<DynamicObject, kube::Error> {
+        let resource = kube::api::ApiResource::erase::<ArtifactSync>(&());
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "tresor.dev/v1alpha1", "kind": "ArtifactSync",
+            "metadata": {"name": name, "namespace": self.ns, "labels": {RUN_LABEL: run}},
+            "spec": spec,
+        }))
+        .unwrap();
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), &self.ns, &resource)
+            .create(
+                &PostParams {
+                    dry_run,
+                    ..PostParams::default()
+                },
+                &object,
+            )
+            .await
     }
 
     /// Merge-patches the spec of ArtifactSync `name`.
