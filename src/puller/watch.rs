@@ -3,8 +3,8 @@
 //!
 //! After every cycle the puller hands the applied objects of a sync to [`Watches::update`].
 //! For every `(group, version, kind)` among the applied objects of all syncs, one watcher
-//! (kube-runtime `watcher` + `reflector`, cluster-wide, label selector [`LABEL_NAME`]) keeps
-//! a cache of the live objects tresor owns. Each watch event is compared with what the
+//! (kube-runtime `watcher`, cluster-wide, label selector [`LABEL_NAME`]) keeps a cache of
+//! the live objects tresor owns, as compact JSON text ([`LiveStore`]). Each watch event is compared with what the
 //! owning syncs applied ([`live_difference`], the drift check's own rule): only a real
 //! difference (or a deletion) triggers a reconcile of that sync, so the events of tresor's
 //! own applies (and of status updates by controllers) trigger nothing. The triggered cycle's
@@ -23,13 +23,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
@@ -47,11 +47,66 @@ type Identity = (String, String, Option<String>, String);
 
 /// One kind's watch: its cache, whether it is in sync, and its task.
 struct KindWatch {
-    resource: ApiResource,
     namespaced: bool,
-    store: Store<DynamicObject>,
+    store: Arc<RwLock<LiveStore>>,
     synced: Arc<AtomicBool>,
     task: tokio::task::AbortHandle,
+}
+
+/// Namespace (`None` for cluster-scoped kinds) and name of a live object.
+type LiveKey = (Option<String>, String);
+
+/// The live owned objects of one kind, as the watch last saw them.
+///
+/// Each object is kept as its compact JSON text, parsed again when a drift check reads it:
+/// a `serde_json::Value` (or a `DynamicObject`) of an API object takes several times the
+/// memory of its text, and the cache holds every owned object of every sync, while a drift
+/// check reads only the objects of one sync (scripts/bench-cluster.sh scale).
+#[derive(Default)]
+struct LiveStore {
+    objects: HashMap<LiveKey, Box<str>>,
+    /// The objects of a (re)list in progress, which replace `objects` when it completes.
+    listing: Option<HashMap<LiveKey, Box<str>>>,
+}
+
+impl LiveStore {
+    /// Applies one watch event (the same bookkeeping as kube-runtime's reflector).
+    fn apply(&mut self, event: &watcher::Event<DynamicObject>) {
+        match event {
+            watcher::Event::Init => self.listing = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                if let (Some(listing), Some(text)) = (self.listing.as_mut(), text_of(o)) {
+                    listing.insert(live_key(o), text);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(listing) = self.listing.take() {
+                    self.objects = listing;
+                }
+            }
+            watcher::Event::Apply(o) => {
+                if let Some(text) = text_of(o) {
+                    self.objects.insert(live_key(o), text);
+                }
+            }
+            watcher::Event::Delete(o) => {
+                self.objects.remove(&live_key(o));
+            }
+        }
+    }
+}
+
+fn live_key(object: &DynamicObject) -> LiveKey {
+    (object.namespace(), object.name_any())
+}
+
+/// The object as compact JSON text, without what no drift check reads ([`compact`]).
+fn text_of(object: &DynamicObject) -> Option<Box<str>> {
+    let mut object = object.clone();
+    compact(&mut object);
+    serde_json::to_string(&object)
+        .ok()
+        .map(String::into_boxed_str)
 }
 
 /// What one sync applied, by object.
@@ -268,25 +323,25 @@ impl Watches {
     }
 
     fn start(&self, kind: &KindKey, resource: ApiResource, namespaced: bool) -> KindWatch {
-        let writer = reflector::store::Writer::new(resource.clone());
-        let store = writer.as_reader();
+        let store = Arc::new(RwLock::new(LiveStore::default()));
+        let writer = store.clone();
         let synced = Arc::new(AtomicBool::new(false));
         let api: Api<DynamicObject> = Api::all_with(self.shared.client.clone(), &resource);
         let config = watcher::Config::default().labels(LABEL_NAME);
         let shared = self.shared.clone();
         let flag = synced.clone();
         let key = kind.clone();
-        // The drift check compares only what was applied (never status or server-set
-        // metadata), so the cache keeps none of it: managedFields and status are often the
-        // largest part of a live object, and the cache holds every owned object.
-        let events = watcher(api, config)
-            .default_backoff()
-            .modify(compact)
-            .reflect(writer);
+        let events = watcher(api, config).default_backoff();
         tracing::debug!(group = %kind.0, version = %kind.1, kind = %kind.2, "watching owned objects");
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
+                if let Ok(event) = &event {
+                    writer
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .apply(event);
+                }
                 match event {
                     Ok(watcher::Event::Apply(o)) => {
                         flag.store(true, Ordering::Release);
@@ -314,7 +369,6 @@ impl Watches {
             }
         });
         KindWatch {
-            resource,
             namespaced,
             store,
             synced,
@@ -333,6 +387,7 @@ impl Drop for Watches {
 
 /// Drops from a cached live object what no drift check reads: managedFields, status and
 /// the server's bookkeeping in metadata (the watch keeps resourceVersion itself).
+/// managedFields and status are often the largest part of a live object.
 fn compact(object: &mut DynamicObject) {
     let meta = &mut object.metadata;
     meta.managed_fields = None;
@@ -435,15 +490,12 @@ impl Shared {
 impl KindWatch {
     /// The cached live object (as JSON), if the watch holds it.
     fn live(&self, id: &Identity) -> Option<Value> {
-        let mut key = ObjectRef::new_with(&id.3, self.resource.clone());
-        if self.namespaced {
-            if let Some(ns) = &id.2 {
-                key = key.within(ns);
-            }
-        }
-        self.store
-            .get(&key)
-            .and_then(|o| serde_json::to_value(o.as_ref()).ok())
+        let namespace = if self.namespaced { id.2.clone() } else { None };
+        let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
+        store
+            .objects
+            .get(&(namespace, id.3.clone()))
+            .and_then(|text| serde_json::from_str(text).ok())
     }
 }
 
