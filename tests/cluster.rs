@@ -14,7 +14,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    applied, condition, config_map, eventually, has, ready_at, signed_spec, unsigned_spec, Tenant,
+    applied, condition, config_map, eventually, has, http_get, ready_at, signed_spec,
+    unsigned_spec, Tenant,
 };
 use common::TestRegistry;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -826,6 +827,17 @@ async fn leader_election_has_one_writer_and_a_takeover_after_a_kill() {
     )
     .await;
     let second = t.puller(&["--leader-elect"]);
+    // Both are Ready (issue 12): the standby too, as controller-runtime's; the body says
+    // which one leads.
+    for (puller, body) in [(&first, "ok: leading\n"), (&second, "ok: standby\n")] {
+        let (health, _) = puller.addrs();
+        eventually(
+            SECONDS_30,
+            &format!("{} answers {body:?}", puller.name),
+            || async { http_get(&health, "/readyz") == (200, body.to_string()) },
+        )
+        .await;
+    }
     t.create_sync("app", unsigned_spec(&repo, "v", "2s")).await;
     t.wait_sync(&first, "app", SECONDS_60, "applied", |s| {
         applied(s) == Some(&d1)

@@ -64,6 +64,7 @@ impl Setup {
             watch_drift,
             full_resync: Duration::from_secs(3600),
             watch_label_selector: None,
+            ..PullerOptions::default()
         };
         let config = kube::Config::new(self.api.url().parse().unwrap());
         Arc::new(Context::new(config, options).unwrap())

@@ -20,7 +20,8 @@ struct Args {
     /// Address of Prometheus `/metrics`.
     #[arg(long, default_value = ":8080")]
     metrics_addr: String,
-    /// Address of `/healthz` and `/readyz`.
+    /// Address of `/healthz` (fails when reconciles stall) and `/readyz` (fails until the
+    /// watches have synced); see docs/puller-endpoints.md.
     #[arg(long, default_value = ":9440")]
     health_addr: String,
     /// Cache of verified artifacts.
@@ -52,6 +53,10 @@ struct Args {
     /// `shard=a`); default: all of them.
     #[arg(long)]
     watch_label_selector: Option<String>,
+    /// `/healthz` fails when reconciles are running and none finished for this long; keep it
+    /// above the longest `spec.timeout`.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    stall_timeout: Duration,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -80,7 +85,8 @@ async fn main() -> ExitCode {
 
 async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let health = tokio::net::TcpListener::bind(addr(&args.health_addr)).await?;
-    tokio::spawn(serve_health(health));
+    let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
+    tracing::info!(health = %health.local_addr()?, metrics = %metrics.local_addr()?, "serving /healthz /readyz and /metrics");
     let config = kube::Config::infer().await?;
     let options = PullerOptions {
         cache_dir: args.cache_dir.clone(),
@@ -89,10 +95,11 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         watch_drift: !args.no_watch_drift,
         full_resync: args.full_resync,
         watch_label_selector: args.watch_label_selector,
+        stall_timeout: args.stall_timeout,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);
-    let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
+    tokio::spawn(serve_health(health, ctx.clone()));
     tokio::spawn(tresor::reconcile::metrics::serve(metrics, ctx.metrics()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let lease = args

@@ -7,6 +7,8 @@
 //! A leader that cannot renew for a whole lease duration stops (the process exits and is
 //! restarted as a follower), so two leaders never act for longer than clock skew allows.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -25,6 +27,8 @@ pub struct LeaseLock {
     identity: String,
     duration: Duration,
     timeout: Duration,
+    /// Whether the last Lease call got an answer from the API server (a standby's readiness).
+    answered: Arc<AtomicBool>,
 }
 
 impl LeaseLock {
@@ -44,7 +48,13 @@ impl LeaseLock {
             identity: identity.to_string(),
             duration: duration.max(Duration::from_secs(1)),
             timeout,
+            answered: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether the last Lease call got an answer from the API server (shared, kept current).
+    pub fn answered(&self) -> Arc<AtomicBool> {
+        self.answered.clone()
     }
 
     /// The puller's lock: Lease `tresor-puller` in `POD_NAMESPACE` (default
@@ -69,6 +79,12 @@ impl LeaseLock {
     /// Tries once to take or renew the Lease; `Ok(true)` when this replica holds it now.
     /// A lost race (409) is `Ok(false)`; other API failures are errors.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, PullerError> {
+        let result = self.acquire_or_renew().await;
+        self.answered.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    async fn acquire_or_renew(&self) -> Result<bool, PullerError> {
         let now = Timestamp::now();
         let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
         let current = super::call("get Lease", self.timeout, self.api.get_opt(&self.name)).await?;

@@ -36,6 +36,7 @@
 mod cleanup;
 mod error;
 mod events;
+mod health;
 mod lease;
 mod serve;
 mod source;
@@ -60,6 +61,7 @@ use tokio::sync::Mutex;
 pub use cleanup::FINALIZER;
 pub use error::PullerError;
 pub use events::{event_note, NOTE_MAX_BYTES};
+pub use health::{liveness, readiness, Health, ReadyFacts, Role, Unhealthy};
 pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
@@ -108,6 +110,9 @@ pub struct PullerOptions {
     /// Reconcile only the ArtifactSyncs whose labels match this selector (`team=a`,
     /// `shard in (1,2)`): several pullers, each with its own share of the syncs.
     pub watch_label_selector: Option<String>,
+    /// `/healthz` fails when reconciles are running and none finished for this long (see
+    /// [`liveness`]); longer than the longest `spec.timeout` a cycle may take.
+    pub stall_timeout: Duration,
 }
 
 impl Default for PullerOptions {
@@ -120,6 +125,7 @@ impl Default for PullerOptions {
             watch_drift: true,
             full_resync: Duration::from_secs(600),
             watch_label_selector: None,
+            stall_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -137,6 +143,7 @@ struct SyncState {
 pub struct Context {
     client: Client,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     recorder: Recorder,
     config: kube::Config,
     options: PullerOptions,
@@ -173,6 +180,7 @@ impl Context {
             resolver: Arc::new(DiscoveryResolver::new(client.clone(), options.call_timeout)),
             recorder: Recorder::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
+            health: Arc::new(Health::new(options.stall_timeout)),
             client,
             config,
             options,
@@ -212,6 +220,17 @@ impl Context {
     /// [`crate::reconcile::metrics::serve`]).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// What `/readyz` answers: this replica's role when Ready, else why not (see
+    /// [`readiness`]).
+    pub fn readiness(&self) -> Result<Role, Unhealthy> {
+        readiness(&self.health.ready_facts(self.trust_inputs_watched()))
+    }
+
+    /// What `/healthz` answers: whether the reconcile loop is stalled (see [`liveness`]).
+    pub fn liveness(&self) -> Result<(), Unhealthy> {
+        self.health.live()
     }
 }
 
@@ -274,9 +293,19 @@ pub async fn run(
 /// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
 /// their kinds stop being watched and their state is freed).
 async fn forget_deleted(store: kube::runtime::reflector::Store<DynamicObject>, ctx: Arc<Context>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
+    // `Store::wait_until_ready` wakes only the last of several waiters (kube-runtime's
+    // DelayedInit keeps one waker, and the Controller's runner waits too): poll it again
+    // every half second instead of waiting once, or this task sleeps forever.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
     }
+    // The ArtifactSync watch has listed: one of the conditions of `/readyz`.
+    ctx.health.mark_syncs_listed();
+    tracing::info!("ArtifactSyncs listed");
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -304,6 +333,8 @@ async fn forget_deleted(store: kube::runtime::reflector::Store<DynamicObject>, c
             ctx.syncs.lock().await.remove(&key);
             if let Some((namespace, name)) = key.split_once('/') {
                 ctx.watches.forget(namespace, name);
+                ctx.metrics
+                    .forget(&[("namespace", namespace), ("name", name)]);
             }
         }
     }
@@ -320,13 +351,17 @@ pub async fn run_elected(
     use futures_util::FutureExt;
     let shutdown = shutdown.shared();
     let Some(lease) = lease else {
+        ctx.health.set_role(Role::Single);
         run(ctx, shutdown).await;
         return Ok(());
     };
+    ctx.health.set_lease_answered(lease.answered());
+    ctx.health.set_role(Role::Standby);
     tokio::select! {
         () = lease.acquire() => {}
         () = shutdown.clone() => return Ok(()),
     }
+    ctx.health.set_role(Role::Leading);
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
     let holder = lease.clone();
     let hold = tokio::spawn(async move {
@@ -371,6 +406,7 @@ async fn reconcile_raw(
     object: Arc<DynamicObject>,
     ctx: Arc<Context>,
 ) -> Result<Action, PullerError> {
+    let _running = ctx.health.reconcile_started();
     let value = serde_json::to_value(object.as_ref()).map_err(|e| PullerError::Kube {
         what: "read ArtifactSync".into(),
         message: e.to_string(),
@@ -445,7 +481,11 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
     let now = now_rfc3339();
     let requeue = match cycle(&sync, &ctx, &namespace, &name).await {
         Ok((summary, inventory)) => {
-            ctx.metrics.observe(&summary, std::time::SystemTime::now());
+            ctx.metrics.observe_labelled(
+                &summary,
+                std::time::SystemTime::now(),
+                &[("namespace", &namespace), ("name", &name)],
+            );
             let tag = summary
                 .tag
                 .as_deref()

@@ -1,30 +1,43 @@
-//! `/healthz` and `/readyz` (and a minimal `/metrics`) over plain HTTP/1.1, without a web
-//! framework: the probes only need a status line.
+//! `/healthz` and `/readyz` over plain HTTP/1.1, without a web framework: the probes only
+//! need a status line. What they answer is decided in `health`.
+
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Answers `GET /healthz`, `GET /readyz` with 200 `ok` and anything else with 404, on
-/// `listener`, until the task is dropped. Each connection is read for at most 5 s.
-pub async fn serve_health(listener: TcpListener) {
+use super::Context;
+
+/// Answers on `listener`, until the task is dropped: `GET /readyz` 200 `ok: ROLE` when the
+/// puller is Ready ([`Context::readiness`]), else 503 naming the reason; `GET /healthz` 200
+/// `ok` unless the reconcile loop is stalled ([`Context::liveness`]), else 503; anything else
+/// 404. Each connection is read for at most 5 s.
+pub async fn serve_health(listener: TcpListener, ctx: Arc<Context>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
+        let ctx = ctx.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
             let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream))
                     .await;
-            let n = match read {
-                Ok(Ok(n)) => n,
-                _ => return,
+            let Ok(Ok(head)) = read else {
+                return;
             };
-            let head = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+            let head = String::from_utf8_lossy(&head);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (code, body) = match path {
-                "/healthz" | "/readyz" => ("200 OK", "ok\n"),
-                _ => ("404 Not Found", "not found\n"),
+            let (code, body) = match path.split('?').next().unwrap_or(path) {
+                "/readyz" => match ctx.readiness() {
+                    Ok(role) => ("200 OK", format!("ok: {}\n", role.name())),
+                    Err(e) => unavailable(&e),
+                },
+                "/healthz" => match ctx.liveness() {
+                    Ok(()) => ("200 OK", "ok\n".to_string()),
+                    Err(e) => unavailable(&e),
+                },
+                _ => ("404 Not Found", "not found\n".to_string()),
             };
             let response = format!(
                 "HTTP/1.1 {code}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -33,4 +46,23 @@ pub async fn serve_health(listener: TcpListener) {
             let _ = stream.write_all(response.as_bytes()).await;
         });
     }
+}
+
+/// The request head, read until its blank line (or 1 KiB, or the peer's end of sending):
+/// a request may come in several segments.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 1024 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    Ok(head)
+}
+
+fn unavailable(e: &super::health::Unhealthy) -> (&'static str, String) {
+    ("503 Service Unavailable", format!("{}: {e}\n", e.reason()))
 }

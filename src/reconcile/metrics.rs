@@ -29,6 +29,9 @@ struct Inner {
     sum: f64,
     count: u64,
     last_applied: Option<f64>,
+    /// By rendered label set (`namespace="a",name="b"`), for one metrics endpoint serving
+    /// several syncs.
+    last_applied_by: BTreeMap<String, f64>,
     failures: BTreeMap<String, u64>,
     outcomes: BTreeMap<&'static str, u64>,
     restored: u64,
@@ -48,6 +51,13 @@ impl Metrics {
 
     /// Counts one cycle.
     pub fn observe(&self, summary: &Summary, now: SystemTime) {
+        self.observe_labelled(summary, now, &[]);
+    }
+
+    /// Counts one cycle of the sync named by `labels` (e.g. `[("namespace", "a"), ("name",
+    /// "b")]`): the totals as [`Self::observe`], and the last apply time per label set.
+    /// Without labels the last apply time is the unlabelled series.
+    pub fn observe_labelled(&self, summary: &Summary, now: SystemTime, labels: &[(&str, &str)]) {
         let mut m = self.lock();
         let seconds = summary.seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -64,10 +74,22 @@ impl Metrics {
             *m.failures.entry(f.reason.clone()).or_default() += 1;
         }
         if summary.outcome == Outcome::Applied {
-            m.last_applied = now.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
+            let at = now.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64());
+            match (labels.is_empty(), at) {
+                (true, _) => m.last_applied = at,
+                (false, Some(at)) => {
+                    m.last_applied_by.insert(label_set(labels), at);
+                }
+                (false, None) => {}
+            }
         }
         m.restored += summary.restored.len() as u64;
         m.corrupted += summary.cache_corrupted.len() as u64;
+    }
+
+    /// Drops the per-sync series of `labels` (the sync is gone).
+    pub fn forget(&self, labels: &[(&str, &str)]) {
+        self.lock().last_applied_by.remove(&label_set(labels));
     }
 
     /// The Prometheus text exposition.
@@ -120,6 +142,9 @@ impl Metrics {
         if let Some(t) = m.last_applied {
             let _ = writeln!(out, "tresor_last_applied_timestamp_seconds {t}");
         }
+        for (labels, t) in &m.last_applied_by {
+            let _ = writeln!(out, "tresor_last_applied_timestamp_seconds{{{labels}}} {t}");
+        }
         let _ = writeln!(
             out,
             "# HELP tresor_drift_restored_files_total Managed files restored after drift.\n\
@@ -132,6 +157,22 @@ impl Metrics {
         );
         out
     }
+}
+
+/// `k1="v1",k2="v2"` with the values escaped as the text format wants.
+fn label_set(labels: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (key, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let value = value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{key}=\"{value}\"");
+    }
+    out
 }
 
 /// Serves `metrics` on `listener` until the task is dropped.
@@ -179,4 +220,49 @@ async fn answer(mut socket: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     );
     socket.write_all(response.as_bytes()).await?;
     socket.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied() -> Summary {
+        Summary {
+            outcome: Outcome::Applied,
+            reference: "oci://r/app:v1".into(),
+            digest: None,
+            tag: None,
+            applied: None,
+            signer: None,
+            restored: vec![],
+            cache_corrupted: vec![],
+            warnings: vec![],
+            error: None,
+            steps: vec![],
+            seconds: 0.2,
+        }
+    }
+
+    #[test]
+    fn last_applied_is_kept_per_sync_and_forgotten_with_it() {
+        let metrics = Metrics::default();
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = [("namespace", "team-a"), ("name", "app")];
+        let b = [("namespace", "team-b"), ("name", "we\"ird")];
+        metrics.observe_labelled(&applied(), at, &a);
+        metrics.observe_labelled(&applied(), at + Duration::from_secs(5), &b);
+        let text = metrics.render();
+        assert!(text.contains(
+            "tresor_last_applied_timestamp_seconds{namespace=\"team-a\",name=\"app\"} 1700000000\n"
+        ));
+        assert!(text.contains(
+            "tresor_last_applied_timestamp_seconds{namespace=\"team-b\",name=\"we\\\"ird\"} 1700000005\n"
+        ));
+        assert!(text.contains("tresor_reconciles_total{outcome=\"Applied\"} 2\n"));
+        assert!(text.contains("tresor_reconcile_duration_seconds_bucket{le=\"0.25\"} 2\n"));
+        // No unlabelled series when every cycle named its sync.
+        assert!(!text.contains("tresor_last_applied_timestamp_seconds 1"));
+        metrics.forget(&a);
+        assert!(!metrics.render().contains("team-a"));
+    }
 }

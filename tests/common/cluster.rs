@@ -304,6 +304,35 @@ impl PullerProcess {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The addresses it serves `/healthz` `/readyz` and `/metrics` on (both started on
+    /// port 0; read from its start-up log line), waiting up to 20 s for them.
+    pub fn addrs(&self) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(&self.log) {
+                let _ = f.read_to_string(&mut text);
+            }
+            let field = |line: &str, key: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .map(str::to_string)
+            };
+            if let Some(line) = text.lines().find(|l| l.contains("serving /healthz")) {
+                return (
+                    field(line, "health=").unwrap(),
+                    field(line, "metrics=").unwrap(),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "puller did not log its addresses; log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills it now (SIGKILL: no graceful release of anything).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -597,6 +626,29 @@ pub fn ready_at(sync: &ArtifactSync, digest: &str) -> bool {
 /// The last applied digest of `sync`.
 pub fn applied(sync: &ArtifactSync) -> Option<&str> {
     sync.status.as_ref()?.last_applied_digest.as_deref()
+}
+
+/// `GET http://addr/path` (HTTP/1.1, connection closed by the server): status code and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// Polls `check` every 200 ms until it holds, for at most `within`.
