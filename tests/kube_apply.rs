@@ -15,16 +15,12 @@ use std::time::Duration;
 
 use common::fake_registry::{Content, FakeRegistry};
 use common::kube_api::{KubeApi, Rule};
-use common::tarball::{gzip, tar, Entry};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::Api;
 use serde_json::{json, Value};
 use tresor::artifact::archive::Limits;
 use tresor::artifact::fetch::ResolvedArtifact;
-use tresor::artifact::format::{
-    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
 use tresor::digest::Digest;
 use tresor::kube::{
     ApplyError, ApplyOptions, Cluster, DiscoveryResolver, KubeApplier, KubeDrift, ObjectRef, Owner,
@@ -910,26 +906,10 @@ impl Verifier for AcceptAll {
 }
 
 fn serve(fake: &FakeRegistry, files: &[(&str, &str)]) -> Digest {
-    let entries: Vec<Entry<'_>> = files
-        .iter()
-        .map(|(n, d)| Entry::file(n, d.as_bytes()))
-        .collect();
-    let layer = gzip(&tar(&entries));
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
-        subject: None,
-        annotations: Default::default(),
-    };
-    let bytes = manifest.to_bytes();
-    let digest = Digest::of(&bytes);
-    fake.set_manifest("live", OCI_MANIFEST_MEDIA_TYPE, bytes.clone());
-    fake.set_manifest(&digest.to_string(), OCI_MANIFEST_MEDIA_TYPE, bytes);
-    fake.set_blob(&Digest::of(&layer).to_string(), layer);
-    digest
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_bytes())).collect();
+    let artifact = common::tarball::artifact(&files);
+    fake.serve_artifact("live", &artifact);
+    artifact.digest
 }
 
 fn kube_engine(

@@ -362,40 +362,13 @@ async fn lease_has_one_holder_and_is_taken_over_only_after_it_expired() {
 /// A registry whose blobs arrive one byte every 300 ms (a layer of about 30 s), serving
 /// `v1`.
 fn trickling_registry() -> FakeRegistry {
-    use common::tarball::{gzip, tar, Entry};
-    use tresor::artifact::format::{
-        Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-    };
-    let layer = gzip(&tar(&[Entry::file(
+    let artifact = common::tarball::artifact(&[(
         "a.yaml",
         b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: slow\n",
-    )]));
-    assert!(layer.len() > 80, "the layer must trickle for long");
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
-        subject: None,
-        annotations: Default::default(),
-    };
-    let bytes = manifest.to_bytes();
+    )]);
+    assert!(artifact.layer.len() > 80, "the layer must trickle for long");
     let mut content = Content::default();
-    for key in [
-        "v1".to_string(),
-        tresor::digest::Digest::of(&bytes).to_string(),
-    ] {
-        content
-            .manifests
-            .insert(key, (OCI_MANIFEST_MEDIA_TYPE.into(), bytes.clone()));
-    }
-    content
-        .blobs
-        .insert(manifest.layers[0].digest.to_string(), layer);
-    content
-        .blobs
-        .insert(manifest.config.digest.to_string(), b"{}".to_vec());
+    content.insert_artifact("v1", &artifact);
     FakeRegistry::start_with(
         content,
         Behaviour {

@@ -15,12 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_registry::{Content, FakeRegistry};
-use common::tarball::{gzip, tar, Entry};
 use tresor::artifact::archive::Limits;
 use tresor::artifact::fetch::ResolvedArtifact;
-use tresor::artifact::format::{
-    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
 use tresor::digest::Digest;
 use tresor::reconcile::cache::Cache;
 use tresor::reconcile::source::Source;
@@ -79,24 +75,9 @@ impl Policy for Forbid {
 /// Serves an artifact of `files` under `tag` (and its digest); returns (manifest, layer)
 /// digests.
 fn serve(fake: &FakeRegistry, tag: &str, files: &[(&str, &[u8])]) -> (Digest, Digest) {
-    let entries: Vec<Entry<'_>> = files.iter().map(|(n, d)| Entry::file(n, d)).collect();
-    let layer = gzip(&tar(&entries));
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
-        subject: None,
-        annotations: Default::default(),
-    };
-    let bytes = manifest.to_bytes();
-    let digest = Digest::of(&bytes);
-    let layer_digest = Digest::of(&layer);
-    fake.set_manifest(tag, OCI_MANIFEST_MEDIA_TYPE, bytes.clone());
-    fake.set_manifest(&digest.to_string(), OCI_MANIFEST_MEDIA_TYPE, bytes);
-    fake.set_blob(&layer_digest.to_string(), layer);
-    (digest, layer_digest)
+    let artifact = common::tarball::artifact(files);
+    fake.serve_artifact(tag, &artifact);
+    (artifact.digest, artifact.layer_digest)
 }
 
 fn engine(fake: &FakeRegistry, work: &Path, reject: &Digest) -> Engine {

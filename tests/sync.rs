@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fake_registry::{Content, FakeRegistry};
-use common::tarball::{gzip, tar, Entry};
+use common::tarball::{artifact, gzip, tar, Entry, FakeArtifact};
 use common::{json_of, read_tree, stdout_of, tresor, TestRegistry};
 use tresor::artifact::format::{
     Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
@@ -632,27 +632,14 @@ fn a_corrupted_cache_blob_is_detected_and_fetched_again() {
     assert_eq!(read(&dir.join("b.conf")).as_deref(), Some("b\n"));
 }
 
-fn fake_artifact(files: &[(&str, &[u8])]) -> (Vec<u8>, Digest, Vec<u8>, Digest) {
-    let entries: Vec<Entry<'_>> = files.iter().map(|(n, d)| Entry::file(n, d)).collect();
-    let layer = gzip(&tar(&entries));
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
-        subject: None,
-        annotations: Default::default(),
-    };
-    let bytes = manifest.to_bytes();
-    let digest = Digest::of(&bytes);
-    let layer_digest = Digest::of(&layer);
-    (bytes, digest, layer, layer_digest)
-}
-
 #[test]
 fn an_idle_cycle_is_one_head_request() {
-    let (manifest, digest, layer, layer_digest) = fake_artifact(&[("app.conf", b"1\n")]);
+    let FakeArtifact {
+        manifest,
+        digest,
+        layer,
+        layer_digest,
+    } = artifact(&[("app.conf", b"1\n")]);
     let fake = FakeRegistry::start(Content::default());
     fake.set_manifest("v1", OCI_MANIFEST_MEDIA_TYPE, manifest.clone());
     fake.set_manifest(&digest.to_string(), OCI_MANIFEST_MEDIA_TYPE, manifest);
@@ -692,8 +679,12 @@ fn semver_range_follows_the_highest_matching_tag() {
     let mut digests = std::collections::HashMap::new();
     for tag in ["1.2.0", "v1.3.1", "2.0.0", "latest"] {
         let content = format!("{tag}\n");
-        let (manifest, digest, layer, layer_digest) =
-            fake_artifact(&[("version.txt", content.as_bytes())]);
+        let FakeArtifact {
+            manifest,
+            digest,
+            layer,
+            layer_digest,
+        } = artifact(&[("version.txt", content.as_bytes())]);
         fake.set_manifest(tag, OCI_MANIFEST_MEDIA_TYPE, manifest.clone());
         fake.set_manifest(&digest.to_string(), OCI_MANIFEST_MEDIA_TYPE, manifest);
         fake.set_blob(&layer_digest.to_string(), layer);

@@ -54,6 +54,23 @@ pub struct Content {
     pub blobs: HashMap<String, Vec<u8>>,
 }
 
+impl Content {
+    /// Serves `artifact` under `tag` and its digest, with its layer and config blobs.
+    pub fn insert_artifact(&mut self, tag: &str, artifact: &super::tarball::FakeArtifact) {
+        let media_type = tresor::artifact::format::OCI_MANIFEST_MEDIA_TYPE.to_string();
+        for reference in [tag.to_string(), artifact.digest.to_string()] {
+            self.manifests
+                .insert(reference, (media_type.clone(), artifact.manifest.clone()));
+        }
+        self.blobs
+            .insert(artifact.layer_digest.to_string(), artifact.layer.clone());
+        self.blobs.insert(
+            tresor::digest::Digest::of(b"{}").to_string(),
+            b"{}".to_vec(),
+        );
+    }
+}
+
 /// A running fake registry.
 pub struct FakeRegistry {
     pub addr: SocketAddr,
@@ -139,6 +156,12 @@ impl FakeRegistry {
             .unwrap()
             .blobs
             .insert(digest.to_string(), bytes);
+    }
+
+    /// Serves `artifact` under `tag` and its digest from now on (see
+    /// [`Content::insert_artifact`]).
+    pub fn serve_artifact(&self, tag: &str, artifact: &super::tarball::FakeArtifact) {
+        self.content.lock().unwrap().insert_artifact(tag, artifact);
     }
 
     /// While down, every request gets 503.

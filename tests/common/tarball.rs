@@ -97,3 +97,38 @@ pub fn gzip_bomb(size: u64) -> Vec<u8> {
     out.extend_from_slice(&member(&[0u8; 1024]));
     out
 }
+
+/// A Flux-format artifact of `files`: an OCI manifest with config `{}` and one tar+gzip
+/// content layer, as the fake registries serve it.
+pub struct FakeArtifact {
+    pub manifest: Vec<u8>,
+    pub digest: tresor::digest::Digest,
+    pub layer: Vec<u8>,
+    pub layer_digest: tresor::digest::Digest,
+}
+
+/// The artifact of `files` (name, content), in the given order.
+pub fn artifact(files: &[(&str, &[u8])]) -> FakeArtifact {
+    use tresor::artifact::format::{
+        Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
+    };
+    use tresor::digest::Digest;
+    let entries: Vec<Entry<'_>> = files.iter().map(|(n, d)| Entry::file(n, d)).collect();
+    let layer = gzip(&tar(&entries));
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
+        artifact_type: None,
+        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
+        layers: vec![Descriptor::for_bytes(CONTENT_MEDIA_TYPE, &layer)],
+        subject: None,
+        annotations: Default::default(),
+    }
+    .to_bytes();
+    FakeArtifact {
+        digest: Digest::of(&manifest),
+        layer_digest: Digest::of(&layer),
+        manifest,
+        layer,
+    }
+}
