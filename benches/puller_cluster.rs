@@ -220,7 +220,18 @@ async fn main() {
     let log = std::env::var("PULLER_LOG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| work.path().join("puller.log"));
-    let mut puller = Command::new(env!("CARGO_BIN_EXE_tresor-puller"));
+    // PULLER_WRAPPER="heaptrack -o /tmp/puller" runs the puller under a profiler (the RSS
+    // figures are then the wrapper's).
+    let wrapper = std::env::var("PULLER_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut puller = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_tresor-puller"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tresor-puller")),
+    };
     if std::env::var("WATCH_DRIFT").is_ok_and(|v| v == "0") {
         puller.arg("--no-watch-drift");
     }

@@ -245,11 +245,10 @@ impl KubeApplier {
 
     async fn rollback(&mut self, to: Healthy, why: ApplyError) -> ApplyError {
         tracing::warn!(digest = %to.digest, error = %why, "health failed: rolling back");
-        let manifests = to
-            .objects
-            .iter()
-            .map(|o| o.value.as_ref().clone())
-            .collect();
+        let manifests = match to.objects.iter().map(AppliedObject::value).collect() {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
         let report = match self
             .cluster
             .apply(manifests, &self.inventory, &self.options)

@@ -30,9 +30,41 @@ pub struct AppliedObject {
     pub id: ObjectRef,
     /// The resolved resource.
     pub resource: Resolved,
-    /// The manifest sent (shared with the puller's watch index, which compares live objects
-    /// with it: one copy per object).
-    pub value: Arc<Value>,
+    /// The manifest sent, as compact JSON text, parsed again when a drift check compares it
+    /// or a rollback re-applies it: a `serde_json::Value` of a small manifest takes about ten
+    /// times the memory of its text, and the puller keeps every applied object of every sync
+    /// (scripts/bench-cluster.sh scale). Shared with the puller's watch index.
+    manifest: Arc<str>,
+}
+
+impl AppliedObject {
+    /// `value` as applied to `id` through `resource`; fails with [`ApplyError::BadObject`]
+    /// when it cannot be written as JSON.
+    pub fn new(id: ObjectRef, resource: Resolved, value: &Value) -> Result<Self, ApplyError> {
+        let manifest = serde_json::to_string(value).map_err(|e| ApplyError::BadObject {
+            object: id.to_string(),
+            message: format!("cannot be sent as JSON: {e}"),
+        })?;
+        Ok(Self {
+            id,
+            resource,
+            manifest: manifest.into(),
+        })
+    }
+
+    /// The manifest as compact JSON text (the same text for the same manifest).
+    pub fn manifest(&self) -> &Arc<str> {
+        &self.manifest
+    }
+
+    /// The manifest as a JSON value; fails with [`ApplyError::BadObject`] only if the text
+    /// [`AppliedObject::new`] wrote does not read back.
+    pub fn value(&self) -> Result<Value, ApplyError> {
+        serde_json::from_str(&self.manifest).map_err(|e| ApplyError::BadObject {
+            object: self.id.to_string(),
+            message: format!("applied manifest does not read back: {e}"),
+        })
+    }
 }
 
 /// What an apply did.
@@ -154,16 +186,13 @@ impl Cluster {
         params.force = force;
         params.dry_run = dry_run;
         let api = self.api(&object.resource, object.id.namespace.as_deref());
+        let value = object.value()?;
         let live = self
             .call(
                 &object.id,
                 "patch",
                 timeout,
-                api.patch(
-                    &object.id.name,
-                    &params,
-                    &Patch::Apply(object.value.as_ref()),
-                ),
+                api.patch(&object.id.name, &params, &Patch::Apply(&value)),
             )
             .await?;
         to_json(&live, &object.id)
@@ -594,7 +623,10 @@ impl Cluster {
 fn difference(object: &AppliedObject, live: Option<&Value>) -> Option<String> {
     match live {
         None => Some("deleted".to_string()),
-        Some(live) => live_difference(&object.value, live),
+        Some(live) => match object.value() {
+            Ok(applied) => live_difference(&applied, live),
+            Err(e) => Some(e.to_string()),
+        },
     }
 }
 
@@ -738,17 +770,14 @@ fn finish(
         }
         None
     };
-    Ok(AppliedObject {
-        id: ObjectRef {
-            group: m.gvk.group,
-            version: m.gvk.version,
-            kind: m.gvk.kind,
-            namespace,
-            name: m.name,
-        },
-        resource,
-        value: Arc::new(m.value),
-    })
+    let id = ObjectRef {
+        group: m.gvk.group,
+        version: m.gvk.version,
+        kind: m.gvk.kind,
+        namespace,
+        name: m.name,
+    };
+    AppliedObject::new(id, resource, &m.value)
 }
 
 /// `namespace/name` of the other owner whose tresor labels `live` carries, if any.
@@ -859,23 +888,24 @@ mod tests {
     /// and kind out of every item, so a watch cache's objects lack them; that is no drift.
     #[test]
     fn live_object_without_api_version_and_kind_has_not_drifted() {
-        let object = AppliedObject {
-            id: ObjectRef {
+        let object = AppliedObject::new(
+            ObjectRef {
                 group: String::new(),
                 version: "v1".into(),
                 kind: "ConfigMap".into(),
                 namespace: Some("ns".into()),
                 name: "a".into(),
             },
-            resource: Resolved {
+            Resolved {
                 resource: kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(
                     &(),
                 ),
                 namespaced: true,
             },
-            value: Arc::new(json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "one"}})),
-        };
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a", "namespace": "ns"}, "data": {"k": "one"}}),
+        )
+        .unwrap();
         let listed = json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u"},
             "data": {"k": "one"}});
         assert_eq!(difference(&object, Some(&listed)), None);

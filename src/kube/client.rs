@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -65,6 +66,29 @@ pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// the request timeout of [`client_from_config`] would cut it every `timeout`).
 pub fn watch_client_from_config(config: Config, timeout: Duration) -> Result<Client, ApplyError> {
     client_with_timeouts(config, timeout, |timeout| WATCH_READ_TIMEOUT.max(timeout))
+}
+
+/// A client that talks as `user` (`Impersonate-User` on every request) through `base`: its
+/// connection pool, credentials and timeouts.
+///
+/// The puller applies every tenant's objects as that tenant's service account; a client
+/// built from the configuration per account would hold its own TLS configuration and
+/// connection pool, hundreds of kilobytes per sync. Fails with [`ApplyError::Config`] when
+/// `user` cannot be a header value.
+pub fn impersonating(base: &Client, user: &str) -> Result<Client, ApplyError> {
+    let value = HeaderValue::from_str(user).map_err(|e| ApplyError::Config {
+        message: format!("cannot impersonate {user:?}: {e}"),
+    })?;
+    let namespace = base.default_namespace().to_string();
+    let base = base.clone();
+    let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+        request
+            .headers_mut()
+            .insert(HeaderName::from_static("impersonate-user"), value.clone());
+        let base = base.clone();
+        async move { base.send(request).await }
+    });
+    Ok(Client::new(service, namespace))
 }
 
 /// Builds a client from `config` with request timeouts and, when given, impersonation

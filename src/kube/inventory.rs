@@ -6,7 +6,6 @@
 //! correctly; rather than a Secret, because nothing in it is secret (kinds and names). The
 //! puller keeps the same data in `ArtifactSync.status` instead.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::{ApiResource, GroupVersionKind};
@@ -117,10 +116,10 @@ impl InventoryStore {
                 object: self.id().to_string(),
                 message: e.to_string(),
             })?;
-        let object = AppliedObject {
-            id: self.id(),
-            resource: Self::resource(),
-            value: Arc::new(json!({
+        let object = AppliedObject::new(
+            self.id(),
+            Self::resource(),
+            &json!({
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {
@@ -137,8 +136,8 @@ impl InventoryStore {
                     "healthy": inventory.healthy.clone().unwrap_or_default(),
                     "objects": objects,
                 },
-            })),
-        };
+            }),
+        )?;
         self.cluster
             .patch(&object, true, false, timeout)
             .await

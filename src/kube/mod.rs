@@ -66,8 +66,8 @@ pub use apply::{
     PruneReport,
 };
 pub use client::{
-    client_from_config, connect, service_account_user, watch_client_from_config, ConnectOptions,
-    WATCH_READ_TIMEOUT,
+    client_from_config, connect, impersonating, service_account_user, watch_client_from_config,
+    ConnectOptions, WATCH_READ_TIMEOUT,
 };
 pub use error::ApplyError;
 pub use inventory::{Inventory, InventoryStore};

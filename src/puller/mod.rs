@@ -53,7 +53,7 @@ use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -73,8 +73,8 @@ use crate::api::{
     InventoryEntry, Requirements,
 };
 use crate::kube::{
-    client_from_config, service_account_user, watch_client_from_config, ApplyOptions, Cluster,
-    DiscoveryResolver, InventoryStore, KubeApplier, Owner,
+    client_from_config, impersonating, service_account_user, watch_client_from_config,
+    ApplyOptions, Cluster, DiscoveryResolver, InventoryStore, KubeApplier, Owner,
 };
 use crate::reconcile::cache::Cache;
 use crate::reconcile::metrics::Metrics;
@@ -138,14 +138,13 @@ struct SyncState {
     engine: Engine<KubeApplier>,
 }
 
-/// What every reconcile shares: the puller's own client, the configuration to impersonate
-/// tenants with, and the engines by `namespace/name`.
+/// What every reconcile shares: the puller's own client (tenants are impersonated through
+/// it), and the engines by `namespace/name`.
 pub struct Context {
     client: Client,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     recorder: Recorder,
-    config: kube::Config,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
     watches: Watches,
@@ -165,7 +164,7 @@ impl Context {
     /// A context talking to the cluster as `config` (impersonated clients derive from it).
     pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
-        let watch_client = watch_client_from_config(config.clone(), options.call_timeout)?;
+        let watch_client = watch_client_from_config(config, options.call_timeout)?;
         let reporter = Reporter {
             controller: "tresor-puller".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -182,7 +181,6 @@ impl Context {
             metrics: Arc::new(Metrics::default()),
             health: Arc::new(Health::new(options.stall_timeout)),
             client,
-            config,
             options,
             syncs: Mutex::new(HashMap::new()),
             trust: std::sync::OnceLock::new(),
@@ -266,7 +264,16 @@ pub async fn run(
     if let Some(selector) = &ctx.options.watch_label_selector {
         config = config.labels(selector);
     }
-    let controller = Controller::new_with(api, config, resource.clone());
+    // What `Controller::new_with` does, but the cache keeps each ArtifactSync without its
+    // managedFields and client-side last-applied copy, which no reconcile reads and which
+    // are most of an object's size.
+    let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
+    let reader = writer.as_reader();
+    let syncs = watcher(api, config)
+        .modify(strip_unread_metadata)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream_with(syncs, reader, resource.clone());
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
     let triggers = ctx.watches.triggers().map(move |r| {
         let erased = kube::runtime::reflector::ObjectRef::new_with(&r.name, resource.clone());
@@ -288,6 +295,14 @@ pub async fn run(
         })
         .await;
     janitor.abort();
+}
+
+/// Removes from a watched ArtifactSync what no reconcile reads: `metadata.managedFields`
+/// and kubectl's `last-applied-configuration` annotation.
+fn strip_unread_metadata(sync: &mut DynamicObject) {
+    sync.managed_fields_mut().clear();
+    sync.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
@@ -855,10 +870,10 @@ fn apply_setup(
         .service_account_name
         .as_deref()
         .map(|sa| service_account_user(namespace, sa));
-    // Without impersonation the sync applies with the puller's own client (one connection
-    // pool for all such syncs).
+    // Every sync applies through the puller's own connection pool, impersonating its
+    // service account when it has one.
     let client = match account.as_deref() {
-        Some(user) => client_from_config(ctx.config.clone(), Some(user), ctx.options.call_timeout)?,
+        Some(user) => impersonating(&ctx.client, user)?,
         None => ctx.client.clone(),
     };
     let resolver = ctx.resolver.clone();

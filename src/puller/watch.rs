@@ -109,19 +109,21 @@ fn text_of(object: &DynamicObject) -> Option<Box<str>> {
         .map(String::into_boxed_str)
 }
 
-/// What one sync applied, by object.
+/// What one sync applied, by object: its kind and its manifest as applied (the applier's
+/// own text, shared). Identities and kinds are shared with `Inner::owners` and
+/// `Inner::kinds`: at thousands of objects, copies of their strings add up.
 #[derive(Default)]
 struct Applied {
-    objects: HashMap<Identity, (KindKey, Arc<Value>)>,
+    objects: HashMap<Arc<Identity>, (Arc<KindKey>, Arc<str>)>,
     last_full: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Inner {
-    syncs: BTreeMap<SyncKey, Applied>,
+    syncs: BTreeMap<Arc<SyncKey>, Applied>,
     /// Which syncs applied an object (normally one; two when syncs fight over it).
-    owners: HashMap<Identity, BTreeSet<SyncKey>>,
-    kinds: HashMap<KindKey, KindWatch>,
+    owners: HashMap<Arc<Identity>, Vec<Arc<SyncKey>>>,
+    kinds: HashMap<Arc<KindKey>, KindWatch>,
 }
 
 /// The shared state behind [`Watches`] and the views it hands to appliers.
@@ -216,7 +218,7 @@ impl Watches {
         let mut inner = lock(&self.shared.inner);
         let applied = inner
             .syncs
-            .entry((namespace.to_string(), name.to_string()))
+            .entry(Arc::new((namespace.to_string(), name.to_string())))
             .or_default();
         let now = Instant::now();
         match applied.last_full {
@@ -238,54 +240,65 @@ impl Watches {
         }
         let key = (namespace.to_string(), name.to_string());
         let mut inner = lock(&self.shared.inner);
-        let applied = inner.syncs.entry(key.clone()).or_default();
-        let unchanged = applied.objects.len() == objects.len()
-            && objects.iter().all(|o| {
-                applied
-                    .objects
-                    .get(&identity(o))
-                    .is_some_and(|(_, v)| v == &o.value)
-            });
+        let unchanged = inner.syncs.get(&key).is_some_and(|applied| {
+            applied.objects.len() == objects.len()
+                && objects.iter().all(|o| {
+                    applied
+                        .objects
+                        .get(&identity(o))
+                        .is_some_and(|(_, text)| text == o.manifest())
+                })
+        });
         if unchanged {
             return;
         }
-        let old: Vec<Identity> = applied.objects.drain().map(|(id, _)| id).collect();
+        // Start the watches first: their keys are the kinds every entry below shares.
         for object in objects {
+            let kind = kind_key(object);
+            if !inner.kinds.contains_key(&kind) {
+                let watch = self.start(
+                    &kind,
+                    object.resource.resource.clone(),
+                    object.resource.namespaced,
+                );
+                inner.kinds.insert(Arc::new(kind), watch);
+            }
+        }
+        let key = match inner.syncs.get_key_value(&key) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::new(key),
+        };
+        let old = inner.syncs.remove(&key).unwrap_or_default();
+        let mut applied = Applied {
+            objects: HashMap::with_capacity(objects.len()),
+            last_full: old.last_full,
+        };
+        for id in old.objects.into_keys() {
+            release(&mut inner.owners, &id, &key);
+        }
+        for object in objects {
+            // Started above; the watch's key is the shared copy of the kind.
+            let Some(kind) = inner
+                .kinds
+                .get_key_value(&kind_key(object))
+                .map(|(k, _)| k.clone())
+            else {
+                continue;
+            };
+            let id = identity(object);
+            let id = match inner.owners.get_key_value(&id) {
+                Some((shared, _)) => shared.clone(),
+                None => Arc::new(id),
+            };
+            let owners = inner.owners.entry(id.clone()).or_default();
+            if !owners.contains(&key) {
+                owners.push(key.clone());
+            }
             applied
                 .objects
-                .insert(identity(object), (kind_key(object), object.value.clone()));
+                .insert(id, (kind, object.manifest().clone()));
         }
-        for id in old {
-            if let Some(owners) = inner.owners.get_mut(&id) {
-                owners.remove(&key);
-                if owners.is_empty() {
-                    inner.owners.remove(&id);
-                }
-            }
-        }
-        for object in objects {
-            inner
-                .owners
-                .entry(identity(object))
-                .or_default()
-                .insert(key.clone());
-        }
-        let resources: Vec<(KindKey, ApiResource, bool)> = objects
-            .iter()
-            .map(|o| {
-                (
-                    kind_key(o),
-                    o.resource.resource.clone(),
-                    o.resource.namespaced,
-                )
-            })
-            .collect();
-        for (kind, resource, namespaced) in resources {
-            if let std::collections::hash_map::Entry::Vacant(e) = inner.kinds.entry(kind) {
-                let watch = self.start(e.key(), resource, namespaced);
-                e.insert(watch);
-            }
-        }
+        inner.syncs.insert(key, applied);
         stop_unused(&mut inner);
     }
 
@@ -298,12 +311,7 @@ impl Watches {
             return;
         };
         for id in applied.objects.into_keys() {
-            if let Some(owners) = inner.owners.get_mut(&id) {
-                owners.remove(&key);
-                if owners.is_empty() {
-                    inner.owners.remove(&id);
-                }
-            }
+            release(&mut inner.owners, &id, &key);
         }
         stop_unused(&mut inner);
     }
@@ -399,16 +407,26 @@ fn compact(object: &mut DynamicObject) {
     }
 }
 
+/// Removes `sync` from the owners of `id` (and `id` when no owner remains).
+fn release(owners: &mut HashMap<Arc<Identity>, Vec<Arc<SyncKey>>>, id: &Identity, sync: &SyncKey) {
+    if let Some(list) = owners.get_mut(id) {
+        list.retain(|s| s.as_ref() != sync);
+        if list.is_empty() {
+            owners.remove(id);
+        }
+    }
+}
+
 fn stop_unused(inner: &mut Inner) {
     let used: BTreeSet<&KindKey> = inner
         .syncs
         .values()
-        .flat_map(|s| s.objects.values().map(|(k, _)| k))
+        .flat_map(|s| s.objects.values().map(|(k, _)| k.as_ref()))
         .collect();
-    let unused: Vec<KindKey> = inner
+    let unused: Vec<Arc<KindKey>> = inner
         .kinds
         .keys()
-        .filter(|k| !used.contains(k))
+        .filter(|k| !used.contains(k.as_ref()))
         .cloned()
         .collect();
     for kind in unused {
@@ -440,16 +458,16 @@ impl Shared {
                 .filter(|sync| {
                     let desired = inner
                         .syncs
-                        .get(sync)
+                        .get(sync.as_ref())
                         .and_then(|s| s.objects.get(&id))
-                        .map(|(_, v)| v);
+                        .map(|(_, text)| text);
                     match (desired, &live) {
                         (None, _) => false,
                         (Some(_), None) => true,
-                        (Some(d), Some(l)) => live_difference(d, l).is_some(),
+                        (Some(d), Some(l)) => drifted(d, l),
                     }
                 })
-                .cloned()
+                .map(|sync| sync.as_ref().clone())
                 .collect()
         };
         for (namespace, name) in drifted {
@@ -471,19 +489,30 @@ impl Shared {
                 .syncs
                 .iter()
                 .filter(|(_, applied)| {
-                    applied.objects.iter().filter(|(_, (k, _))| k == kind).any(
-                        |(id, (_, desired))| match watch.live(id) {
+                    applied
+                        .objects
+                        .iter()
+                        .filter(|(_, (k, _))| k.as_ref() == kind)
+                        .any(|(id, (_, desired))| match watch.live(id) {
                             None => true,
-                            Some(live) => live_difference(desired, &live).is_some(),
-                        },
-                    )
+                            Some(live) => drifted(desired, &live),
+                        })
                 })
-                .map(|(key, _)| key.clone())
+                .map(|(key, _)| key.as_ref().clone())
                 .collect()
         };
         for (namespace, name) in drifted {
             let _ = self.trigger.send(ObjectRef::new(&name).within(&namespace));
         }
+    }
+}
+
+/// Whether `live` differs from the manifest applied as `desired` (JSON text).
+fn drifted(desired: &str, live: &Value) -> bool {
+    match serde_json::from_str::<Value>(desired) {
+        Ok(desired) => live_difference(&desired, live).is_some(),
+        // Cannot happen (the applier wrote the text); the triggered cycle will say why.
+        Err(_) => true,
     }
 }
 
