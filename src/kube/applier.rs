@@ -32,7 +32,7 @@ pub enum KubeDrift {
 #[derive(Debug, Clone)]
 struct Healthy {
     digest: Digest,
-    objects: Vec<AppliedObject>,
+    objects: Arc<[AppliedObject]>,
 }
 
 /// Applies artifacts to a cluster: the Kubernetes [`Applier`] for the reconcile engine,
@@ -49,7 +49,7 @@ pub struct KubeApplier {
     current: Option<Digest>,
     inventory: Vec<ObjectRef>,
     pending_prune: Vec<ObjectRef>,
-    desired: Option<Vec<AppliedObject>>,
+    desired: Option<Arc<[AppliedObject]>>,
     healthy_digest: Option<Digest>,
     healthy: Option<Healthy>,
     last: Option<ApplyReport>,
@@ -465,7 +465,7 @@ impl Applier for KubeApplier {
                 let manifests = load_manifests(staged.path(), self.options.path.as_deref())?;
                 let objects = self.cluster.prepare(manifests, &self.options).await?;
                 let drifted = self.cluster.drifted(&objects, &self.options).await?;
-                self.desired = Some(objects);
+                self.desired = Some(objects.into());
                 drifted
             }
         };

@@ -72,8 +72,9 @@ impl AppliedObject {
 pub struct ApplyReport {
     /// Every object of the artifact, sorted: the new inventory.
     pub inventory: Vec<ObjectRef>,
-    /// The objects as applied (for drift checks, health and rollback), in apply order.
-    pub objects: Vec<AppliedObject>,
+    /// The objects as applied (for drift checks, health and rollback), in apply order;
+    /// shared by the applier's records of what it applied and what was healthy.
+    pub objects: Arc<[AppliedObject]>,
     /// Whether this was a server-side dry run.
     pub dry_run: bool,
 }
