@@ -43,6 +43,7 @@ mod source;
 mod trust_cache;
 mod verify;
 mod watch;
+mod watched;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ pub use lease::LeaseLock;
 pub use serve::serve_health;
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
 pub use watch::{WatchStats, Watches};
+use watched::WatchedSync;
 
 use crate::api::conditions::{now_rfc3339, observe, Observation};
 use crate::api::{
@@ -256,30 +258,27 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.watch_trust_inputs();
-    // Raw objects, decoded one by one in `reconcile_raw`: a typed watch fails as a whole
-    // when one object does not decode, and would stop every tenant's syncs.
-    let resource = sync_resource();
-    let api: Api<DynamicObject> = Api::all_with(ctx.watch_client.clone(), &resource);
+    // Each ArtifactSync is decoded on its own (see `watched`): one the puller cannot read
+    // stops only itself. The cache keeps them without their managedFields and client-side
+    // last-applied copy, which no reconcile reads.
+    let api: Api<WatchedSync> = Api::all(ctx.watch_client.clone());
     let mut config = watcher::Config::default();
     if let Some(selector) = &ctx.options.watch_label_selector {
         config = config.labels(selector);
     }
-    // What `Controller::new_with` does, but the cache keeps each ArtifactSync without its
-    // managedFields and client-side last-applied copy, which no reconcile reads and which
-    // are most of an object's size.
-    let writer = kube::runtime::reflector::store::Writer::new(resource.clone());
+    let writer = kube::runtime::reflector::store::Writer::default();
     let reader = writer.as_reader();
     let syncs = watcher(api, config)
         .modify(strip_unread_metadata)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream_with(syncs, reader, resource.clone());
+    let controller = Controller::for_stream(syncs, reader);
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
-    let triggers = ctx.watches.triggers().map(move |r| {
-        let erased = kube::runtime::reflector::ObjectRef::new_with(&r.name, resource.clone());
+    let triggers = ctx.watches.triggers().map(|r| {
+        let watched = kube::runtime::reflector::ObjectRef::<WatchedSync>::new(&r.name);
         match r.namespace {
-            Some(ns) => erased.within(&ns),
-            None => erased,
+            Some(ns) => watched.within(&ns),
+            None => watched,
         }
     });
     controller
@@ -299,7 +298,7 @@ pub async fn run(
 
 /// Removes from a watched ArtifactSync what no reconcile reads: `metadata.managedFields`
 /// and kubectl's `last-applied-configuration` annotation.
-fn strip_unread_metadata(sync: &mut DynamicObject) {
+fn strip_unread_metadata(sync: &mut WatchedSync) {
     sync.managed_fields_mut().clear();
     sync.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -307,7 +306,7 @@ fn strip_unread_metadata(sync: &mut DynamicObject) {
 
 /// Every minute, drops the engines and watched objects of ArtifactSyncs that are gone (so
 /// their kinds stop being watched and their state is freed).
-async fn forget_deleted(store: kube::runtime::reflector::Store<DynamicObject>, ctx: Arc<Context>) {
+async fn forget_deleted(store: kube::runtime::reflector::Store<WatchedSync>, ctx: Arc<Context>) {
     // `Store::wait_until_ready` wakes only the last of several waiters (kube-runtime's
     // DelayedInit keeps one waker, and the Controller's runner waits too): poll it again
     // every half second instead of waiting once, or this task sleeps forever.
@@ -408,64 +407,64 @@ pub async fn run_elected(
     }
 }
 
-/// The API resource of ArtifactSyncs, for watching them as raw objects.
+/// The API resource of ArtifactSyncs, for the references of raw ones.
 fn sync_resource() -> ApiResource {
     ApiResource::erase::<ArtifactSync>(&())
 }
 
-/// Decodes `object` and reconciles it; one that cannot be decoded (written before the CRD's
-/// CEL rules, or under an older CRD) is not reconciled at all: it gets a Stalled condition
-/// naming the field (reason `InvalidSpec`), its engine and watches are dropped, and it waits
-/// for a change. Every other sync goes on as before.
-async fn reconcile_raw(
-    object: Arc<DynamicObject>,
-    ctx: Arc<Context>,
-) -> Result<Action, PullerError> {
+/// Reconciles `object`; one that cannot be decoded (written before the CRD's CEL rules, or
+/// under an older CRD) is not reconciled at all: it gets a Stalled condition naming the
+/// field (reason `InvalidSpec`), its engine and watches are dropped, and it waits for a
+/// change. Every other sync goes on as before.
+async fn reconcile_raw(object: Arc<WatchedSync>, ctx: Arc<Context>) -> Result<Action, PullerError> {
     let _running = ctx.health.reconcile_started();
-    let value = serde_json::to_value(object.as_ref()).map_err(|e| PullerError::Kube {
+    let raw = match object.as_ref() {
+        WatchedSync::Decoded(sync) => return reconcile(Arc::new(sync.as_ref().clone()), ctx).await,
+        WatchedSync::Unreadable(raw) => raw,
+    };
+    let value = serde_json::to_value(raw.as_ref()).map_err(|e| PullerError::Kube {
         what: "read ArtifactSync".into(),
         message: e.to_string(),
     })?;
-    match ArtifactSync::decode(&value) {
-        Ok(sync) => reconcile(Arc::new(sync), ctx).await,
-        Err(e) => {
-            let namespace = object.namespace().unwrap_or_else(|| "default".into());
-            let name = object.name_any();
-            tracing::warn!(namespace, name, reason = e.reason(), error = %e,
-                "cannot read ArtifactSync; it is stalled until it changes");
-            ctx.syncs
-                .lock()
-                .await
-                .remove(&format!("{namespace}/{name}"));
-            ctx.watches.forget(&namespace, &name);
-            // Its status is the puller's own and decodes on its own; if not, start afresh.
-            let old: ArtifactSyncStatus = value
-                .get("status")
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .unwrap_or_default();
-            let mut status = old.clone();
-            observe(
-                &mut status,
-                object.metadata.generation,
-                &Observation::Failed {
-                    reason: e.reason().to_string(),
-                    message: e.to_string(),
-                    retry: Retry::Stalled,
-                },
-                &now_rfc3339(),
-            );
-            let target = StatusTarget {
-                reference: object.object_ref(&sync_resource()),
-                name,
-                namespace,
-            };
-            write_status(&target, &ctx, &old, &status).await?;
-            Ok(Action::await_change())
-        }
-    }
+    let e = match ArtifactSync::decode(&value) {
+        Ok(sync) => return reconcile(Arc::new(sync), ctx).await,
+        Err(e) => e,
+    };
+    let namespace = raw.namespace().unwrap_or_else(|| "default".into());
+    let name = raw.name_any();
+    tracing::warn!(namespace, name, reason = e.reason(), error = %e,
+        "cannot read ArtifactSync; it is stalled until it changes");
+    ctx.syncs
+        .lock()
+        .await
+        .remove(&format!("{namespace}/{name}"));
+    ctx.watches.forget(&namespace, &name);
+    // Its status is the puller's own and decodes on its own; if not, start afresh.
+    let old: ArtifactSyncStatus = value
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let mut status = old.clone();
+    observe(
+        &mut status,
+        raw.metadata.generation,
+        &Observation::Failed {
+            reason: e.reason().to_string(),
+            message: e.to_string(),
+            retry: Retry::Stalled,
+        },
+        &now_rfc3339(),
+    );
+    let target = StatusTarget {
+        reference: raw.object_ref(&sync_resource()),
+        name,
+        namespace,
+    };
+    write_status(&target, &ctx, &old, &status).await?;
+    Ok(Action::await_change())
 }
 
-fn error_policy(_sync: Arc<DynamicObject>, error: &PullerError, _ctx: Arc<Context>) -> Action {
+fn error_policy(_sync: Arc<WatchedSync>, error: &PullerError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(reason = error.reason(), error = %error, "reconcile error");
     Action::requeue(Duration::from_secs(30))
 }
