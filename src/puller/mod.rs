@@ -23,7 +23,7 @@
 //! or is deleted; the cycle's drift check reads the watch caches instead of GETting every
 //! object, and still GETs everything every [`PullerOptions::full_resync`] (the backstop).
 //!
-//! ArtifactSyncs and TrustPolicies are watched as raw objects and decoded one at a time, so
+//! ArtifactSyncs (see `watched`) and TrustPolicies are decoded one object at a time, so
 //! one object the puller cannot read stops only itself: such a sync is Stalled with reason
 //! `InvalidSpec` naming the field, and such a policy fails closed for every sync it might
 //! cover (reason `TrustPolicyUnreadable`; see [`crate::api::UnreadablePolicy`]). Status
