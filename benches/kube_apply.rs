@@ -51,7 +51,7 @@ async fn main() {
     }
     let api = kube_api::KubeApi::start(Duration::from_millis(10));
     let staging = tempfile::tempdir().unwrap();
-    let client = api.client(None);
+    let client = api.client();
     let resolver = Arc::new(DiscoveryResolver::new(
         client.clone(),
         Duration::from_secs(10),

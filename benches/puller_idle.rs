@@ -96,7 +96,7 @@ async fn main() {
         std::env::var("TRESOR_REGISTRY_PLAIN").unwrap_or_else(|_| "127.0.0.1:5001".into());
 
     let api = kube_api::KubeApi::start(Duration::from_millis(10));
-    let client = api.client(None);
+    let client = api.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in tresor::api::crdgen::crds() {
         crds.create(&PostParams::default(), &crd).await.unwrap();

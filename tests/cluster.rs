@@ -449,8 +449,9 @@ async fn suspend_stops_applying() {
     );
 }
 
-/// Scenario 5: an owned object changed or deleted with kubectl is restored by the watch
-/// within 5 s, although the interval is 10 minutes.
+/// Scenario 5: an owned object changed or deleted with kubectl, or stripped of tresor's
+/// owner label, is restored by the watch within 5 s, although the interval is 10 minutes;
+/// the sync reports it with a `DriftCorrected` Event.
 #[tokio::test]
 async fn drift_is_undone_within_seconds_through_watches() {
     let t = Tenant::new("drift").await;
@@ -488,6 +489,40 @@ async fn drift_is_undone_within_seconds_through_watches() {
         .kubectl_ok(&["-n", &t.ns, "delete", "configmap", "b", "--wait=false"]);
     eventually(SECONDS_5, "b recreated", || async {
         data_k(&t.config_map("b").await).as_deref() == Some("two")
+    })
+    .await;
+    let b = t.config_map("b").await.unwrap();
+    assert_eq!(b["metadata"]["labels"][LABEL_NAME], "app");
+
+    // Removing tresor's owner label takes the object out of the watch's label selection,
+    // which is drift too.
+    t.cluster.kubectl_ok(&[
+        "-n",
+        &t.ns,
+        "label",
+        "configmap",
+        "a",
+        &format!("{LABEL_NAME}-"),
+    ]);
+    eventually(SECONDS_5, "a's owner label back", || async {
+        t.config_map("a")
+            .await
+            .is_some_and(|a| a["metadata"]["labels"][LABEL_NAME] == "app")
+    })
+    .await;
+
+    // Each correction is reported as an Event of the sync.
+    eventually(SECONDS_5, "a DriftCorrected Event", || async {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(t.client.clone(), &t.ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DriftCorrected")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("app")
+            })
     })
     .await;
 }

@@ -241,6 +241,29 @@ async fn changes_crds_an_unreadable_sync_or_policy_stops_only_itself() {
     assert!(message.contains("spec.verify.require"), "{message}");
     let (ready, reason, _) = raw_condition(&bad, "bad", "Ready").await.unwrap();
     assert_eq!((ready.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    // `tresor status` across all namespaces lists it as invalid, naming the field, and
+    // hides nothing.
+    let listed = tresor::cli::status::list(bad.client.clone(), None)
+        .await
+        .unwrap();
+    let rows = tresor::cli::status::rows(&listed, std::time::SystemTime::now());
+    let row = rows
+        .iter()
+        .find(|r| r.namespace == bad.ns && r.name == "bad")
+        .unwrap();
+    assert_eq!(
+        (row.ready.as_str(), row.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        row.message.contains("spec.verify.require"),
+        "{}",
+        row.message
+    );
+    assert_eq!(row.url, require_zero_spec()["url"]);
+    assert!(rows
+        .iter()
+        .any(|r| r.namespace == good.ns && r.name == "good" && r.ready == "True"));
 
     // The unreadable policy fails closed for the namespace it covers: nothing applied.
     let (_, reason, message) = covered

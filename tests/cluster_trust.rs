@@ -268,3 +268,39 @@ async fn files_content_annotation_does_not_switch_the_policy_off() {
         "nothing applied"
     );
 }
+
+/// A TrustPolicy added after a sync was applied refuses the same, unchanged sync on its
+/// next cycle (the engine is kept, its trust is not): `allowUnsigned` now weakens a policy.
+/// The applied objects stay; the generation did not change. (Ported from the API double,
+/// issue 11.)
+#[tokio::test]
+async fn a_trust_policy_added_later_refuses_the_unchanged_sync_on_its_next_cycle() {
+    let registry = TestRegistry::plain();
+    let tenant = Tenant::new("trust-later").await;
+    let (_, digest, puller) = tenant
+        .applied_unsigned(&registry, &[("cm.yaml", &config_map("later", "one"))], "2s")
+        .await;
+    let generation = tenant.syncs().get("app").await.unwrap().metadata.generation;
+    let _policy = PolicyGuard::create(
+        &tenant,
+        &format!("{}-later", tenant.ns),
+        json!({
+            "authorities": [{"name": "platform", "key": {"secretRef": {
+                "name": "platform-key", "namespace": tenant.ns}}}],
+            "require": "any",
+        }),
+    )
+    .await;
+    let (sync, reason, message) = stalled(&tenant, &puller, "app").await;
+    assert_eq!(reason, "WeakensTrustPolicy", "{message}");
+    assert!(has(&sync, "Ready", "False", "WeakensTrustPolicy"));
+    assert_eq!(
+        sync.metadata.generation, generation,
+        "the spec did not change"
+    );
+    assert_eq!(
+        sync.status.and_then(|s| s.last_applied_digest).as_deref(),
+        Some(digest.as_str())
+    );
+    assert!(tenant.config_map("later").await.is_some());
+}

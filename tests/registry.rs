@@ -179,6 +179,16 @@ fn tls_registry_without_the_ca_is_refused() {
     let err = stderr_of_failure(&mut cmd, 2);
     assert!(err.contains("cannot reach registry"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // The same certificate comes back on every attempt: refused at once, not retried (a
+    // puller sync with a short interval reported CycleTimeout instead, its 2 s spent in
+    // the retries' backoff).
+    let mut cmd = common::tresor();
+    cmd.args(["inspect", &format!("{repo}:v1"), "-vv"])
+        .env("NO_COLOR", "1");
+    let err = stderr_of_failure(&mut cmd, 2);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
 }
 
 #[test]

@@ -703,3 +703,81 @@ fn regression_issue12_one_keyless_signature_credits_one_authority() {
     assert_eq!(v["satisfied"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["signatures"].as_array().unwrap().len(), 1, "{v}");
 }
+
+/// cosign's own keyless v3 bundle (public-good Fulcio and Rekor) through the puller's
+/// conversion of a CRD keyless authority: verifies for its identity (exact and regexp), not
+/// for another; a trusted root that is not one is refused with the Secret named. (Moved
+/// from tests/puller_sources.rs, which tested the puller against the API double.)
+#[test]
+fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
+    use tresor::api::KeylessAuthority;
+    use tresor::puller::keyless_authority;
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/cosign/bundles");
+    let root = std::fs::read(testdata.join("trusted_root.json")).unwrap();
+    let bundle = std::fs::read(testdata.join("bundle_v03.json")).unwrap();
+    let digest: Digest = KW_DIGEST.parse().unwrap();
+    let artifact = common::pki::resolved_without_layers(
+        format!("oci://ghcr.io/kubewarden/controller@{digest}")
+            .parse()
+            .unwrap(),
+        digest,
+    );
+    let candidates = [Candidate::Bundle {
+        source: "referrer sha256:test".into(),
+        bytes: bundle.into(),
+    }];
+    let check = |keyless: KeylessAuthority| {
+        let authority = keyless_authority(&keyless, &root, "Secret default/sigstore").unwrap();
+        let policy = TrustPolicy::new(
+            vec![NamedAuthority {
+                name: "release".into(),
+                authority,
+            }],
+            Require::Any,
+            Path::new("<test>"),
+        )
+        .unwrap();
+        let prepared = PreparedPolicy::load(&policy).unwrap();
+        verify::evaluate(&artifact, &prepared, &candidates, SystemTime::now())
+    };
+    let exact = check(KeylessAuthority {
+        identity: Some(KW_IDENTITY.into()),
+        issuer: Some(GHA_ISSUER.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        exact.signatures[0].signer,
+        Signer::Certificate {
+            identity: KW_IDENTITY.into(),
+            issuer: GHA_ISSUER.into()
+        }
+    );
+    check(KeylessAuthority {
+        identity_regexp: Some("https://github.com/kubewarden/.*".into()),
+        issuer: Some(GHA_ISSUER.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = check(KeylessAuthority {
+        identity_regexp: Some("https://github.com/acme/.*".into()),
+        issuer: Some(GHA_ISSUER.into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.reason(), "IdentityMismatch", "{err}");
+
+    let keyless = KeylessAuthority {
+        identity: Some(KW_IDENTITY.into()),
+        issuer: Some(GHA_ISSUER.into()),
+        ..Default::default()
+    };
+    let err = keyless_authority(&keyless, b"{}", "Secret default/sigstore").unwrap_err();
+    assert!(err.starts_with("Secret default/sigstore: "), "{err}");
+    let no_issuer = KeylessAuthority {
+        identity: Some(KW_IDENTITY.into()),
+        ..Default::default()
+    };
+    let err = keyless_authority(&no_issuer, &root, "Secret default/sigstore").unwrap_err();
+    assert!(err.contains("issuer"), "{err}");
+}

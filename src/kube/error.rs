@@ -373,14 +373,14 @@ impl ApplyError {
             422 => {
                 let immutable = causes
                     .iter()
-                    .find(|c| c.message.contains("immutable") || c.reason == "FieldValueForbidden");
+                    .find(|c| says_immutable(&c.message) || c.reason == "FieldValueForbidden");
                 match immutable {
                     Some(cause) => Self::ImmutableField {
                         object,
                         field: cause.field.clone(),
                         message,
                     },
-                    None if message.contains("immutable") => Self::ImmutableField {
+                    None if says_immutable(&message) => Self::ImmutableField {
                         object,
                         field: causes.first().map(|c| c.field.clone()).unwrap_or_default(),
                         message,
@@ -397,6 +397,13 @@ impl ApplyError {
             },
         }
     }
+}
+
+/// Whether a 422 message says a field cannot change: `field is immutable` from most
+/// validations, `may not change once set` from a Service's `spec.clusterIPs` (what a real
+/// kube-apiserver answers when `spec.clusterIP` changes).
+fn says_immutable(message: &str) -> bool {
+    message.contains("immutable") || message.contains("may not change once set")
 }
 
 /// `conflict with "kubectl-edit" using apps/v1: .spec.replicas` → `kubectl-edit`.
@@ -466,6 +473,22 @@ mod tests {
         let e = ApplyError::from_kube(imm, "Service/a/s", "patch", Some("a"), None);
         assert!(
             matches!(&e, ApplyError::ImmutableField { field, .. } if field == "spec.clusterIP")
+        );
+        // What kube-apiserver v1.36 answers when a Service's clusterIP changes.
+        let cluster_ips = status(
+            422,
+            "Invalid",
+            "Service \"db\" is invalid: spec.clusterIPs[0]: Invalid value: [\"10.96.0.250\"]: \
+             may not change once set",
+            vec![cause(
+                "spec.clusterIPs[0]",
+                "Invalid value: [\"10.96.0.250\"]: may not change once set",
+            )],
+        );
+        let e = ApplyError::from_kube(cluster_ips, "Service/a/db", "patch", Some("a"), None);
+        assert!(
+            matches!(&e, ApplyError::ImmutableField { field, .. } if field == "spec.clusterIPs[0]"),
+            "{e:?}"
         );
         let forbidden = status(403, "Forbidden", "nope", vec![]);
         let e = ApplyError::from_kube(

@@ -568,7 +568,9 @@ impl RemoteRepository {
             let credential = header.as_deref().map(|h| (&self.origin, h));
             let result = self.execute(request, credential).await?;
             let transient = match &result {
-                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+                Err(e) => {
+                    (e.is_connect() || e.is_timeout() || e.is_request()) && !is_tls_refusal(e)
+                }
                 Ok(resp) => {
                     resp.status().is_server_error()
                         || resp.status() == StatusCode::TOO_MANY_REQUESTS
@@ -1048,6 +1050,28 @@ async fn read_bounded(
 }
 
 /// The error with its causes, e.g. "error sending request: dns error: failed to lookup".
+/// Whether `error` is a TLS handshake this client refused (a certificate it does not
+/// trust, or an invalid one): tokio-rustls reports those as an `io::Error` of kind
+/// `InvalidData` (which hyper-util wraps in another `io::Error`). Asking again gets the
+/// same certificate, so it is not retried.
+fn is_tls_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    fn invalid_data(io: &std::io::Error) -> bool {
+        io.kind() == std::io::ErrorKind::InvalidData
+            || io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                .is_some_and(invalid_data)
+    }
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(invalid_data) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
@@ -1064,6 +1088,19 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_not_transient_a_refused_connection_is() {
+        use std::io::{Error, ErrorKind};
+        // What hyper-util hands up from tokio-rustls for an untrusted certificate.
+        let tls = Error::other(Error::new(
+            ErrorKind::InvalidData,
+            "invalid peer certificate",
+        ));
+        assert!(is_tls_refusal(&tls));
+        assert!(!is_tls_refusal(&Error::from(ErrorKind::ConnectionRefused)));
+        assert!(!is_tls_refusal(&Error::other("connection reset")));
+    }
 
     #[test]
     fn parses_bearer_challenge_with_quoted_commas() {

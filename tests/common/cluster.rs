@@ -721,3 +721,180 @@ pub fn unsigned_spec(repo: &str, tag: &str, interval: &str) -> Value {
 pub fn config_map(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {value}\n")
 }
+
+/// A puller identity of one test whose API requests the server itself counts:
+/// ServiceAccount `tresor-system/<name>` bound to the ClusterRoles deploy/rbac.yaml gives
+/// `tresor-puller` (its own, the drift watches', and `tresor-apply`), and one FlowSchema
+/// (API Priority and Fairness) per class of its requests, so that the server's
+/// `apiserver_flowcontrol_dispatched_requests_total{flow_schema="<name>-<class>"}` counts
+/// them. A request is in the first class that matches; the last class, `other`, is every
+/// request but watches. Everything is deleted when dropped.
+pub struct CountedIdentity {
+    cluster: &'static Cluster,
+    pub name: String,
+    /// A kubeconfig with a token of the ServiceAccount.
+    pub kubeconfig: PathBuf,
+    classes: Vec<String>,
+}
+
+const PULLER_ROLES: [&str; 3] = ["tresor-puller", "tresor-puller-watch", "tresor-apply"];
+
+impl Cluster {
+    /// A [`CountedIdentity`] `name` (unique on the cluster, e.g. the test's namespace) with
+    /// `classes`: (class, FlowSchema `resourceRules` item) in order of precedence.
+    pub fn counted_identity(
+        &'static self,
+        name: &str,
+        classes: &[(&str, Value)],
+    ) -> CountedIdentity {
+        self.kubectl_ok(&["-n", "tresor-system", "create", "serviceaccount", name]);
+        for role in PULLER_ROLES {
+            self.kubectl_ok(&[
+                "create",
+                "clusterrolebinding",
+                &format!("{name}-{role}"),
+                "--clusterrole",
+                role,
+                "--serviceaccount",
+                &format!("tresor-system:{name}"),
+            ]);
+        }
+        let subject = json!([{"kind": "ServiceAccount",
+            "serviceAccount": {"name": name, "namespace": "tresor-system"}}]);
+        let everything_but_watches = json!({
+            "resourceRules": [{"verbs": ["get", "list", "create", "update", "patch", "delete",
+                "deletecollection"], "apiGroups": ["*"], "resources": ["*"],
+                "namespaces": ["*"], "clusterScope": true}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+        });
+        let mut rules: Vec<(String, Value)> = classes
+            .iter()
+            .map(|(class, rule)| (class.to_string(), json!({"resourceRules": [rule]})))
+            .collect();
+        rules.push(("other".into(), everything_but_watches));
+        let mut identity = CountedIdentity {
+            cluster: self,
+            name: name.to_string(),
+            kubeconfig: PathBuf::new(),
+            classes: Vec::new(),
+        };
+        // Before the service accounts' own FlowSchema (9000), after the system ones.
+        for (n, (class, mut rule)) in rules.into_iter().enumerate() {
+            rule["subjects"] = subject.clone();
+            let schema = format!("{name}-{class}");
+            let object = json!({
+                "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+                "metadata": {"name": schema},
+                "spec": {"priorityLevelConfiguration": {"name": "workload-low"},
+                    "matchingPrecedence": 1000 + n, "distinguisherMethod": {"type": "ByUser"},
+                    "rules": [rule]},
+            });
+            let out = self.apply_crds("-", Some(&object.to_string()));
+            assert!(
+                out.status.success(),
+                "FlowSchema {schema}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            identity.classes.push(schema);
+        }
+        // In effect once the server's APF controller has seen them.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for schema in &identity.classes {
+            while !self
+                .kubectl_ok(&[
+                    "get",
+                    "flowschema",
+                    schema,
+                    "-o",
+                    "jsonpath={.status.conditions}",
+                ])
+                .contains("Dangling")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "FlowSchema {schema} not in effect"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        identity.kubeconfig = self.service_account_kubeconfig("tresor-system", name);
+        identity
+    }
+}
+
+impl CountedIdentity {
+    /// The requests of `class` so far, as the server counts them.
+    pub fn requests(&self, class: &str) -> u64 {
+        let schema = format!("{}-{class}", self.name);
+        assert!(self.classes.contains(&schema), "no class {class}");
+        self.counts()[&schema]
+    }
+
+    /// Requests per class (FlowSchema name → count).
+    fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let metrics = self.cluster.kubectl_ok(&["get", "--raw", "/metrics"]);
+        self.classes
+            .iter()
+            .map(|schema| {
+                let series = format!(
+                    "apiserver_flowcontrol_dispatched_requests_total{{flow_schema=\"{schema}\","
+                );
+                let count = metrics
+                    .lines()
+                    .filter(|l| l.starts_with(&series))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
+                (schema.clone(), count as u64)
+            })
+            .collect()
+    }
+
+    /// All its requests so far but watches, as the server counts them.
+    pub fn total(&self) -> u64 {
+        self.counts().values().sum()
+    }
+
+    /// A client with this identity.
+    pub async fn client(&self) -> Client {
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            config,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        Client::try_from(config).unwrap()
+    }
+}
+
+impl Drop for CountedIdentity {
+    fn drop(&mut self) {
+        for schema in &self.classes {
+            self.cluster.kubectl(&[
+                "delete",
+                "flowschema",
+                schema,
+                "--ignore-not-found",
+                "--wait=false",
+            ]);
+        }
+        for role in PULLER_ROLES {
+            self.cluster.kubectl(&[
+                "delete",
+                "clusterrolebinding",
+                &format!("{}-{role}", self.name),
+                "--ignore-not-found",
+                "--wait=false",
+            ]);
+        }
+        self.cluster.kubectl(&[
+            "-n",
+            "tresor-system",
+            "delete",
+            "serviceaccount",
+            &self.name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}

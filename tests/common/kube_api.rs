@@ -1,6 +1,12 @@
 //! An in-process Kubernetes API double: an HTTP server that behaves like a real API server
 //! on the points tresor's apply depends on, for tests through a real `kube::Client`.
 //!
+//! Tests run against the real API server of `scripts/cluster.sh` (docs/cluster-testing.md);
+//! this double remains only for faults a real server does not produce on demand, and each
+//! test using it names its fault (issue 11): today `tests/kube_apply.rs` (a CRD established
+//! only after `establish_delay`). `benches/kube_apply.rs` and `benches/puller_idle.rs` use it
+//! too (their figures are not comparable with the real server's).
+//!
 //! What it does:
 //! - **Discovery**: `/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>` with kinds,
 //!   plurals, `namespaced` and verbs. A CRD becomes discoverable (and its resources
@@ -31,10 +37,7 @@
 //! - **Immutable fields** → 422 Invalid with a cause naming the field: Service
 //!   `spec.clusterIP` (allocated on create), Job `spec.template`, Deployment/StatefulSet
 //!   `spec.selector`, and `metadata.name` differing from the URL.
-//! - **Impersonation**: requests with `Impersonate-User` are checked against a small RBAC
-//!   table (per user: verbs per resource plural, `*` wildcards), 403 Forbidden otherwise
-//!   with a real server's message. Requests without it are cluster-admin. Discovery is
-//!   open to everyone (as `system:discovery` is).
+//! - **No authorization**: every request is cluster-admin's.
 //! - **Watches** (`?watch=true` on a list URL, namespaced or all namespaces, with label
 //!   selectors `k=v`, `k!=v`, `k`, `!k`): JSON lines `{"type": "ADDED|MODIFIED|DELETED|
 //!   BOOKMARK|ERROR", "object": …}`. From `resourceVersion` N, every change after N (kept in
@@ -43,14 +46,13 @@
 //!   entering the label selection is `ADDED`, one leaving it `DELETED`. The stream ends after
 //!   `timeoutSeconds` (default 1800), with a `BOOKMARK` at the latest resourceVersion when
 //!   `allowWatchBookmarks=true`; a watch that falls more than 4,096 changes behind is closed
-//!   (the client resumes from its last resourceVersion). `watch` is its own RBAC verb.
+//!   (the client resumes from its last resourceVersion).
 //! - **Request log**: [`KubeApi::requests`] (every request, watches included, as `METHOD
 //!   /path?query`) and [`KubeApi::writes`] (stored changes).
 //! - **Dry run** (`dryRun=All`): the full check, nothing stored.
 //! - **Controllers, simulated**: Deployments, StatefulSets and DaemonSets are rolled out
-//!   and available at once, Jobs complete at once — unless their name was marked with
-//!   [`KubeApi::never_ready`] or an image ends in `:broken` (workloads then never become
-//!   available; Jobs fail). Services get a clusterIP.
+//!   and available at once, Jobs complete at once — unless an image ends in `:broken`
+//!   (workloads then never become available; Jobs fail). Services get a clusterIP.
 //!
 //! What it does not model: field ownership deeper than one level below the top (a
 //! manager applying `spec.template` owns all of it; real servers track every leaf and
@@ -58,11 +60,11 @@
 //! validation against OpenAPI/CRD schemas, admission webhooks, `spec.finalizers` of
 //! Namespaces, grace periods, streaming lists (`sendInitialEvents`), field selectors,
 //! pagination (`limit` is ignored: one page), subresources other than `/status` (GET and
-//! merge PATCH of `.status` only), multiple stored versions and conversion, the permission
-//! needed to impersonate, authentication.
+//! merge PATCH of `.status` only), multiple stored versions and conversion, RBAC and
+//! impersonation, authentication.
 #![allow(clippy::too_many_lines, clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,22 +94,6 @@ struct Stored {
     owners: BTreeMap<Field, (String, &'static str)>,
 }
 
-/// An RBAC rule: these verbs on these resources (plurals; `*` for all).
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub verbs: Vec<String>,
-    pub resources: Vec<String>,
-}
-
-impl Rule {
-    pub fn new(verbs: &[&str], resources: &[&str]) -> Self {
-        Self {
-            verbs: verbs.iter().map(|s| s.to_string()).collect(),
-            resources: resources.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
     resources: Vec<Res>,
@@ -116,8 +102,6 @@ struct State {
     rv: u64,
     uid: u64,
     establish_delay: Duration,
-    rbac: HashMap<String, Vec<Rule>>,
-    never_ready: HashSet<String>,
     requests: Vec<String>,
     writes: Vec<String>,
     /// Recent changes, oldest first, for watches that resume from a resourceVersion.
@@ -266,10 +250,10 @@ impl KubeApi {
         format!("http://{}", self.addr)
     }
 
-    /// A kube client for the double (optionally impersonating `user`).
-    pub fn client(&self, user: Option<&str>) -> kube::Client {
+    /// A kube client for the double.
+    pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url().parse().unwrap());
-        tresor::kube::client_from_config(config, user, Duration::from_secs(10)).unwrap()
+        tresor::kube::client_from_config(config, None, Duration::from_secs(10)).unwrap()
     }
 
     /// A kubeconfig file pointing at the double (for the CLI).
@@ -285,15 +269,6 @@ impl KubeApi {
         path
     }
 
-    /// The stored object, if any.
-    pub fn get(&self, group: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-        let mut st = self.state.lock().unwrap();
-        tick(&mut st);
-        st.objects
-            .get(&key(group, plural, ns.unwrap_or(""), name))
-            .map(|s| s.obj.clone())
-    }
-
     /// Number of stored objects of a resource.
     pub fn count(&self, group: &str, plural: &str) -> usize {
         let st = self.state.lock().unwrap();
@@ -301,24 +276,6 @@ impl KubeApi {
             .keys()
             .filter(|k| k.0 == group && k.1 == plural)
             .count()
-    }
-
-    /// Allows `user` exactly `rules`.
-    pub fn set_rbac(&self, user: &str, rules: Vec<Rule>) {
-        self.state
-            .lock()
-            .unwrap()
-            .rbac
-            .insert(user.to_string(), rules);
-    }
-
-    /// Workloads with this name never become available / complete.
-    pub fn never_ready(&self, name: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .never_ready
-            .insert(name.to_string());
     }
 
     /// Every request as `METHOD /path?query`.
@@ -350,16 +307,6 @@ impl State {
     fn next_rv(&mut self) -> String {
         self.rv += 1;
         self.rv.to_string()
-    }
-
-    fn allowed(&self, user: Option<&str>, verb: &str, plural: &str) -> bool {
-        let Some(user) = user else { return true };
-        self.rbac.get(user).is_some_and(|rules| {
-            rules.iter().any(|r| {
-                (r.verbs.iter().any(|v| v == verb || v == "*"))
-                    && (r.resources.iter().any(|p| p == plural || p == "*"))
-            })
-        })
     }
 }
 
@@ -684,11 +631,6 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
             .map(|q| format!("?{q}"))
             .unwrap_or_default()
     ));
-    let user = parts
-        .headers
-        .get("impersonate-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
 
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     // Discovery.
@@ -769,33 +711,6 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
         (&Method::DELETE, _) => "delete",
         _ => return status(405, "MethodNotAllowed", "method not allowed", json!({})),
     };
-    let forbidden = |st: &State, verb: &str| -> Option<Response<Body>> {
-        if st.allowed(user.as_deref(), verb, &res.plural) {
-            return None;
-        }
-        let what = match &name {
-            Some(n) => format!("{} \"{n}\"", resource_name(&res)),
-            None => resource_name(&res),
-        };
-        let scope = ns
-            .as_deref()
-            .map(|n| format!(" in the namespace \"{n}\""))
-            .unwrap_or_else(|| " at the cluster scope".into());
-        Some(status(
-            403,
-            "Forbidden",
-            &format!(
-                "{what} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\"{scope}",
-                user.as_deref().unwrap_or(""),
-                res.plural,
-                res.group
-            ),
-            json!({"name": name.clone().unwrap_or_default(), "group": res.group, "kind": res.plural}),
-        ))
-    };
-    if let Some(denied) = forbidden(st, verb) {
-        return denied;
-    }
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     let nskey = ns.clone().unwrap_or_default();
     let writing = matches!(verb, "patch" | "update" | "create");
@@ -966,23 +881,16 @@ fn handle(st: &mut State, parts: &axum::http::request::Parts, body: &[u8]) -> Re
                         true,
                     )
                 }
-                "patch" if content_type.starts_with("application/apply-patch") => {
-                    if !exists {
-                        if let Some(denied) = forbidden(st, "create") {
-                            return denied;
-                        }
-                    }
-                    apply(
-                        st,
-                        &res,
-                        ns.as_deref(),
-                        &name,
-                        body,
-                        &manager,
-                        force,
-                        dry_run,
-                    )
-                }
+                "patch" if content_type.starts_with("application/apply-patch") => apply(
+                    st,
+                    &res,
+                    ns.as_deref(),
+                    &name,
+                    body,
+                    &manager,
+                    force,
+                    dry_run,
+                ),
                 "patch" => update(
                     st,
                     &res,
@@ -1593,18 +1501,13 @@ fn mark_deleted(st: &mut State, k: &Key) {
 
 /// What the controllers would do, at once.
 fn simulate(st: &State, res: &Res, obj: &mut Value, created: bool) {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     let generation = obj["metadata"]["generation"].clone();
-    let broken = st.never_ready.contains(&name)
-        || obj["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["image"].as_str().is_some_and(|i| i.ends_with(":broken")))
-            });
+    let broken = obj["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["image"].as_str().is_some_and(|i| i.ends_with(":broken")))
+        });
     let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(1);
     let ready = if broken { 0 } else { replicas };
     match (res.group.as_str(), res.kind.as_str()) {

@@ -11,7 +11,6 @@ pub mod cluster;
 pub mod fake_registry;
 pub mod kube_api;
 pub mod pki;
-pub mod puller;
 pub mod recording_server;
 pub mod tarball;
 
