@@ -195,7 +195,8 @@ impl Cluster {
                 timeout,
                 api.patch(&object.id.name, &params, &Patch::Apply(&value)),
             )
-            .await?;
+            .await
+            .map_err(|e| e.with_role_ref(&value))?;
         to_json(&live, &object.id)
     }
 
@@ -238,6 +239,7 @@ impl Cluster {
             .into_iter()
             .map(|v| manifest(v, &options.owner))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_confined(&manifests, options).await?;
         let (mut first, mut second): (Vec<_>, Vec<_>) =
             manifests.into_iter().partition(|m| stage_one(&m.gvk));
         first.sort_by_key(|m| rank(&m.gvk.group, &m.gvk.kind));
@@ -300,7 +302,63 @@ impl Cluster {
             .into_iter()
             .map(|v| manifest(v, &options.owner))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_confined(&manifests, options).await?;
         self.resolve_all(manifests, options, None).await
+    }
+
+    /// With [`ApplyOptions::confine_to`], refuses the artifact when a namespaced object
+    /// would land in another namespace (its own `metadata.namespace`, or the target
+    /// namespace). Runs before anything is sent, so nothing is half-applied. Whether a kind
+    /// is namespaced comes from discovery, or from the artifact's own CRDs (`spec.scope`)
+    /// for kinds not served yet; a kind neither knows counts as namespaced.
+    async fn check_confined(
+        &self,
+        manifests: &[Manifest],
+        options: &ApplyOptions,
+    ) -> Result<(), ApplyError> {
+        let Some(home) = options.confine_to.as_deref() else {
+            return Ok(());
+        };
+        let crd_scopes: Vec<(String, String, bool)> = manifests
+            .iter()
+            .filter(|m| m.gvk.group == CRD_GROUP && m.gvk.kind == "CustomResourceDefinition")
+            .filter_map(|m| {
+                let spec = m.value.get("spec")?;
+                Some((
+                    spec.get("group")?.as_str()?.to_string(),
+                    spec.get("names")?.get("kind")?.as_str()?.to_string(),
+                    spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
+                ))
+            })
+            .collect();
+        for m in manifests {
+            let Some(namespace) = m
+                .namespace
+                .as_deref()
+                .or(options.target_namespace.as_deref())
+            else {
+                continue;
+            };
+            if namespace == home {
+                continue;
+            }
+            let namespaced = match self.resolver.resolve(&m.gvk, &m.display).await {
+                Ok(resolved) => resolved.namespaced,
+                Err(ApplyError::UnknownKind { .. }) => crd_scopes
+                    .iter()
+                    .find(|(g, k, _)| *g == m.gvk.group && *k == m.gvk.kind)
+                    .is_none_or(|(_, _, namespaced)| *namespaced),
+                Err(e) => return Err(e),
+            };
+            if namespaced {
+                return Err(ApplyError::CrossNamespace {
+                    object: m.display.clone(),
+                    namespace: namespace.to_string(),
+                    allowed: home.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Resolves kinds and fills in namespaces. With `crd_deadline`, kinds defined by the

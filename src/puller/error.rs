@@ -50,6 +50,19 @@ pub enum PullerError {
     /// Building the apply step failed (client, inventory).
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// `spec.targetNamespace` names another namespace than the sync's own, and the puller
+    /// confines syncs to their namespace (`--no-cross-namespace`).
+    #[error(
+        "{object}: spec.targetNamespace {namespace:?} is another namespace; this puller applies \
+         a sync only into its own namespace (--no-cross-namespace): remove targetNamespace, or \
+         create the ArtifactSync in {namespace:?}. Nothing was applied"
+    )]
+    CrossNamespace {
+        /// The ArtifactSync (`namespace/name`).
+        object: String,
+        /// The namespace it names.
+        namespace: String,
+    },
     /// The registry, cache or source could not be set up.
     #[error("{message}")]
     Setup {
@@ -70,6 +83,7 @@ impl PullerError {
             Self::Kube { .. } => "KubeApiError",
             Self::Apply(e) => e.reason(),
             Self::LeaseLost { .. } => "LeaseLost",
+            Self::CrossNamespace { .. } => "CrossNamespace",
             Self::Setup { reason, .. } => reason,
         }
     }
@@ -81,7 +95,10 @@ impl PullerError {
             | Self::Secret { .. }
             | Self::SecretMissing { .. }
             | Self::Apply(_) => true,
-            Self::Api(_) | Self::Setup { .. } | Self::LeaseLost { .. } => false,
+            Self::Api(_)
+            | Self::Setup { .. }
+            | Self::LeaseLost { .. }
+            | Self::CrossNamespace { .. } => false,
         }
     }
 }
