@@ -1145,6 +1145,10 @@ async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
         message.contains("tresor-inventory-app"),
         "names the object: {message}"
     );
+    assert!(
+        message.contains("tresor-puller-tenant"),
+        "says how to onboard the namespace: {message}"
+    );
     assert!(t.get("v1", "Service", "web").await.is_none());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(puller.alive(), "the puller exited:\n{}", puller.log_tail());

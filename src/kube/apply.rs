@@ -425,7 +425,9 @@ impl Cluster {
                 Ok(None) => None,
                 // Not readable (e.g. an impersonated account that may only patch): the apply
                 // itself reports what the account may not do.
-                Err(ApplyError::Forbidden { .. }) => None,
+                Err(ApplyError::Forbidden { .. } | ApplyError::ImpersonationForbidden { .. }) => {
+                    None
+                }
                 Err(e) => return Err(e),
             };
             if let Some(owner) = claimed {

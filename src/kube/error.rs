@@ -132,6 +132,21 @@ pub enum ApplyError {
         /// The sync's own namespace.
         allowed: String,
     },
+    /// The caller may not impersonate the account it applies as (403 on `impersonate`):
+    /// the account's own rights were never checked.
+    #[error(
+        "{object}: may not act as {account} ({message}); allow `impersonate` on that \
+         ServiceAccount (the puller: bind ClusterRole tresor-puller-tenant in its namespace, \
+         docs/puller.md \"Adding a tenant\")"
+    )]
+    ImpersonationForbidden {
+        /// The object the request was for.
+        object: String,
+        /// The account impersonated.
+        account: String,
+        /// The server's message.
+        message: String,
+    },
     /// The server refused the object as invalid (422).
     #[error("{object}: invalid: {message}")]
     Invalid {
@@ -283,7 +298,7 @@ impl ApplyError {
             Self::NamespaceMissing { .. } => "NamespaceMissing",
             Self::CrdNotEstablished { .. } => "CrdNotEstablished",
             Self::UnknownKind { .. } => "UnknownKind",
-            Self::Forbidden { .. } => "Forbidden",
+            Self::Forbidden { .. } | Self::ImpersonationForbidden { .. } => "Forbidden",
             Self::RbacEscalation { .. } => "RbacEscalation",
             Self::CrossNamespace { .. } => "CrossNamespace",
             Self::Invalid { .. } => "Invalid",
@@ -395,6 +410,11 @@ impl ApplyError {
                     object,
                 }
             }
+            403 if message.contains("cannot impersonate") => Self::ImpersonationForbidden {
+                object,
+                account: account.unwrap_or("the impersonated user").to_string(),
+                message,
+            },
             403 => Self::Forbidden {
                 object,
                 verb: verb.to_string(),
@@ -647,6 +667,25 @@ mod tests {
         assert_eq!(role.reason(), "RbacEscalation");
         assert!(role.to_string().contains("`escalate` on roles"), "{role}");
         assert!(!role.is_transient());
+        let e = ApplyError::from_kube(
+            status(
+                403,
+                "Forbidden",
+                "serviceaccounts \"tresor-tenant\" is forbidden: User \"system:serviceaccount:\
+                 tresor-system:tresor-puller\" cannot impersonate resource \"serviceaccounts\"",
+                vec![],
+            ),
+            "ConfigMap/t/a",
+            "patch",
+            Some("t"),
+            Some("system:serviceaccount:t:tresor-tenant"),
+        );
+        assert_eq!(e.reason(), "Forbidden");
+        assert!(
+            e.to_string()
+                .contains("may not act as system:serviceaccount:t:tresor-tenant"),
+            "{e}"
+        );
         let long = shorten(&"é".repeat(400), 301);
         assert!(long.len() <= 304 && long.ends_with('…'), "{long}");
     }

@@ -63,6 +63,19 @@ pub enum PullerError {
         /// The namespace it names.
         namespace: String,
     },
+    /// The puller may not keep the inventory ConfigMap in the sync's namespace: the
+    /// namespace was not onboarded (no RoleBinding to `tresor-puller-tenant` there).
+    #[error(
+        "{source}; the puller may not keep its inventory in namespace {namespace}: a cluster \
+         admin onboards the namespace by binding ClusterRole tresor-puller-tenant there \
+         (docs/puller.md \"Adding a tenant\")"
+    )]
+    NotOnboarded {
+        /// The sync's namespace.
+        namespace: String,
+        /// The refusal.
+        source: Box<ApplyError>,
+    },
     /// The registry, cache or source could not be set up.
     #[error("{message}")]
     Setup {
@@ -84,6 +97,7 @@ impl PullerError {
             Self::Apply(e) => e.reason(),
             Self::LeaseLost { .. } => "LeaseLost",
             Self::CrossNamespace { .. } => "CrossNamespace",
+            Self::NotOnboarded { source, .. } => source.reason(),
             Self::Setup { reason, .. } => reason,
         }
     }
@@ -94,7 +108,8 @@ impl PullerError {
             Self::Kube { .. }
             | Self::Secret { .. }
             | Self::SecretMissing { .. }
-            | Self::Apply(_) => true,
+            | Self::Apply(_)
+            | Self::NotOnboarded { .. } => true,
             Self::Api(_)
             | Self::Setup { .. }
             | Self::LeaseLost { .. }

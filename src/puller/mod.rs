@@ -855,7 +855,15 @@ async fn build_engine(
         Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
 
     let (cluster, store, options) = apply_setup(sync, ctx, namespace, name)?;
-    let mut applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    let mut applier = KubeApplier::open(cluster, options, cache.root(), store)
+        .await
+        .map_err(|e| match e {
+            crate::kube::ApplyError::Forbidden { .. } => PullerError::NotOnboarded {
+                namespace: namespace.to_string(),
+                source: Box::new(e),
+            },
+            e => e.into(),
+        })?;
     if full_apply {
         // The digest may be applied, but with another spec (path, targetNamespace, prune …):
         // only a full apply prunes what the new spec leaves out. Otherwise (a restart, a
