@@ -983,6 +983,80 @@ mod tests {
         assert_eq!(live_difference(&crd, &live), None);
     }
 
+    /// `--no-cross-namespace`: namespaced objects elsewhere (named, through the target
+    /// namespace, or of a kind only the artifact's CRD defines) are refused; cluster-scoped
+    /// ones, even naming a namespace, are left to the server.
+    #[tokio::test]
+    async fn confinement_refuses_namespaced_objects_elsewhere_only() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let cluster = Cluster::new(
+            Client::try_from(config).unwrap(),
+            Arc::new(crate::kube::StaticResolver::builtin()),
+            None,
+        );
+        let owner = Owner {
+            name: "app".into(),
+            namespace: "team".into(),
+        };
+        let mut options = ApplyOptions::new(owner.clone());
+        options.target_namespace = Some("team".into());
+        options.confine_to = Some("team".into());
+        let check = |objects: Vec<Value>, options: ApplyOptions| {
+            let cluster = cluster.clone();
+            let owner = owner.clone();
+            async move {
+                let manifests: Vec<Manifest> = objects
+                    .into_iter()
+                    .map(|v| manifest(v, &owner).unwrap())
+                    .collect();
+                cluster.check_confined(&manifests, &options).await
+            }
+        };
+        let cm = |ns: Option<&str>| {
+            let mut v = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+            if let Some(ns) = ns {
+                v["metadata"]["namespace"] = json!(ns);
+            }
+            v
+        };
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "other", "namespace": "other"}});
+        assert!(
+            check(vec![cm(None), cm(Some("team")), namespace], options.clone())
+                .await
+                .is_ok()
+        );
+        let e = check(vec![cm(None), cm(Some("other"))], options.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "CrossNamespace");
+        assert!(e.to_string().contains("ConfigMap other/c"), "{e}");
+        let mut elsewhere = options.clone();
+        elsewhere.target_namespace = Some("other".into());
+        assert!(check(vec![cm(None)], elsewhere).await.is_err());
+        // A kind of the artifact's own CRD: its scope decides.
+        let crd = |scope: &str| {
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "scope": scope, "names": {"kind": "Widget"}}})
+        };
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "other"}});
+        assert!(
+            check(vec![crd("Namespaced"), widget.clone()], options.clone())
+                .await
+                .is_err()
+        );
+        assert!(check(vec![crd("Cluster"), widget.clone()], options.clone())
+            .await
+            .is_ok());
+        assert!(check(vec![widget.clone()], options.clone()).await.is_err());
+        options.confine_to = None;
+        assert!(check(vec![widget, cm(Some("other"))], options)
+            .await
+            .is_ok());
+    }
+
     #[test]
     fn claimant_names_another_owner_only() {
         let owner = Owner {
