@@ -67,6 +67,18 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     // A client-side `kubectl apply -k` (what the README says) works on this server too.
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     cluster.kubectl_ok(&["apply", "--dry-run=server", "-k", deploy.to_str().unwrap()]);
+    // The harness installs deploy/'s RBAC under its own names (tests/common/cluster.rs):
+    // the plain names, server-side, as a dry run.
+    cluster.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "--field-manager",
+        "tresor-tests",
+        "-k",
+        deploy.to_str().unwrap(),
+    ]);
     // With the registry-port component (registries on :5000), as the docs show it.
     let overlay = deploy
         .parent()
