@@ -1018,6 +1018,22 @@ async fn read_trust_inputs(
 mod tests {
     use super::*;
 
+    /// `--default-service-account` becomes `system:serviceaccount:<ns>:<name>`: a value
+    /// that is not a ServiceAccount name (`a:b` would name another user) stops the start.
+    #[tokio::test]
+    async fn default_service_account_must_be_a_service_account_name() {
+        let config = || kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let options = |account: &str| PullerOptions {
+            default_service_account: Some(account.into()),
+            ..PullerOptions::default()
+        };
+        for bad in ["a:b", "Tenant", "", "x/y"] {
+            let e = Context::new(config(), options(bad)).err().unwrap();
+            assert_eq!(e.reason(), "InvalidArgument", "{bad:?}: {e}");
+        }
+        assert!(Context::new(config(), options("tresor-tenant")).is_ok());
+    }
+
     /// Issue 17: a field that became empty is cleared, not left stale.
     #[test]
     fn the_status_patch_clears_what_the_new_status_leaves_out() {
