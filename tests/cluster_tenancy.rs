@@ -322,12 +322,7 @@ async fn rbac_escalation_names_the_missing_right() {
          subjects:\n- kind: ServiceAccount\n  name: tresor-tenant\n  namespace: {ns}\n",
         ns = t.ns
     );
-    let out = t.cluster.apply_crds("-", Some(&rights));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.cluster.apply_yaml(&rights);
     t.wait_sync(&puller, "role", SECONDS_60, "applied", |s| {
         ready_at(s, &role_digest)
     })

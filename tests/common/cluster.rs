@@ -147,7 +147,13 @@ impl Cluster {
     /// `kubectl apply --server-side -f -` of `objects` as the test suite's field manager.
     fn apply_objects(&self, objects: &[Value]) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        let out = self.apply_crds("-", Some(&list.to_string()));
+        self.apply_yaml(&list.to_string());
+    }
+
+    /// `kubectl apply --server-side -f -` of `text` (YAML or JSON) as the test suite's field
+    /// manager, which must succeed.
+    pub fn apply_yaml(&self, text: &str) {
+        let out = self.apply_crds("-", Some(text));
         assert!(
             out.status.success(),
             "kubectl apply failed:\n{}{}",
