@@ -67,6 +67,18 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     // A client-side `kubectl apply -k` (what the README says) works on this server too.
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     cluster.kubectl_ok(&["apply", "--dry-run=server", "-k", deploy.to_str().unwrap()]);
+    // The harness installs deploy/'s RBAC under its own names (tests/common/cluster.rs):
+    // the plain names, server-side, as a dry run.
+    cluster.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "--field-manager",
+        "tresor-tests",
+        "-k",
+        deploy.to_str().unwrap(),
+    ]);
     // With the registry-port component (registries on :5000), as the docs show it.
     let overlay = deploy
         .parent()
@@ -103,39 +115,17 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     assert_eq!(ports, [53, 53, 443, 6443, 5000]);
     std::fs::remove_dir_all(&overlay).unwrap();
 
-    // The puller's own roles, without the broad tresor-apply binding of the default install
-    // (which grants everything and which production installs scope or remove).
-    let probe = format!("rbac-probe-{}", std::process::id());
-    cluster.kubectl_ok(&["-n", "tresor-system", "create", "serviceaccount", &probe]);
-    for role in ["tresor-puller", "tresor-puller-watch"] {
-        cluster.kubectl_ok(&[
-            "create",
-            "clusterrolebinding",
-            &format!("{probe}-{role}"),
-            "--clusterrole",
-            role,
-            "--serviceaccount",
-            &format!("tresor-system:{probe}"),
-        ]);
-    }
-    cluster.kubectl_ok(&[
-        "-n",
-        "tresor-system",
-        "create",
-        "rolebinding",
-        &probe,
-        "--role",
-        "tresor-puller-leader-election",
-        "--serviceaccount",
-        &format!("tresor-system:{probe}"),
-    ]);
-    let sa = format!("system:serviceaccount:tresor-system:{probe}");
-    let can = |args: &[&str]| {
-        let mut all = vec!["auth", "can-i", "--as", sa.as_str()];
+    // The puller's rights as deploy/ grants them (the harness's copy of deploy/'s RBAC for a
+    // ServiceAccount of its own: tests/common/cluster.rs `PullerIdentity`).
+    let as_sa = |sa: &str, args: &[&str]| {
+        let user = format!("system:serviceaccount:tresor-system:{sa}");
+        let mut all = vec!["auth", "can-i", "--as", user.as_str()];
         all.extend_from_slice(args);
         let out = cluster.kubectl(&all);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    let deployed = cluster.deployed.service_account.as_str();
+    let can = |args: &[&str]| as_sa(deployed, args);
     assert_eq!(can(&["watch", "artifactsyncs.tresor.dev", "-A"]), "yes");
     assert_eq!(
         can(&[
@@ -157,31 +147,48 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
     assert_eq!(can(&["create", "trustpolicies.tresor.dev"]), "no");
     assert_eq!(can(&["watch", "deployments.apps", "-A"]), "yes");
     assert_eq!(can(&["patch", "deployments.apps", "-A"]), "no");
-    assert_eq!(
+    let lease = |name: &str, ns: &str| {
         can(&[
             "update",
-            "leases.coordination.k8s.io",
+            &format!("leases.coordination.k8s.io/{name}"),
             "-n",
-            "tresor-system"
-        ]),
+            ns,
+        ])
+    };
+    assert_eq!(lease("tresor-puller", "tresor-system"), "yes");
+    assert_eq!(lease("another", "tresor-system"), "no");
+    assert_eq!(lease("tresor-puller", "default"), "no");
+    // Locked down: no apply rights of its own, impersonation and inventories only in
+    // namespaces onboarded with deploy/examples/tenant.yaml.
+    let onboarded = cluster.namespace("rbac-tenant").await;
+    let impersonate = |sa: &str, ns: &str| {
+        as_sa(
+            sa,
+            &["impersonate", "serviceaccounts/tresor-tenant", "-n", ns],
+        )
+    };
+    assert_eq!(impersonate(deployed, &onboarded), "yes");
+    assert_eq!(impersonate(deployed, "kube-system"), "no");
+    assert_eq!(can(&["create", "configmaps", "-n", &onboarded]), "yes");
+    assert_eq!(can(&["patch", "configmaps", "-n", "kube-system"]), "no");
+    assert_eq!(can(&["create", "namespaces"]), "no");
+    // The opt-out (deploy/components/unconfined) grants apply rights everywhere.
+    let unconfined = cluster.unconfined.service_account.as_str();
+    assert_eq!(
+        as_sa(unconfined, &["patch", "deployments.apps", "-A"]),
         "yes"
     );
-    assert_eq!(
-        can(&["update", "leases.coordination.k8s.io", "-n", "default"]),
-        "no"
+    assert_eq!(impersonate(unconfined, "kube-system"), "yes");
+    assert!(cluster
+        .deployed
+        .args
+        .contains(&"--no-cross-namespace".to_string()));
+    assert!(
+        cluster.unconfined.args.is_empty(),
+        "{:?}",
+        cluster.unconfined.args
     );
-    // And the default install's tresor-apply binding does give the puller apply rights.
-    let puller = "system:serviceaccount:tresor-system:tresor-puller";
-    let out = cluster.kubectl(&[
-        "auth",
-        "can-i",
-        "--as",
-        puller,
-        "patch",
-        "deployments.apps",
-        "-A",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    cluster.kubectl(&["delete", "namespace", &onboarded, "--wait=false"]);
 }
 
 /// Scenarios 3: a signed sync is applied with its status filled in, follows its tag to a
@@ -277,12 +284,15 @@ async fn signed_sync_follows_its_tag_and_refuses_unsigned_or_foreign_moves() {
         &[("a.yaml", &config_map("a", "mallory"))],
     );
     t.sign(&registry, &repo, &d4, &mallory);
+    // Pushed before it is signed: a cycle in between sees it unsigned (`NoSignatures`), and
+    // the next one verifies it again and finds the foreign signature.
     let sync = t
         .wait_sync(&puller, "app", SECONDS_30, "refusing v4", |s| {
             s.status
                 .as_ref()
                 .and_then(|st| st.last_attempted_digest.as_deref())
                 == Some(&d4)
+                && condition(s, "Ready").is_some_and(|c| c.1 != "NoSignatures")
         })
         .await;
     let (ready, reason, message) = condition(&sync, "Ready").unwrap();
@@ -680,7 +690,8 @@ async fn crds_and_namespaces_are_applied_before_what_needs_them() {
     ];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     let (repo, d1) = t.push(&registry, None, "v", &files);
-    let puller = t.puller(&[]);
+    // Cluster-scoped objects and another namespace: the opt-out of tenant confinement.
+    let puller = t.puller_unconfined(&[]);
     t.create_sync("app", unsigned_spec(&repo, "v", "10m")).await;
     let sync = t
         .wait_sync(&puller, "app", SECONDS_60, "applied", |s| {
@@ -1146,9 +1157,9 @@ async fn registry_outage_keeps_status_and_drift_is_corrected_from_the_cache() {
     assert_eq!(data_k(&t.config_map("a").await).as_deref(), Some("two"));
 }
 
-/// Scenario 2: a puller identity missing rights (here: no apply rights and no drift
-/// watches, only the puller's own ClusterRole) reports Forbidden on the sync and keeps
-/// running.
+/// Scenario 2: a puller identity missing rights (here: no drift watches and no
+/// tresor-puller-tenant in the namespace, only the puller's own ClusterRole) reports
+/// Forbidden on the sync and keeps running.
 #[tokio::test]
 async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
     let t = Tenant::new("rights").await;
@@ -1161,12 +1172,13 @@ async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
         "clusterrolebinding",
         &sa,
         "--clusterrole",
-        "tresor-puller",
+        &t.cluster.deployed.role("tresor-puller"),
         "--serviceaccount",
         &format!("tresor-system:{sa}"),
     ]);
     let kubeconfig = t.cluster.service_account_kubeconfig("tresor-system", &sa);
-    // A Service: the puller's own role may write ConfigMaps (its inventories), not Services.
+    // Without tresor-puller-tenant in the namespace, the puller may neither keep the
+    // inventory there nor impersonate the tenant's account.
     let service =
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
     let (repo, _) = t.push(&registry, None, "v", &[("svc.yaml", service)]);
@@ -1176,7 +1188,14 @@ async fn puller_missing_a_right_reports_forbidden_and_keeps_running() {
         .wait_not_ready(&puller, "app", SECONDS_30, "forbidden")
         .await;
     assert_eq!(reason, "Forbidden", "{message}");
-    assert!(message.contains("Service"), "names the object: {message}");
+    assert!(
+        message.contains("tresor-inventory-app"),
+        "names the object: {message}"
+    );
+    assert!(
+        message.contains("tresor-puller-tenant"),
+        "says how to onboard the namespace: {message}"
+    );
     assert!(t.get("v1", "Service", "web").await.is_none());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(puller.alive(), "the puller exited:\n{}", puller.log_tail());
@@ -1230,7 +1249,8 @@ async fn forged_inventory_is_verified_again(rebuild: Rebuild) {
         .await
         .unwrap();
 
-    let mut puller = t.puller(&[]);
+    // The strict sync applies into another namespace: the opt-out of tenant confinement.
+    let mut puller = t.puller_unconfined(&[]);
     t.create_sync("lax", unsigned_spec(&repo, "v", "2s")).await;
     t.wait_sync(&puller, "lax", SECONDS_60, "applied", |s| ready_at(s, &x))
         .await;
@@ -1270,7 +1290,7 @@ async fn forged_inventory_is_verified_again(rebuild: Rebuild) {
     match rebuild {
         Rebuild::Restart => {
             puller.kill();
-            puller = t.puller(&[]);
+            puller = t.puller_unconfined(&[]);
         }
         Rebuild::PullSecret => {
             secrets

@@ -161,28 +161,67 @@ fn rbac_is_least_privilege_for_the_puller_itself() {
             .map(|v| v.as_str().unwrap().to_string())
             .collect()
     };
+    // Issue 17: what the code calls, nothing more (each rule's comment names the code).
     assert_eq!(
         verbs_for("artifactsyncs"),
-        ["get", "list", "watch", "patch"],
+        ["list", "watch", "patch"],
         "patch for the finalizer only"
     );
-    assert_eq!(
-        verbs_for("configmaps"),
-        ["get", "create", "patch", "delete"],
-        "the inventory ConfigMaps, without tresor-apply"
-    );
-    assert_eq!(
-        verbs_for("artifactsyncs/status"),
-        ["get", "update", "patch"]
-    );
-    assert_eq!(verbs_for("trustpolicies"), ["get", "list", "watch"]);
+    assert_eq!(verbs_for("artifactsyncs/status"), ["patch"]);
+    assert_eq!(verbs_for("artifactsyncs/finalizers"), Vec::<String>::new());
+    assert_eq!(verbs_for("trustpolicies"), ["list", "watch"]);
     assert_eq!(verbs_for("secrets"), ["get"], "never list or watch Secrets");
-    assert_eq!(verbs_for("serviceaccounts"), ["impersonate"]);
+    assert_eq!(verbs_for("events"), ["create", "patch"]);
+    for r in rules {
+        if r["resources"][0] == "events" {
+            assert_eq!(
+                r["apiGroups"].as_sequence().unwrap(),
+                &[Value::from("events.k8s.io")],
+                "kube-runtime's Recorder writes events.k8s.io only"
+            );
+        }
+    }
+    for (resource, why) in [
+        (
+            "customresourcedefinitions",
+            "tresor-puller-watch covers CRDs",
+        ),
+        (
+            "serviceaccounts",
+            "impersonation is bound per tenant namespace",
+        ),
+        ("configmaps", "inventories are written per tenant namespace"),
+    ] {
+        assert_eq!(verbs_for(resource), Vec::<String>::new(), "{why}");
+    }
     for r in rules {
         for v in r["verbs"].as_sequence().unwrap() {
             assert_ne!(v, "*", "no wildcard verbs in tresor-puller");
         }
     }
+    // What the puller needs in a tenant namespace: bound there with a RoleBinding, never
+    // cluster-wide by the base.
+    let tenant = find(&docs, "ClusterRole", "tresor-puller-tenant");
+    assert_eq!(tenant["rules"][0]["resources"][0], "serviceaccounts");
+    assert_eq!(tenant["rules"][0]["verbs"][0], "impersonate");
+    assert_eq!(tenant["rules"][1]["resources"][0], "configmaps");
+    let base: Vec<&Value> = docs
+        .iter()
+        .filter(|(f, _)| f.parent() == Some(deploy().as_path()))
+        .map(|(_, v)| v)
+        .collect();
+    for v in &base {
+        if v["kind"] == "ClusterRoleBinding" {
+            assert_ne!(v["roleRef"]["name"], "tresor-puller-tenant", "{v:?}");
+            assert_ne!(v["roleRef"]["name"], "tresor-apply", "{v:?}");
+        }
+        assert_ne!(
+            v["metadata"]["name"], "tresor-apply",
+            "the base grants no apply rights"
+        );
+    }
+    let example = std::fs::read_to_string(deploy().join("examples/tenant.yaml")).unwrap();
+    assert!(example.contains("name: tresor-puller-tenant"), "{example}");
     // Watching applied kinds (drift): list and watch only, never Secrets.
     let watch = find(&docs, "ClusterRole", "tresor-puller-watch");
     for r in watch["rules"].as_sequence().unwrap() {
@@ -199,10 +238,39 @@ fn rbac_is_least_privilege_for_the_puller_itself() {
     }
     let binding = find(&docs, "ClusterRoleBinding", "tresor-puller-watch");
     assert_eq!(binding["subjects"][0]["name"], "tresor-puller");
-    // Leases only in its own namespace.
+    // Leases only in its own namespace, and only its own Lease beyond create.
     let lease = find(&docs, "Role", "tresor-puller-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "tresor-system");
     assert_eq!(lease["rules"][0]["resources"][0], "leases");
+    assert_eq!(lease["rules"][0]["resourceNames"][0], "tresor-puller");
+    assert_eq!(lease["rules"][1]["verbs"].as_sequence().unwrap().len(), 1);
+    assert_eq!(lease["rules"][1]["verbs"][0], "create");
+}
+
+/// Issue 12 point 7: deploy/ runs the puller locked down; the opt-out removes exactly the
+/// two flags.
+#[test]
+fn tenants_are_confined_by_default_with_a_component_to_opt_out() {
+    let docs = documents();
+    let d = find(&docs, "Deployment", "tresor-puller");
+    let args: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args[args.len() - 2..],
+        [
+            "--default-service-account=tresor-tenant",
+            "--no-cross-namespace"
+        ],
+        "the unconfined component removes the last two arguments"
+    );
+    let component =
+        std::fs::read_to_string(deploy().join("components/unconfined/kustomization.yaml")).unwrap();
+    assert!(component.contains("value: --no-cross-namespace"));
+    assert!(component.contains("value: --default-service-account=tresor-tenant"));
 }
 
 #[test]

@@ -57,6 +57,15 @@ struct Args {
     /// above the longest `spec.timeout`.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     stall_timeout: Duration,
+    /// ServiceAccount, in each ArtifactSync's own namespace, that syncs without
+    /// `spec.serviceAccountName` apply, prune and delete as (impersonated); without it
+    /// they use the puller's own identity. deploy/ passes `tresor-tenant`.
+    #[arg(long, value_name = "NAME")]
+    default_service_account: Option<String>,
+    /// Apply each ArtifactSync only into its own namespace: another `spec.targetNamespace`
+    /// or an object naming another namespace is refused (Stalled, `CrossNamespace`).
+    #[arg(long)]
+    no_cross_namespace: bool,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -87,6 +96,14 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let health = tokio::net::TcpListener::bind(addr(&args.health_addr)).await?;
     let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
     tracing::info!(health = %health.local_addr()?, metrics = %metrics.local_addr()?, "serving /healthz /readyz and /metrics");
+    tracing::info!(
+        default_service_account = args
+            .default_service_account
+            .as_deref()
+            .unwrap_or("(none: the puller's own identity)"),
+        no_cross_namespace = args.no_cross_namespace,
+        "tenancy"
+    );
     let config = kube::Config::infer().await?;
     let options = PullerOptions {
         cache_dir: args.cache_dir.clone(),
@@ -96,6 +113,8 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         full_resync: args.full_resync,
         watch_label_selector: args.watch_label_selector,
         stall_timeout: args.stall_timeout,
+        default_service_account: args.default_service_account,
+        no_cross_namespace: args.no_cross_namespace,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);

@@ -390,7 +390,7 @@ impl ArtifactSyncSpec {
 
 /// Whether `text` is a DNS-1123 label (what a ServiceAccount name must be here, so that
 /// `system:serviceaccount:<namespace>:<name>` names exactly one account).
-fn is_dns_label(text: &str) -> bool {
+pub fn is_dns_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     !bytes.is_empty()

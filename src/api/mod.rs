@@ -20,7 +20,7 @@ mod trust;
 mod trust_policy;
 
 pub use artifact_sync::{
-    ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
+    is_dns_label, ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
     LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
 };
 pub use conditions::{Condition, ConditionStatus};

@@ -195,7 +195,8 @@ impl Cluster {
                 timeout,
                 api.patch(&object.id.name, &params, &Patch::Apply(&value)),
             )
-            .await?;
+            .await
+            .map_err(|e| e.with_role_ref(&value))?;
         to_json(&live, &object.id)
     }
 
@@ -238,6 +239,7 @@ impl Cluster {
             .into_iter()
             .map(|v| manifest(v, &options.owner))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_confined(&manifests, options).await?;
         let (mut first, mut second): (Vec<_>, Vec<_>) =
             manifests.into_iter().partition(|m| stage_one(&m.gvk));
         first.sort_by_key(|m| rank(&m.gvk.group, &m.gvk.kind));
@@ -300,7 +302,63 @@ impl Cluster {
             .into_iter()
             .map(|v| manifest(v, &options.owner))
             .collect::<Result<Vec<_>, _>>()?;
+        self.check_confined(&manifests, options).await?;
         self.resolve_all(manifests, options, None).await
+    }
+
+    /// With [`ApplyOptions::confine_to`], refuses the artifact when a namespaced object
+    /// would land in another namespace (its own `metadata.namespace`, or the target
+    /// namespace). Runs before anything is sent, so nothing is half-applied. Whether a kind
+    /// is namespaced comes from discovery, or from the artifact's own CRDs (`spec.scope`)
+    /// for kinds not served yet; a kind neither knows counts as namespaced.
+    async fn check_confined(
+        &self,
+        manifests: &[Manifest],
+        options: &ApplyOptions,
+    ) -> Result<(), ApplyError> {
+        let Some(home) = options.confine_to.as_deref() else {
+            return Ok(());
+        };
+        let crd_scopes: Vec<(String, String, bool)> = manifests
+            .iter()
+            .filter(|m| m.gvk.group == CRD_GROUP && m.gvk.kind == "CustomResourceDefinition")
+            .filter_map(|m| {
+                let spec = m.value.get("spec")?;
+                Some((
+                    spec.get("group")?.as_str()?.to_string(),
+                    spec.get("names")?.get("kind")?.as_str()?.to_string(),
+                    spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
+                ))
+            })
+            .collect();
+        for m in manifests {
+            let Some(namespace) = m
+                .namespace
+                .as_deref()
+                .or(options.target_namespace.as_deref())
+            else {
+                continue;
+            };
+            if namespace == home {
+                continue;
+            }
+            let namespaced = match self.resolver.resolve(&m.gvk, &m.display).await {
+                Ok(resolved) => resolved.namespaced,
+                Err(ApplyError::UnknownKind { .. }) => crd_scopes
+                    .iter()
+                    .find(|(g, k, _)| *g == m.gvk.group && *k == m.gvk.kind)
+                    .is_none_or(|(_, _, namespaced)| *namespaced),
+                Err(e) => return Err(e),
+            };
+            if namespaced {
+                return Err(ApplyError::CrossNamespace {
+                    object: m.display.clone(),
+                    namespace: namespace.to_string(),
+                    allowed: home.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Resolves kinds and fills in namespaces. With `crd_deadline`, kinds defined by the
@@ -367,7 +425,9 @@ impl Cluster {
                 Ok(None) => None,
                 // Not readable (e.g. an impersonated account that may only patch): the apply
                 // itself reports what the account may not do.
-                Err(ApplyError::Forbidden { .. }) => None,
+                Err(ApplyError::Forbidden { .. } | ApplyError::ImpersonationForbidden { .. }) => {
+                    None
+                }
                 Err(e) => return Err(e),
             };
             if let Some(owner) = claimed {
@@ -921,6 +981,80 @@ mod tests {
         let live =
             json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Established"}]}});
         assert_eq!(live_difference(&crd, &live), None);
+    }
+
+    /// `--no-cross-namespace`: namespaced objects elsewhere (named, through the target
+    /// namespace, or of a kind only the artifact's CRD defines) are refused; cluster-scoped
+    /// ones, even naming a namespace, are left to the server.
+    #[tokio::test]
+    async fn confinement_refuses_namespaced_objects_elsewhere_only() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let cluster = Cluster::new(
+            Client::try_from(config).unwrap(),
+            Arc::new(crate::kube::StaticResolver::builtin()),
+            None,
+        );
+        let owner = Owner {
+            name: "app".into(),
+            namespace: "team".into(),
+        };
+        let mut options = ApplyOptions::new(owner.clone());
+        options.target_namespace = Some("team".into());
+        options.confine_to = Some("team".into());
+        let check = |objects: Vec<Value>, options: ApplyOptions| {
+            let cluster = cluster.clone();
+            let owner = owner.clone();
+            async move {
+                let manifests: Vec<Manifest> = objects
+                    .into_iter()
+                    .map(|v| manifest(v, &owner).unwrap())
+                    .collect();
+                cluster.check_confined(&manifests, &options).await
+            }
+        };
+        let cm = |ns: Option<&str>| {
+            let mut v = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+            if let Some(ns) = ns {
+                v["metadata"]["namespace"] = json!(ns);
+            }
+            v
+        };
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "other", "namespace": "other"}});
+        assert!(
+            check(vec![cm(None), cm(Some("team")), namespace], options.clone())
+                .await
+                .is_ok()
+        );
+        let e = check(vec![cm(None), cm(Some("other"))], options.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "CrossNamespace");
+        assert!(e.to_string().contains("ConfigMap other/c"), "{e}");
+        let mut elsewhere = options.clone();
+        elsewhere.target_namespace = Some("other".into());
+        assert!(check(vec![cm(None)], elsewhere).await.is_err());
+        // A kind of the artifact's own CRD: its scope decides.
+        let crd = |scope: &str| {
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "widgets.example.com"},
+                "spec": {"group": "example.com", "scope": scope, "names": {"kind": "Widget"}}})
+        };
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": "other"}});
+        assert!(
+            check(vec![crd("Namespaced"), widget.clone()], options.clone())
+                .await
+                .is_err()
+        );
+        assert!(check(vec![crd("Cluster"), widget.clone()], options.clone())
+            .await
+            .is_ok());
+        assert!(check(vec![widget.clone()], options.clone()).await.is_err());
+        options.confine_to = None;
+        assert!(check(vec![widget, cm(Some("other"))], options)
+            .await
+            .is_ok());
     }
 
     #[test]

@@ -96,6 +96,57 @@ pub enum ApplyError {
         /// The server's message.
         message: String,
     },
+    /// The applying account may not grant the permissions an RBAC object in the artifact
+    /// grants (the server's escalation check: "attempting to grant RBAC permissions not
+    /// currently held"). A Role or ClusterRole needs `escalate` on roles/clusterroles, a
+    /// RoleBinding or ClusterRoleBinding `bind` on the role it references — or the account
+    /// holds every permission granted.
+    #[error(
+        "{object}: {account} may not grant permissions it does not hold; give it `{right}` \
+         {on}, or the permissions themselves (server: {message})"
+    )]
+    RbacEscalation {
+        /// The RBAC object.
+        object: String,
+        /// Who tried (`system:serviceaccount:NS:NAME`, or `the current user`).
+        account: String,
+        /// The missing right: `escalate` (roles) or `bind` (bindings).
+        right: &'static str,
+        /// Where the right is needed, e.g. `on clusterroles/admin (resourceNames)`.
+        on: String,
+        /// The server's message, shortened (it lists every missing rule).
+        message: String,
+    },
+    /// A namespaced object of the artifact would be applied outside the namespace the sync
+    /// is confined to (`tresor-puller --no-cross-namespace`); nothing was applied.
+    #[error(
+        "{object}: namespace {namespace:?} is outside {allowed:?}, the only namespace this \
+         sync may apply to (tresor-puller --no-cross-namespace); remove metadata.namespace \
+         or apply it from an ArtifactSync in {namespace:?}. Nothing was applied"
+    )]
+    CrossNamespace {
+        /// The object.
+        object: String,
+        /// The namespace it names.
+        namespace: String,
+        /// The sync's own namespace.
+        allowed: String,
+    },
+    /// The caller may not impersonate the account it applies as (403 on `impersonate`):
+    /// the account's own rights were never checked.
+    #[error(
+        "{object}: may not act as {account} ({message}); allow `impersonate` on that \
+         ServiceAccount (the puller: bind ClusterRole tresor-puller-tenant in its namespace, \
+         docs/puller.md \"Adding a tenant\")"
+    )]
+    ImpersonationForbidden {
+        /// The object the request was for.
+        object: String,
+        /// The account impersonated.
+        account: String,
+        /// The server's message.
+        message: String,
+    },
     /// The server refused the object as invalid (422).
     #[error("{object}: invalid: {message}")]
     Invalid {
@@ -247,7 +298,9 @@ impl ApplyError {
             Self::NamespaceMissing { .. } => "NamespaceMissing",
             Self::CrdNotEstablished { .. } => "CrdNotEstablished",
             Self::UnknownKind { .. } => "UnknownKind",
-            Self::Forbidden { .. } => "Forbidden",
+            Self::Forbidden { .. } | Self::ImpersonationForbidden { .. } => "Forbidden",
+            Self::RbacEscalation { .. } => "RbacEscalation",
+            Self::CrossNamespace { .. } => "CrossNamespace",
             Self::Invalid { .. } => "Invalid",
             Self::ImmutableField { .. } => "ImmutableField",
             Self::NotFound { .. } => "NotFound",
@@ -347,6 +400,21 @@ impl ApplyError {
                 }
             }
             409 if status.reason == "Conflict" => Self::StaleObject { object, message },
+            403 | 422 if message.contains(ESCALATION) => {
+                let (right, on) = escalation_right(&object);
+                Self::RbacEscalation {
+                    account: account.unwrap_or("the current user").to_string(),
+                    right,
+                    on,
+                    message: shorten(&message, 300),
+                    object,
+                }
+            }
+            403 if message.contains("cannot impersonate") => Self::ImpersonationForbidden {
+                object,
+                account: account.unwrap_or("the impersonated user").to_string(),
+                message,
+            },
             403 => Self::Forbidden {
                 object,
                 verb: verb.to_string(),
@@ -404,6 +472,79 @@ impl ApplyError {
 /// kube-apiserver answers when `spec.clusterIP` changes).
 fn says_immutable(message: &str) -> bool {
     message.contains("immutable") || message.contains("may not change once set")
+}
+
+/// What the API server says when an RBAC object grants more than its creator holds
+/// (`k8s.io/kubernetes/pkg/registry/rbac`, 403).
+const ESCALATION: &str = "attempting to grant RBAC permissions not currently held";
+
+/// The right an account lacks to create `object` (`Kind.group/[ns/]name`) despite the
+/// escalation check, and where it is needed. The role a binding references is added by
+/// [`ApplyError::with_role_ref`] where the manifest is known.
+fn escalation_right(object: &str) -> (&'static str, String) {
+    let kind = object.split(['.', '/']).next().unwrap_or_default();
+    match kind {
+        "RoleBinding" | "ClusterRoleBinding" => (
+            "bind",
+            "on the role the binding references (rbac.authorization.k8s.io)".into(),
+        ),
+        "ClusterRole" => (
+            "escalate",
+            "on clusterroles (rbac.authorization.k8s.io)".into(),
+        ),
+        _ => ("escalate", "on roles (rbac.authorization.k8s.io)".into()),
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary (with `…` when cut).
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text.get(..end).unwrap_or_default())
+}
+
+impl ApplyError {
+    /// Names the role a binding references in an [`ApplyError::RbacEscalation`] (from the
+    /// manifest `value`: `roleRef`); other errors are returned as they are.
+    pub fn with_role_ref(self, value: &serde_json::Value) -> Self {
+        match self {
+            Self::RbacEscalation {
+                object,
+                account,
+                right: "bind",
+                message,
+                ..
+            } => {
+                let field = |k: &str| {
+                    value
+                        .pointer(&format!("/roleRef/{k}"))
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let (kind, name) = (field("kind"), field("name"));
+                let on = if kind == "Role" {
+                    let ns = object.split('/').nth(1).unwrap_or_default();
+                    format!("on roles/{name} in namespace {ns} (rbac.authorization.k8s.io)")
+                } else {
+                    format!("on clusterroles/{name} (rbac.authorization.k8s.io)")
+                };
+                Self::RbacEscalation {
+                    object,
+                    account,
+                    right: "bind",
+                    on,
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// `conflict with "kubectl-edit" using apps/v1: .spec.replicas` → `kubectl-edit`.
@@ -512,5 +653,63 @@ mod tests {
         );
         assert_eq!(e.reason(), "ApiError");
         assert!(e.is_transient());
+    }
+
+    /// Issue 17: the server's RBAC escalation refusal is its own reason, naming the right.
+    #[test]
+    fn rbac_escalation_names_the_missing_right() {
+        let refused = |object: &str| {
+            ApplyError::from_kube(
+                status(
+                    403,
+                    "Forbidden",
+                    "rolebindings.rbac.authorization.k8s.io \"x\" is forbidden: user \"u\" \
+                     (groups=[\"g\"]) is attempting to grant RBAC permissions not currently \
+                     held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}",
+                    vec![],
+                ),
+                object,
+                "patch",
+                Some("t"),
+                Some("system:serviceaccount:t:tresor-tenant"),
+            )
+        };
+        let binding = refused("RoleBinding.rbac.authorization.k8s.io/t/x")
+            .with_role_ref(&json!({"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}));
+        assert_eq!(binding.reason(), "RbacEscalation");
+        let text = binding.to_string();
+        assert!(
+            text.contains("`bind` on clusterroles/cluster-admin"),
+            "{text}"
+        );
+        assert!(
+            text.contains("system:serviceaccount:t:tresor-tenant"),
+            "{text}"
+        );
+        let role = refused("Role.rbac.authorization.k8s.io/t/all");
+        assert_eq!(role.reason(), "RbacEscalation");
+        assert!(role.to_string().contains("`escalate` on roles"), "{role}");
+        assert!(!role.is_transient());
+        let e = ApplyError::from_kube(
+            status(
+                403,
+                "Forbidden",
+                "serviceaccounts \"tresor-tenant\" is forbidden: User \"system:serviceaccount:\
+                 tresor-system:tresor-puller\" cannot impersonate resource \"serviceaccounts\"",
+                vec![],
+            ),
+            "ConfigMap/t/a",
+            "patch",
+            Some("t"),
+            Some("system:serviceaccount:t:tresor-tenant"),
+        );
+        assert_eq!(e.reason(), "Forbidden");
+        assert!(
+            e.to_string()
+                .contains("may not act as system:serviceaccount:t:tresor-tenant"),
+            "{e}"
+        );
+        let long = shorten(&"é".repeat(400), 301);
+        assert!(long.len() <= 304 && long.ends_with('…'), "{long}");
     }
 }

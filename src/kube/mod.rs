@@ -156,6 +156,11 @@ pub struct ApplyOptions {
     pub owner: Owner,
     /// Namespace for namespaced objects that do not name one.
     pub target_namespace: Option<String>,
+    /// The only namespace namespaced objects may be applied to (`tresor-puller
+    /// --no-cross-namespace`: the sync's own); an artifact with an object elsewhere is
+    /// refused before anything is applied ([`ApplyError::CrossNamespace`]). Cluster-scoped
+    /// objects are not affected: the API server decides whether the account may write them.
+    pub confine_to: Option<String>,
     /// Take fields other field managers own (`force=true`) instead of failing with a
     /// conflict.
     pub force: bool,
@@ -194,6 +199,7 @@ impl ApplyOptions {
         Self {
             owner,
             target_namespace: None,
+            confine_to: None,
             force: false,
             force_drift: true,
             dry_run: false,

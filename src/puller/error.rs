@@ -50,6 +50,32 @@ pub enum PullerError {
     /// Building the apply step failed (client, inventory).
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// `spec.targetNamespace` names another namespace than the sync's own, and the puller
+    /// confines syncs to their namespace (`--no-cross-namespace`).
+    #[error(
+        "{object}: spec.targetNamespace {namespace:?} is another namespace; this puller applies \
+         a sync only into its own namespace (--no-cross-namespace): remove targetNamespace, or \
+         create the ArtifactSync in {namespace:?}. Nothing was applied"
+    )]
+    CrossNamespace {
+        /// The ArtifactSync (`namespace/name`).
+        object: String,
+        /// The namespace it names.
+        namespace: String,
+    },
+    /// The puller may not keep the inventory ConfigMap in the sync's namespace: the
+    /// namespace was not onboarded (no RoleBinding to `tresor-puller-tenant` there).
+    #[error(
+        "{source}; the puller may not keep its inventory in namespace {namespace}: a cluster \
+         admin onboards the namespace by binding ClusterRole tresor-puller-tenant there \
+         (docs/puller.md \"Adding a tenant\")"
+    )]
+    NotOnboarded {
+        /// The sync's namespace.
+        namespace: String,
+        /// The refusal.
+        source: Box<ApplyError>,
+    },
     /// The registry, cache or source could not be set up.
     #[error("{message}")]
     Setup {
@@ -70,6 +96,8 @@ impl PullerError {
             Self::Kube { .. } => "KubeApiError",
             Self::Apply(e) => e.reason(),
             Self::LeaseLost { .. } => "LeaseLost",
+            Self::CrossNamespace { .. } => "CrossNamespace",
+            Self::NotOnboarded { source, .. } => source.reason(),
             Self::Setup { reason, .. } => reason,
         }
     }
@@ -80,8 +108,12 @@ impl PullerError {
             Self::Kube { .. }
             | Self::Secret { .. }
             | Self::SecretMissing { .. }
-            | Self::Apply(_) => true,
-            Self::Api(_) | Self::Setup { .. } | Self::LeaseLost { .. } => false,
+            | Self::Apply(_)
+            | Self::NotOnboarded { .. } => true,
+            Self::Api(_)
+            | Self::Setup { .. }
+            | Self::LeaseLost { .. }
+            | Self::CrossNamespace { .. } => false,
         }
     }
 }

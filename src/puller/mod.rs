@@ -115,6 +115,14 @@ pub struct PullerOptions {
     /// `/healthz` fails when reconciles are running and none finished for this long (see
     /// [`liveness`]); longer than the longest `spec.timeout` a cycle may take.
     pub stall_timeout: Duration,
+    /// The ServiceAccount (in the sync's own namespace) that syncs without
+    /// `spec.serviceAccountName` apply, prune and delete as (`--default-service-account`,
+    /// like Flux's); `None`: such syncs use the puller's own identity.
+    pub default_service_account: Option<String>,
+    /// A sync applies only into its own namespace (`--no-cross-namespace`): another
+    /// `spec.targetNamespace`, or an object naming another namespace, is refused before
+    /// anything is applied (reason `CrossNamespace`).
+    pub no_cross_namespace: bool,
 }
 
 impl Default for PullerOptions {
@@ -128,6 +136,8 @@ impl Default for PullerOptions {
             full_resync: Duration::from_secs(600),
             watch_label_selector: None,
             stall_timeout: Duration::from_secs(30 * 60),
+            default_service_account: None,
+            no_cross_namespace: false,
         }
     }
 }
@@ -165,6 +175,17 @@ pub struct Context {
 impl Context {
     /// A context talking to the cluster as `config` (impersonated clients derive from it).
     pub fn new(config: kube::Config, options: PullerOptions) -> Result<Self, PullerError> {
+        if let Some(account) = &options.default_service_account {
+            if !crate::api::is_dns_label(account) {
+                return Err(PullerError::Setup {
+                    reason: "InvalidArgument",
+                    message: format!(
+                        "--default-service-account {account:?} is not a ServiceAccount name: \
+                         use lower-case letters, digits and '-', at most 63 characters"
+                    ),
+                });
+            }
+        }
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
         let watch_client = watch_client_from_config(config, options.call_timeout)?;
         let reporter = Reporter {
@@ -807,6 +828,14 @@ async fn build_engine(
 ) -> Result<Engine<KubeApplier>, PullerError> {
     sync.validate()?;
     let spec = &sync.spec;
+    if ctx.options.no_cross_namespace {
+        if let Some(target) = spec.target_namespace.as_deref().filter(|t| *t != namespace) {
+            return Err(PullerError::CrossNamespace {
+                object: sync.object_name(),
+                namespace: target.to_string(),
+            });
+        }
+    }
 
     let r = &spec.source_ref;
     let (text, semver) = match (&r.tag, &r.semver, &r.digest) {
@@ -826,7 +855,15 @@ async fn build_engine(
         Cache::open(&ctx.options.cache_dir).map_err(|e| setup(e.reason(), e.to_string()))?;
 
     let (cluster, store, options) = apply_setup(sync, ctx, namespace, name)?;
-    let mut applier = KubeApplier::open(cluster, options, cache.root(), store).await?;
+    let mut applier = KubeApplier::open(cluster, options, cache.root(), store)
+        .await
+        .map_err(|e| match e {
+            crate::kube::ApplyError::Forbidden { .. } => PullerError::NotOnboarded {
+                namespace: namespace.to_string(),
+                source: Box::new(e),
+            },
+            e => e.into(),
+        })?;
     if full_apply {
         // The digest may be applied, but with another spec (path, targetNamespace, prune …):
         // only a full apply prunes what the new spec leaves out. Otherwise (a restart, a
@@ -853,10 +890,12 @@ async fn build_engine(
     .with_verdicts(ctx.verdicts.clone()))
 }
 
-/// How `sync` applies: the cluster as its service account (impersonated when
-/// `serviceAccountName` is set), the inventory store as the puller itself, and the apply
-/// options from the spec. Shared by the engine and the deletion path (which must delete
-/// with the same rights the objects were applied with).
+/// How `sync` applies: the cluster as its service account (impersonated: its
+/// `serviceAccountName`, else the puller's `--default-service-account`, in the sync's own
+/// namespace), the inventory store as the puller itself, and the apply options from the
+/// spec (confined to the sync's namespace with `--no-cross-namespace`). Shared by the
+/// engine and the deletion path (which must delete with the same rights the objects were
+/// applied with).
 fn apply_setup(
     sync: &ArtifactSync,
     ctx: &Context,
@@ -868,6 +907,7 @@ fn apply_setup(
     let account = spec
         .service_account_name
         .as_deref()
+        .or(ctx.options.default_service_account.as_deref())
         .map(|sa| service_account_user(namespace, sa));
     // Every sync applies through the puller's own connection pool, impersonating its
     // service account when it has one.
@@ -896,6 +936,9 @@ fn apply_setup(
         })?,
         None => None,
     };
+    if ctx.options.no_cross_namespace {
+        options.confine_to = Some(namespace.to_string());
+    }
     options.prune = spec.prune;
     options.allow_empty = spec.allow_empty;
     options.wait = spec.wait;
@@ -974,6 +1017,22 @@ async fn read_trust_inputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--default-service-account` becomes `system:serviceaccount:<ns>:<name>`: a value
+    /// that is not a ServiceAccount name (`a:b` would name another user) stops the start.
+    #[tokio::test]
+    async fn default_service_account_must_be_a_service_account_name() {
+        let config = || kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let options = |account: &str| PullerOptions {
+            default_service_account: Some(account.into()),
+            ..PullerOptions::default()
+        };
+        for bad in ["a:b", "Tenant", "", "x/y"] {
+            let e = Context::new(config(), options(bad)).err().unwrap();
+            assert_eq!(e.reason(), "InvalidArgument", "{bad:?}: {e}");
+        }
+        assert!(Context::new(config(), options("tresor-tenant")).is_ok());
+    }
 
     /// Issue 17: a field that became empty is cleared, not left stale.
     #[test]

@@ -3,6 +3,15 @@
 //! namespace per test, and `tresor-puller` run as a process with its own ServiceAccount's
 //! token, so deploy/rbac.yaml is what the puller really has.
 //!
+//! deploy/'s RBAC is installed under names with a hash of its content
+//! ([`PullerIdentity`]): `tresor-puller-<hash>` and its roles. The cluster is shared by
+//! test runs of other checkouts, whose deploy/ may grant more or other rights under the
+//! plain names (server-side apply never deletes a binding a newer deploy/ dropped); a
+//! copy of this checkout's RBAC under names of its own is exactly what this checkout
+//! grants, whatever else was installed. The puller runs with the tenancy arguments of
+//! deploy/deployment.yaml, and every test namespace is onboarded as
+//! deploy/examples/tenant.yaml shows (see [`Cluster::namespace`]).
+//!
 //! Each test's puller reconciles only the ArtifactSyncs labelled with its namespace
 //! (`--watch-label-selector`), so tests run in parallel on one cluster without taking each
 //! other's syncs.
@@ -31,10 +40,39 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// kubectl built with the server (`scripts/cluster.sh path kubectl`), or the machine's.
     pub kubectl: PathBuf,
-    /// A kubeconfig holding a token of `tresor-system/tresor-puller`.
+    /// A kubeconfig holding a token of the puller's ServiceAccount as deploy/ sets it up
+    /// ([`Cluster::deployed`]).
     pub puller_kubeconfig: PathBuf,
+    /// The puller as deploy/ installs it: locked down.
+    pub deployed: PullerIdentity,
+    /// The puller as deploy/ with the Component deploy/components/unconfined installs it.
+    pub unconfined: PullerIdentity,
     work: PathBuf,
 }
+
+/// A puller ServiceAccount with exactly the RBAC of one rendering of deploy/, under names
+/// suffixed with a hash of that RBAC, and the tenancy arguments of its Deployment.
+pub struct PullerIdentity {
+    /// `-<hash>`, appended to every RBAC object and the ServiceAccount.
+    pub suffix: String,
+    /// The ServiceAccount in `tresor-system` (`tresor-puller-<hash>`).
+    pub service_account: String,
+    /// A kubeconfig with its token.
+    pub kubeconfig: PathBuf,
+    /// `--default-service-account…` and `--no-cross-namespace`, as the Deployment passes them.
+    pub args: Vec<String>,
+}
+
+impl PullerIdentity {
+    /// The name this identity's copy of deploy/'s role `name` has.
+    pub fn role(&self, name: &str) -> String {
+        format!("{name}{}", self.suffix)
+    }
+}
+
+/// The puller's ServiceAccount in deploy/.
+const PULLER_SA: &str = "tresor-puller";
+const RBAC_KINDS: [&str; 4] = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
 
 fn repo_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,29 +100,138 @@ impl Cluster {
             .unwrap_or_else(|| PathBuf::from("kubectl"));
         let work = std::env::temp_dir().join(format!("tresor-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&work).unwrap();
+        let placeholder = || PullerIdentity {
+            suffix: String::new(),
+            service_account: String::new(),
+            kubeconfig: PathBuf::new(),
+            args: Vec::new(),
+        };
         let mut c = Self {
             kubeconfig,
             kubectl,
-            puller_kubeconfig: work.join("puller.kubeconfig"),
+            puller_kubeconfig: PathBuf::new(),
+            deployed: placeholder(),
+            unconfined: placeholder(),
             work,
         };
-        c.install_deploy();
-        c.puller_kubeconfig = c.service_account_kubeconfig("tresor-system", "tresor-puller");
+        let base = c.render(&repo_dir().join("deploy"));
+        c.install_deploy(&base);
+        c.deployed = c.identity(&base);
+        let overlay = repo_dir().join(format!(".tmp/unconfined-{}", std::process::id()));
+        std::fs::create_dir_all(&overlay).unwrap();
+        std::fs::write(
+            overlay.join("kustomization.yaml"),
+            "resources:\n  - ../../deploy\ncomponents:\n  - ../../deploy/components/unconfined\n",
+        )
+        .unwrap();
+        let unconfined = c.render(&overlay);
+        let _ = std::fs::remove_dir_all(&overlay);
+        c.unconfined = c.identity(&unconfined);
+        c.puller_kubeconfig = c.deployed.kubeconfig.clone();
         c
     }
 
-    /// `kubectl apply --server-side -k deploy/`, then waits for the CRDs.
-    fn install_deploy(&self) {
-        let deploy = repo_dir().join("deploy");
-        self.kubectl_ok(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "tresor-tests",
-            "-k",
-            deploy.to_str().unwrap(),
-        ]);
+    /// `kubectl kustomize DIR` as JSON objects.
+    fn render(&self, dir: &Path) -> Vec<Value> {
+        let yaml = self.kubectl_ok(&["kustomize", dir.to_str().unwrap()]);
+        let mut objects = Vec::new();
+        for d in serde_norway::Deserializer::from_str(&yaml) {
+            let v = <Value as serde::Deserialize>::deserialize(d).unwrap();
+            if !v.is_null() {
+                objects.push(v);
+            }
+        }
+        objects
+    }
+
+    /// `kubectl apply --server-side -f -` of `objects` as the test suite's field manager.
+    fn apply_objects(&self, objects: &[Value]) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        self.apply_yaml(&list.to_string());
+    }
+
+    /// `kubectl apply --server-side -f -` of `text` (YAML or JSON) as the test suite's field
+    /// manager, which must succeed.
+    pub fn apply_yaml(&self, text: &str) {
+        let out = self.apply_crds("-", Some(text));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A copy of the RBAC of `rendered` (a rendering of deploy/) for a ServiceAccount of
+    /// its own, every role and binding renamed with a hash of that RBAC; applied, with a
+    /// token.
+    fn identity(&self, rendered: &[Value]) -> PullerIdentity {
+        use sha2::Digest as _;
+        let rbac: Vec<&Value> = rendered
+            .iter()
+            .filter(|o| RBAC_KINDS.iter().any(|k| o["kind"] == *k))
+            .collect();
+        let hash = hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(&rbac).unwrap().as_slice(),
+        ));
+        let suffix = format!("-{}", &hash[..10]);
+        let service_account = format!("{PULLER_SA}{suffix}");
+        let roles: Vec<String> = rbac
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        let mut objects = vec![json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": service_account, "namespace": "tresor-system"},
+        })];
+        for object in rbac {
+            let mut copy = object.clone();
+            let name = copy["metadata"]["name"].as_str().unwrap().to_string();
+            copy["metadata"]["name"] = json!(format!("{name}{suffix}"));
+            if let Some(role) = copy["roleRef"]["name"].as_str().map(str::to_string) {
+                if roles.contains(&role) {
+                    copy["roleRef"]["name"] = json!(format!("{role}{suffix}"));
+                }
+            }
+            let subjects = copy.get_mut("subjects").and_then(Value::as_array_mut);
+            for subject in subjects.into_iter().flatten() {
+                if subject["kind"] == "ServiceAccount" && subject["name"] == PULLER_SA {
+                    subject["name"] = json!(service_account);
+                }
+            }
+            objects.push(copy);
+        }
+        self.apply_objects(&objects);
+        let args = rendered
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == PULLER_SA)
+            .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["args"].as_array())
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|a| {
+                a.starts_with("--default-service-account") || a.starts_with("--no-cross-namespace")
+            })
+            .map(str::to_string)
+            .collect();
+        PullerIdentity {
+            kubeconfig: self.service_account_kubeconfig("tresor-system", &service_account),
+            suffix,
+            service_account,
+            args,
+        }
+    }
+
+    /// Applies the rendered deploy/ server-side, except its RBAC (see [`PullerIdentity`]),
+    /// then waits for the CRDs.
+    fn install_deploy(&self, rendered: &[Value]) {
+        let objects: Vec<Value> = rendered
+            .iter()
+            .filter(|o| !RBAC_KINDS.iter().any(|k| o["kind"] == *k))
+            .cloned()
+            .collect();
+        self.apply_objects(&objects);
         self.kubectl_ok(&[
             "wait",
             "--for",
@@ -199,8 +346,48 @@ impl Cluster {
         Client::try_from(config).unwrap()
     }
 
-    /// A new namespace `<prefix>-<pid>-<n>` for one test, labelled with its own name.
+    /// A new namespace `<prefix>-<pid>-<n>` for one test, labelled with its own name and
+    /// onboarded as deploy/examples/tenant.yaml shows, for [`Cluster::deployed`]: the
+    /// ServiceAccount `tresor-tenant` with `edit`, and the puller's RoleBinding.
     pub async fn namespace(&self, prefix: &str) -> String {
+        let name = self.bare_namespace(prefix).await;
+        self.onboard(&name, true);
+        name
+    }
+
+    /// Applies deploy/examples/tenant.yaml to `namespace` (instead of team-a), for the
+    /// deployed identity's copy of the roles; without `tenant_rights`, the ServiceAccount
+    /// `tresor-tenant` gets no RoleBinding.
+    pub fn onboard(&self, namespace: &str, tenant_rights: bool) {
+        let text = std::fs::read_to_string(repo_dir().join("deploy/examples/tenant.yaml"))
+            .unwrap()
+            .replace("team-a", namespace);
+        let mut objects = Vec::new();
+        for d in serde_norway::Deserializer::from_str(&text) {
+            let mut v = <Value as serde::Deserialize>::deserialize(d).unwrap();
+            if v.is_null() {
+                continue;
+            }
+            let for_tenant = v["subjects"][0]["name"] == "tresor-tenant";
+            if v["kind"] == "RoleBinding" && for_tenant && !tenant_rights {
+                continue;
+            }
+            if v["roleRef"]["name"] == "tresor-puller-tenant" {
+                v["roleRef"]["name"] = json!(self.deployed.role("tresor-puller-tenant"));
+            }
+            let subjects = v.get_mut("subjects").and_then(Value::as_array_mut);
+            for subject in subjects.into_iter().flatten() {
+                if subject["name"] == PULLER_SA {
+                    subject["name"] = json!(self.deployed.service_account);
+                }
+            }
+            objects.push(v);
+        }
+        self.apply_objects(&objects);
+    }
+
+    /// A new namespace `<prefix>-<pid>-<n>`, labelled with its own name, nothing in it.
+    pub async fn bare_namespace(&self, prefix: &str) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "{prefix}-{}-{}",
@@ -219,14 +406,34 @@ impl Cluster {
         name
     }
 
-    /// Starts `tresor-puller` as `tresor-system/tresor-puller` for the syncs labelled
-    /// `RUN_LABEL=run`, with `extra` arguments.
+    /// Starts `tresor-puller` as deploy/ runs it ([`Cluster::deployed`]: its RBAC, its
+    /// tenancy arguments) for the syncs labelled `RUN_LABEL=run`, with `extra` arguments.
     pub fn puller(&self, run: &str, extra: &[&str]) -> PullerProcess {
         self.puller_as(&self.puller_kubeconfig, run, extra)
     }
 
-    /// Like [`Self::puller`] with another identity.
+    /// Like [`Self::puller`], as deploy/ with deploy/components/unconfined runs it.
+    pub fn puller_unconfined(&self, run: &str, extra: &[&str]) -> PullerProcess {
+        self.start_puller(
+            &self.unconfined.kubeconfig,
+            &self.unconfined.args,
+            run,
+            extra,
+        )
+    }
+
+    /// Like [`Self::puller`] with another identity (deploy/'s tenancy arguments).
     pub fn puller_as(&self, kubeconfig: &Path, run: &str, extra: &[&str]) -> PullerProcess {
+        self.start_puller(kubeconfig, &self.deployed.args, run, extra)
+    }
+
+    fn start_puller(
+        &self,
+        kubeconfig: &Path,
+        tenancy: &[String],
+        run: &str,
+        extra: &[&str],
+    ) -> PullerProcess {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let dir = self.work.join(format!("puller-{run}-{n}"));
@@ -248,6 +455,7 @@ impl Cluster {
             .arg("--cache-dir")
             .arg(dir.join("cache"))
             .args(["--watch-label-selector", &format!("{RUN_LABEL}={run}")])
+            .args(tenancy)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -372,9 +580,28 @@ impl Tenant {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// The puller for this tenant's syncs.
+    /// A new namespace like [`Tenant::new`] whose ServiceAccount `tresor-tenant` has no
+    /// rights (the puller may still impersonate it there).
+    pub async fn without_rights(prefix: &str) -> Self {
+        let cluster = cluster();
+        let ns = cluster.bare_namespace(prefix).await;
+        cluster.onboard(&ns, false);
+        Self {
+            cluster,
+            client: cluster.client().await,
+            ns,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The puller for this tenant's syncs (as deploy/ runs it: locked down).
     pub fn puller(&self, extra: &[&str]) -> PullerProcess {
         self.cluster.puller(&self.ns, extra)
+    }
+
+    /// The puller for this tenant's syncs, as deploy/components/unconfined runs it.
+    pub fn puller_unconfined(&self, extra: &[&str]) -> PullerProcess {
+        self.cluster.puller_unconfined(&self.ns, extra)
     }
 
     /// Creates ArtifactSync `name` with `spec`, labelled for this tenant's puller.
@@ -737,30 +964,50 @@ pub struct CountedIdentity {
     classes: Vec<String>,
 }
 
-const PULLER_ROLES: [&str; 3] = ["tresor-puller", "tresor-puller-watch", "tresor-apply"];
+/// deploy/'s cluster-wide roles of the puller (the deployed identity's copies are bound).
+const PULLER_ROLES: [&str; 2] = ["tresor-puller", "tresor-puller-watch"];
 
 impl Cluster {
-    /// A [`CountedIdentity`] `name` (unique on the cluster, e.g. the test's namespace) with
-    /// `classes`: (class, FlowSchema `resourceRules` item) in order of precedence.
+    /// A [`CountedIdentity`] for the onboarded tenant namespace `name` (see
+    /// [`Cluster::namespace`]) with `classes`: (class, FlowSchema `resourceRules` item) in
+    /// order of precedence. It has the deployed puller's rights, and what it does as the
+    /// namespace's `tresor-tenant` (impersonated, deploy/'s `--default-service-account`)
+    /// counts as its own: the server classifies a request by the user it impersonates.
     pub fn counted_identity(
         &'static self,
         name: &str,
         classes: &[(&str, Value)],
     ) -> CountedIdentity {
         self.kubectl_ok(&["-n", "tresor-system", "create", "serviceaccount", name]);
+        let account = format!("tresor-system:{name}");
         for role in PULLER_ROLES {
             self.kubectl_ok(&[
                 "create",
                 "clusterrolebinding",
                 &format!("{name}-{role}"),
                 "--clusterrole",
-                role,
+                &self.deployed.role(role),
                 "--serviceaccount",
-                &format!("tresor-system:{name}"),
+                &account,
             ]);
         }
+        // Impersonation of the tenant and the inventory, as deploy/examples/tenant.yaml
+        // grants the puller (deleted with the namespace).
+        self.kubectl_ok(&[
+            "-n",
+            name,
+            "create",
+            "rolebinding",
+            &format!("counted-{name}"),
+            "--clusterrole",
+            &self.deployed.role("tresor-puller-tenant"),
+            "--serviceaccount",
+            &account,
+        ]);
         let subject = json!([{"kind": "ServiceAccount",
-            "serviceAccount": {"name": name, "namespace": "tresor-system"}}]);
+            "serviceAccount": {"name": name, "namespace": "tresor-system"}},
+            {"kind": "ServiceAccount",
+            "serviceAccount": {"name": "tresor-tenant", "namespace": name}}]);
         let everything_but_watches = json!({
             "resourceRules": [{"verbs": ["get", "list", "create", "update", "patch", "delete",
                 "deletecollection"], "apiGroups": ["*"], "resources": ["*"],
