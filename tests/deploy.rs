@@ -140,6 +140,23 @@ fn puller_deployment_is_locked_down() {
         .find(|v| v["name"] == "cache")
         .unwrap();
     assert!(cache["emptyDir"].is_mapping());
+    // Room for 4 concurrent stagings of 512 MiB, and the node's disk is accounted for.
+    assert_eq!(cache["emptyDir"]["sizeLimit"], "3Gi");
+    for what in ["requests", "limits"] {
+        assert!(
+            c["resources"][what]["ephemeral-storage"].is_string(),
+            "resources.{what}.ephemeral-storage missing"
+        );
+    }
+    // The downward API gives the Lease holder and Event instance their names.
+    let env = c["env"].as_sequence().unwrap();
+    for (name, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field, "{name}");
+    }
 }
 
 #[test]
@@ -287,7 +304,11 @@ fn network_policy_allows_dns_api_registries_and_metrics_only() {
         .flat_map(|e| e["ports"].as_sequence().unwrap().clone())
         .map(|p| p["port"].as_u64().unwrap())
         .collect();
-    assert_eq!(egress_ports, [53, 53, 443, 6443]);
+    assert_eq!(egress_ports, [53, 53, 5353, 5353, 443, 6443]);
+    // DNS to any destination: NodeLocal DNSCache and Cloud DNS are no kube-dns pods.
+    let dns = &np["spec"]["egress"][0];
+    assert_eq!(dns["ports"][0]["port"], 53);
+    assert!(dns.get("to").is_none(), "{dns:?}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOptions};
+use tresor::puller::{bind, run_elected, serve_health, Context, LeaseLock, PullerOptions};
 
 // The system allocator, unlike `tresor`'s mimalloc: the puller is long-running and idle
 // most of the time, and mimalloc's retained pages cost ~20 MiB of idle RSS with 100
@@ -17,7 +17,7 @@ use tresor::puller::{run_elected, serve_health, Context, LeaseLock, PullerOption
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address of Prometheus `/metrics`.
+    /// Address of Prometheus `/metrics` (`:PORT`: every IPv6 and IPv4 address).
     #[arg(long, default_value = ":8080")]
     metrics_addr: String,
     /// Address of `/healthz` (fails when reconciles stall) and `/readyz` (fails until the
@@ -71,14 +71,6 @@ struct Args {
     verbose: u8,
 }
 
-fn addr(text: &str) -> String {
-    if text.starts_with(':') {
-        format!("0.0.0.0{text}")
-    } else {
-        text.to_string()
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -93,8 +85,8 @@ async fn main() -> ExitCode {
 }
 
 async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let health = tokio::net::TcpListener::bind(addr(&args.health_addr)).await?;
-    let metrics = tokio::net::TcpListener::bind(addr(&args.metrics_addr)).await?;
+    let health = bind(&args.health_addr).await?;
+    let metrics = bind(&args.metrics_addr).await?;
     tracing::info!(health = %health.local_addr()?, metrics = %metrics.local_addr()?, "serving /healthz /readyz and /metrics");
     tracing::info!(
         default_service_account = args

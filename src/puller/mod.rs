@@ -64,7 +64,7 @@ pub use error::PullerError;
 pub use events::{event_note, NOTE_MAX_BYTES};
 pub use health::{liveness, readiness, Health, ReadyFacts, Role, Unhealthy};
 pub use lease::LeaseLock;
-pub use serve::serve_health;
+pub use serve::{bind, serve_health};
 pub use verify::{keyless_authority, AllOf, TRUSTED_ROOT_KEY};
 pub use watch::{WatchStats, Watches};
 use watched::WatchedSync;

@@ -8,6 +8,21 @@ use tokio::net::TcpListener;
 
 use super::Context;
 
+/// Listens on `addr`: `HOST:PORT`, or `:PORT` for every address of the pod, IPv6 and IPv4
+/// (`[::]:PORT`, which Linux serves dual-stack unless `net.ipv6.bindv6only` is set), so
+/// that IPv6-only and dual-stack clusters reach the probes and metrics; where the kernel
+/// has no IPv6, `0.0.0.0:PORT`.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let Some(port) = addr.strip_prefix(':') else {
+        return TcpListener::bind(addr).await;
+    };
+    match TcpListener::bind(format!("[::]:{port}")).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+        Err(_) => TcpListener::bind(format!("0.0.0.0:{port}")).await,
+    }
+}
+
 /// Answers on `listener`, until the task is dropped: `GET /readyz` 200 `ok: ROLE` when the
 /// puller is Ready ([`Context::readiness`]), else 503 naming the reason; `GET /healthz` 200
 /// `ok` unless the reconcile loop is stalled ([`Context::liveness`]), else 503; anything else
@@ -65,4 +80,26 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8
 
 fn unavailable(e: &super::health::Unhealthy) -> (&'static str, String) {
     ("503 Service Unavailable", format!("{}: {e}\n", e.reason()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 17): `:PORT` listened on IPv4 only, so IPv6-only clusters could not
+    /// probe the puller.
+    #[tokio::test]
+    async fn a_bare_port_listens_on_ipv6_and_ipv4() {
+        let listener = bind(":0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        assert!(local.is_ipv6(), "{local}");
+        let port = local.port();
+        for host in ["127.0.0.1", "[::1]"] {
+            let connect = tokio::net::TcpStream::connect(format!("{host}:{port}"));
+            let (stream, accepted) = tokio::join!(connect, listener.accept());
+            assert!(stream.is_ok() && accepted.is_ok(), "{host}:{port}");
+        }
+        let explicit = bind("127.0.0.1:0").await.unwrap();
+        assert!(explicit.local_addr().unwrap().is_ipv4());
+    }
 }
