@@ -112,7 +112,7 @@ async fn deploy_applies_server_side_and_rbac_is_what_the_puller_gets() {
         .flat_map(|e| e["ports"].as_array().unwrap().iter())
         .map(|p| p["port"].as_i64().unwrap())
         .collect();
-    assert_eq!(ports, [53, 53, 443, 6443, 5000]);
+    assert_eq!(ports, [53, 53, 5353, 5353, 443, 6443, 5000]);
     std::fs::remove_dir_all(&overlay).unwrap();
 
     // The puller's rights as deploy/ grants them (the harness's copy of deploy/'s RBAC for a
