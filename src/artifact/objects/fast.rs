@@ -1000,6 +1000,7 @@ pub(super) fn compare_with_libyaml(text: &str) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::split_sections;
     use super::*;
 
     /// Reads `text` at every depth both ways (see [`compare_with_libyaml`]); panics on
