@@ -5,7 +5,7 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 #   scripts/fuzz.sh              every target, 60 s each
-#   scripts/fuzz.sh 600          the campaign docs/fuzzing.md reports (10 minutes each)
+#   scripts/fuzz.sh 600          10 minutes each (the campaign issue 12 asks for)
 #   scripts/fuzz.sh 30 extract   one target
 # Working corpora grow in fuzz/corpus/<target>/ (seeded from fuzz/seeds/ and testdata/),
 # crashes land in fuzz/artifacts/<target>/, logs in fuzz/logs/; none of them is committed.
