@@ -215,6 +215,17 @@ fn parse_layout(text: &str, rest: &str) -> Result<Reference, ReferenceError> {
     if path.is_empty() {
         return Err(invalid("missing layout directory path".to_string()));
     }
+    // The path is written again without a tag (`pinned`, `repository`, `Display` of a
+    // digest-only reference); a ':' in its last component would then be read as a tag
+    // separator and name another directory.
+    if let Some((head, tail)) = path.rsplit_once(':') {
+        if !head.is_empty() && !tail.contains('/') {
+            return Err(invalid(format!(
+                "layout directory {path:?} has a ':' in its last component, which reads as a \
+                 tag separator; rename the directory or end the path with '/' ({path}/)"
+            )));
+        }
+    }
     Ok(Reference::Layout(LayoutReference {
         path: PathBuf::from(path),
         tag,
@@ -493,6 +504,35 @@ mod tests {
         assert_eq!(r.tag(), None);
         let r: Reference = "oci-layout:/tmp/l".parse().unwrap();
         assert_eq!(r.tag(), None);
+    }
+
+    /// Found by the `reference` fuzz target: `oci-layout:dir:v1:v2` was the directory
+    /// `dir:v1` with tag `v2`, but its pinned form `oci-layout:dir:v1@sha256:…` named the
+    /// directory `dir` with tag `v1`, so a recorded digest-pinned reference pointed elsewhere.
+    #[test]
+    fn regression_fuzz_layout_path_with_a_tag_like_colon_is_refused() {
+        for bad in [
+            "oci-layout:dir:v1:v2",
+            "oci-layout:./out/layoutoci-layout:./out/layout:v:v1",
+            "oci-layout:dir:-x:v1",
+            "oci-layout:a::v1",
+        ] {
+            let err = bad.parse::<Reference>().unwrap_err();
+            assert!(err.to_string().contains("tag separator"), "{bad}: {err}");
+        }
+        // A ':' before the last '/' is part of the path, and survives being written again.
+        for good in [
+            format!("oci-layout:C:/layouts/app:v1@{D}"),
+            "oci-layout:/tmp/a:b/layout:v1".to_string(),
+            "oci-layout:/tmp/a:b/layout/".to_string(),
+            "oci-layout:dir:v1/:v2".to_string(),
+        ] {
+            let r: Reference = good.parse().unwrap();
+            assert_eq!(r.to_string().parse::<Reference>().unwrap(), r, "{good}");
+            let d: crate::digest::Digest = D.parse().unwrap();
+            let pinned: Reference = r.pinned(&d).parse().unwrap();
+            assert_eq!(pinned.repository(), r.repository(), "{good}");
+        }
     }
 
     #[test]

@@ -717,6 +717,18 @@ fn parse_json(path: &str, text: &str) -> Result<Vec<Doc>, ObjectsError> {
     }])
 }
 
+/// Differential check of the fast YAML reader against libyaml (serde_norway) on `text`, for
+/// the `yaml_fast_vs_libyaml` fuzz target (`fuzz/`) and the tests; not part of the API.
+///
+/// Returns whether the fast reader accepted the text (at every depth); an `Err` describes a
+/// difference: the fast reader returned documents libyaml refuses, or other documents than
+/// libyaml. Any `Err` is a bug, because the policy would see another document than `kubectl`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub fn fast_reader_agrees_with_libyaml(text: &str) -> Result<bool, String> {
+    fast::compare_with_libyaml(text)
+}
+
 /// A `---`-delimited part of a YAML file.
 struct Section<'a> {
     text: &'a str,

@@ -962,42 +962,51 @@ impl<'de> SeqAccess<'de> for Entries<'_, '_, 'de> {
     }
 }
 
+/// Reads `text` at every depth with this reader and with libyaml. Whenever this reader
+/// returns documents, libyaml must return the same (index, line, value); returns whether
+/// this reader accepted the text at every depth, or the difference. Files with `<<` never
+/// reach this reader (see [`documents`]), so they are declined here too.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) fn compare_with_libyaml(text: &str) -> Result<bool, String> {
+    use super::{parse_sections, parse_whole, split_sections};
+
+    if text.contains("<<") {
+        return Ok(false);
+    }
+    let sections = split_sections(text);
+    let mut accepted = true;
+    for depth in [Depth::Full, Depth::Identity, Depth::Policy] {
+        let Some(fast) = documents(text, &sections, depth) else {
+            accepted = false;
+            continue;
+        };
+        let exact = match parse_whole(text, &sections, depth) {
+            Some(docs) => docs,
+            None => parse_sections("f.yaml", &sections, depth).map_err(|err| {
+                format!("fast reader accepted what libyaml refuses ({err}):\n{text:?}")
+            })?,
+        };
+        let key = |d: &Doc| (d.index, d.line, d.value.clone());
+        let fast: Vec<_> = fast.iter().map(key).collect();
+        let exact: Vec<_> = exact.iter().map(key).collect();
+        if fast != exact {
+            return Err(format!(
+                "fast reader and libyaml differ on {text:?}:\n fast: {fast:?}\n libyaml: {exact:?}"
+            ));
+        }
+    }
+    Ok(accepted)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_sections, parse_whole, split_sections};
+    use super::super::split_sections;
     use super::*;
 
-    /// Reads `text` at every depth both ways. Whenever this reader returns documents,
-    /// libyaml must return the same (index, line, value); returns whether it did at
-    /// every depth.
+    /// Reads `text` at every depth both ways (see [`compare_with_libyaml`]); panics on
+    /// any difference.
     fn compare(text: &str) -> bool {
-        if text.contains("<<") {
-            return false;
-        }
-        let sections = split_sections(text);
-        let mut accepted = true;
-        for depth in [Depth::Full, Depth::Identity, Depth::Policy] {
-            let Some(fast) = documents(text, &sections, depth) else {
-                accepted = false;
-                continue;
-            };
-            let exact = match parse_whole(text, &sections, depth) {
-                Some(docs) => docs,
-                None => match parse_sections("f.yaml", &sections, depth) {
-                    Ok(docs) => docs,
-                    Err(err) => {
-                        panic!("fast reader accepted what libyaml refuses ({err}):\n{text}")
-                    }
-                },
-            };
-            let key = |d: &Doc| (d.index, d.line, d.value.clone());
-            assert_eq!(
-                fast.iter().map(key).collect::<Vec<_>>(),
-                exact.iter().map(key).collect::<Vec<_>>(),
-                "{text:?}"
-            );
-        }
-        accepted
+        compare_with_libyaml(text).unwrap_or_else(|difference| panic!("{difference}"))
     }
 
     /// Inputs where this reader once returned documents that libyaml refuses (found by
