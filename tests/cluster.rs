@@ -14,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    applied, condition, config_map, eventually, has, http_get, ready_at, signed_spec,
-    unsigned_spec, Tenant,
+    applied, condition, config_map, eventually, has, http_get, ready_at, resource_version,
+    signed_spec, unsigned_spec, Tenant, SECONDS_30, SECONDS_60,
 };
 use common::TestRegistry;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -24,8 +24,6 @@ use tresor::api::ArtifactSync;
 use tresor::kube::LABEL_NAME;
 
 const SECONDS_5: Duration = Duration::from_secs(5);
-const SECONDS_30: Duration = Duration::from_secs(30);
-const SECONDS_60: Duration = Duration::from_secs(60);
 
 fn inventory_names(sync: &ArtifactSync) -> Vec<String> {
     sync.status
@@ -37,13 +35,6 @@ fn inventory_names(sync: &ArtifactSync) -> Vec<String> {
 fn data_k(cm: &Option<Value>) -> Option<String> {
     cm.as_ref()
         .and_then(|cm| cm["data"]["k"].as_str().map(str::to_string))
-}
-
-fn resource_version(object: &Value) -> String {
-    object["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Scenario 1: deploy/ applies server-side, its CRDs are structural and established, and the

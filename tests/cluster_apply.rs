@@ -17,7 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::Tenant;
+use common::cluster::{resource_version, Tenant};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::Api;
@@ -183,13 +183,6 @@ fn kube_error(e: StepError) -> ApplyError {
         StepError::Kube(e) => e,
         other => panic!("not a Kubernetes error: {other:?}"),
     }
-}
-
-fn resource_version(object: &Value) -> String {
-    object["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]

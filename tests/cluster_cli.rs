@@ -16,19 +16,12 @@ mod common;
 use std::path::Path;
 use std::time::SystemTime;
 
-use common::cluster::{config_map, Tenant};
+use common::cluster::{config_map, resource_version, Tenant};
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
 use tresor::kube::LABEL_NAME;
 
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-fn resource_version(object: &Value) -> String {
-    object["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// Pushes `files` to the OCI layout `layout` as `tag` (no registry needed).
 fn push_layout(work: &Path, layout: &Path, tag: &str, files: &[(&str, &str)]) {

@@ -17,7 +17,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{applied, config_map, eventually, ready_at, unsigned_spec, Cluster, Tenant};
+use common::cluster::{
+    applied, config_map, eventually, ready_at, unsigned_spec, Cluster, Tenant, SECONDS_30,
+    SECONDS_60,
+};
 use common::TestRegistry;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -25,9 +28,6 @@ use kube::Resource;
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, TrustPolicy};
 use tresor::puller::{event_note, NOTE_MAX_BYTES, REQUESTED_AT};
-
-const SECONDS_30: Duration = Duration::from_secs(30);
-const SECONDS_60: Duration = Duration::from_secs(60);
 
 /// Whether a CEL rule is one issue 17 added (what CRDs from before it lack).
 fn added_by_issue_17(rule: &str) -> bool {

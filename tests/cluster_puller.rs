@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    applied, condition, config_map, eventually, has, ready_at, unsigned_spec, Tenant,
+    applied, condition, config_map, eventually, has, ready_at, resource_version, unsigned_spec,
+    Tenant, SECONDS_30, SECONDS_60,
 };
 use common::fake_registry::{Behaviour, Content, FakeRegistry};
 use common::TestRegistry;
@@ -36,8 +37,6 @@ use tresor::puller::{LeaseLock, FINALIZER};
 use tresor::reference::Reference;
 use tresor::registry::{RegistryOptions, Repository};
 
-const SECONDS_30: Duration = Duration::from_secs(30);
-const SECONDS_60: Duration = Duration::from_secs(60);
 const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 const GHA_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
@@ -627,13 +626,6 @@ async fn wait_gone(t: &Tenant, puller: &common::cluster::PullerProcess, name: &s
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn resource_version(object: &Value) -> String {
-    object["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Deleting a pruning sync deletes what it applied (not an object that lost tresor's

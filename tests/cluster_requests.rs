@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     config_map, eventually, has, http_get, ready_at, unsigned_spec, CountedIdentity, PullerProcess,
-    Tenant,
+    Tenant, SECONDS_30, SECONDS_60,
 };
 use common::fake_registry::{Content, FakeRegistry};
 use common::TestRegistry;
@@ -33,9 +33,6 @@ use tresor::reconcile::{
     BoxFuture, Cancel, Engine, NoPolicy, Outcome, Step, VerifiedBy, Verifier, VerifyRejected,
 };
 use tresor::registry::{RegistryOptions, Repository};
-
-const SECONDS_30: Duration = Duration::from_secs(30);
-const SECONDS_60: Duration = Duration::from_secs(60);
 
 /// GETs of ConfigMaps in namespace `ns` (the applied objects and the inventory).
 fn object_reads(ns: &str) -> (&'static str, Value) {

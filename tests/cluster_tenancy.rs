@@ -11,17 +11,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::{
-    applied, condition, config_map, eventually, has, ready_at, unsigned_spec, Tenant,
+    applied, condition, config_map, eventually, has, ready_at, unsigned_spec, Tenant, SECONDS_30,
+    SECONDS_60,
 };
 use common::TestRegistry;
 use kube::api::DeleteParams;
 use serde_json::json;
-
-const SECONDS_30: Duration = Duration::from_secs(30);
-const SECONDS_60: Duration = Duration::from_secs(60);
 
 fn managers(object: &serde_json::Value) -> Vec<String> {
     object["metadata"]["managedFields"]

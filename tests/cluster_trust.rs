@@ -12,15 +12,11 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::cluster::{condition, config_map, has, unsigned_spec, Tenant};
+use common::cluster::{condition, config_map, has, unsigned_spec, Tenant, SECONDS_60};
 use common::TestRegistry;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 use tresor::api::{ArtifactSync, TrustPolicy};
-
-const SECONDS_60: Duration = Duration::from_secs(60);
 
 /// A TrustPolicy that lives as long as the test: deleted on drop.
 struct PolicyGuard {

@@ -937,6 +937,20 @@ pub fn signed_spec(repo: &str, tag: &str, key_secret: &str, interval: &str) -> V
     })
 }
 
+/// How long a test waits for the puller to get somewhere on a busy 2-core machine.
+pub const SECONDS_30: Duration = Duration::from_secs(30);
+/// The same, for what takes several cycles (deletion, rollbacks, CRDs).
+pub const SECONDS_60: Duration = Duration::from_secs(60);
+
+/// `metadata.resourceVersion` of an object read as JSON: equal before and after means
+/// nothing wrote it.
+pub fn resource_version(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A sync spec following `repo:tag` every `interval` without verification (the explicit
 /// opt-out), pruning, over plain HTTP.
 pub fn unsigned_spec(repo: &str, tag: &str, interval: &str) -> Value {
