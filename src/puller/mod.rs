@@ -439,17 +439,9 @@ fn sync_resource() -> ApiResource {
 /// change. Every other sync goes on as before.
 async fn reconcile_raw(object: Arc<WatchedSync>, ctx: Arc<Context>) -> Result<Action, PullerError> {
     let _running = ctx.health.reconcile_started();
-    let raw = match object.as_ref() {
+    let (raw, e) = match object.as_ref() {
         WatchedSync::Decoded(sync) => return reconcile(Arc::new(sync.as_ref().clone()), ctx).await,
-        WatchedSync::Unreadable(raw) => raw,
-    };
-    let value = serde_json::to_value(raw.as_ref()).map_err(|e| PullerError::Kube {
-        what: "read ArtifactSync".into(),
-        message: e.to_string(),
-    })?;
-    let e = match ArtifactSync::decode(&value) {
-        Ok(sync) => return reconcile(Arc::new(sync), ctx).await,
-        Err(e) => e,
+        WatchedSync::Unreadable(raw, e) => (raw, e),
     };
     let namespace = raw.namespace().unwrap_or_else(|| "default".into());
     let name = raw.name_any();
@@ -461,7 +453,8 @@ async fn reconcile_raw(object: Arc<WatchedSync>, ctx: Arc<Context>) -> Result<Ac
         .remove(&format!("{namespace}/{name}"));
     ctx.watches.forget(&namespace, &name);
     // Its status is the puller's own and decodes on its own; if not, start afresh.
-    let old: ArtifactSyncStatus = value
+    let old: ArtifactSyncStatus = raw
+        .data
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();

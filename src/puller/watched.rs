@@ -17,15 +17,15 @@ use kube::Resource;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::api::ArtifactSync;
+use crate::api::{ApiError, ArtifactSync};
 
 /// One watched ArtifactSync: decoded, or raw when it cannot be read.
 #[derive(Debug, Clone)]
 pub enum WatchedSync {
     /// The sync, decoded.
     Decoded(Box<ArtifactSync>),
-    /// An object the puller cannot read; decoding it again gives the reason.
-    Unreadable(Box<DynamicObject>),
+    /// An object the puller cannot read, and why.
+    Unreadable(Box<DynamicObject>, ApiError),
 }
 
 impl WatchedSync {
@@ -34,7 +34,7 @@ impl WatchedSync {
     pub fn decode(value: Value) -> Result<Self, serde_json::Error> {
         match ArtifactSync::decode(&value) {
             Ok(sync) => Ok(Self::Decoded(Box::new(sync))),
-            Err(_) => serde_json::from_value(value).map(|raw| Self::Unreadable(Box::new(raw))),
+            Err(e) => serde_json::from_value(value).map(|raw| Self::Unreadable(Box::new(raw), e)),
         }
     }
 }
@@ -68,14 +68,14 @@ impl Resource for WatchedSync {
     fn meta(&self) -> &ObjectMeta {
         match self {
             Self::Decoded(sync) => &sync.metadata,
-            Self::Unreadable(raw) => &raw.metadata,
+            Self::Unreadable(raw, _) => &raw.metadata,
         }
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         match self {
             Self::Decoded(sync) => &mut sync.metadata,
-            Self::Unreadable(raw) => &mut raw.metadata,
+            Self::Unreadable(raw, _) => &mut raw.metadata,
         }
     }
 }
@@ -101,7 +101,8 @@ mod tests {
             matches!(&list[0], WatchedSync::Decoded(s) if s.metadata.name.as_deref() == Some("app"))
         );
         match &list[1] {
-            WatchedSync::Unreadable(raw) => {
+            WatchedSync::Unreadable(raw, e) => {
+                assert_eq!(e.reason(), "InvalidSpec");
                 assert_eq!(raw.metadata.namespace.as_deref(), Some("team-a"));
                 assert_eq!(raw.data["spec"]["verify"]["require"], 0);
             }
