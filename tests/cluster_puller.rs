@@ -677,7 +677,11 @@ async fn deleting_a_sync_prunes_only_with_prune_and_not_while_suspended() {
         .await
         .unwrap();
     delete_and_wait(&t, &puller, "pruned").await;
-    assert!(t.config_map("pruned-a").await.is_none());
+    assert!(
+        t.config_map("pruned-a").await.is_none(),
+        "{}",
+        puller.log_tail()
+    );
     assert!(t.config_map("pruned-b").await.is_some(), "taken over: kept");
     assert!(t.config_map("tresor-inventory-pruned").await.is_none());
 
@@ -811,7 +815,9 @@ async fn deletion_deletes_as_the_service_account_and_waits_when_it_may_not() {
 
 /// Deleting the namespace: the namespace controller deletes the objects, the sync waits for
 /// the puller's finalizer (the namespace stays Terminating), the puller releases it, and
-/// then the namespace goes.
+/// then the namespace goes. Regression: the namespace controller deletes the RoleBindings in
+/// any order, and once the one letting the puller impersonate the tenant was gone every
+/// cleanup request was Forbidden and the namespace stayed Terminating; here they go first.
 #[tokio::test]
 async fn deleting_the_namespace_finalizes_the_sync_and_then_the_namespace_goes() {
     let t = Tenant::new("delete-ns").await;
@@ -819,6 +825,14 @@ async fn deleting_the_namespace_finalizes_the_sync_and_then_the_namespace_goes()
     let (_, _, puller) = t
         .applied_unsigned(&registry, &files(&two_config_maps()), "5m")
         .await;
+    let bindings =
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(t.client.clone(), &t.ns);
+    for binding in ["tresor-puller", "tresor-tenant"] {
+        bindings
+            .delete(binding, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(t.client.clone());
     namespaces
         .delete(&t.ns, &DeleteParams::default())
@@ -849,6 +863,11 @@ async fn deleting_the_namespace_finalizes_the_sync_and_then_the_namespace_goes()
     }
     // Only the puller removes its finalizer: the namespace could not go before it did.
     assert!(puller.logged("finalized"), "{}", puller.log_tail());
+    assert!(
+        puller.logged("namespace_terminating=true"),
+        "{}",
+        puller.log_tail()
+    );
 }
 
 /// The Lease: one holder; another identity waits while it is renewed and takes it over

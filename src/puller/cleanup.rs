@@ -18,6 +18,15 @@
 //!   the same name and namespace takes them over.
 //! - `suspend: true`: nothing is touched (objects and inventory ConfigMap stay); only the
 //!   finalizer is removed.
+//! - The sync's own Namespace is being deleted (the namespace controller deleted the sync
+//!   with everything else in it): the objects in that namespace and the inventory ConfigMap
+//!   are left to the namespace controller, which deletes them anyway — and which may already
+//!   have deleted the tenant's RoleBinding that lets the puller impersonate there and keep
+//!   inventories (deploy/examples/tenant.yaml), so every request there could be Forbidden
+//!   and the namespace would stay Terminating for good. Objects elsewhere (cluster-scoped,
+//!   other namespaces) are still pruned; if that fails, it is logged with the objects left
+//!   behind and the finalizer is removed all the same, as Flux's kustomize-controller does
+//!   when the account it impersonates is gone.
 //!
 //! Not `kube::runtime::finalizer`: it adds the finalizer in a reconcile of its own and waits
 //! for the next watch event, so a new sync would cost an extra cycle; here the finalizer is
@@ -25,6 +34,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
@@ -130,20 +140,26 @@ pub(super) async fn finalize(
     Ok(Action::await_change())
 }
 
-/// Prunes the inventory (when `prune`) and deletes the inventory ConfigMap.
+/// Prunes the inventory (when `prune`) and deletes the inventory ConfigMap; see the module
+/// docs for a sync whose Namespace is being deleted.
 async fn clean_up(
     sync: &ArtifactSync,
     ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<(), PullerError> {
+    let terminating = namespace_terminating(ctx, namespace).await?;
     let (cluster, store, mut options) = apply_setup(sync, ctx, namespace, name)?;
     if sync.spec.prune {
-        let mut objects: Vec<ObjectRef> = store
-            .load(options.api_timeout)
-            .await?
-            .map(|i| i.objects)
-            .unwrap_or_default();
+        let mut objects: Vec<ObjectRef> = if terminating {
+            Vec::new()
+        } else {
+            store
+                .load(options.api_timeout)
+                .await?
+                .map(|i| i.objects)
+                .unwrap_or_default()
+        };
         let recorded = sync.status.iter().flat_map(|s| &s.inventory);
         for e in recorded {
             let object = ObjectRef {
@@ -157,9 +173,23 @@ async fn clean_up(
                 objects.push(object);
             }
         }
+        if terminating {
+            objects.retain(|o| o.namespace.as_deref() != Some(namespace));
+        }
         // Deleting with the sync's rights; nothing is kept, so everything listed goes.
         options.dry_run = false;
-        let report = cluster.prune(&objects, &[], &options).await?;
+        let report = match cluster.prune(&objects, &[], &options).await {
+            Ok(report) => report,
+            Err(e) if terminating => {
+                let left: Vec<String> = objects.iter().map(ToString::to_string).collect();
+                tracing::warn!(namespace, name, reason = e.reason(), error = %e,
+                    left = left.join(", "),
+                    "its namespace is being deleted and the objects outside it cannot be \
+                     deleted; finalizing without them");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         for (object, why) in &report.skipped {
             tracing::info!(object = %object, why, "not deleted with its ArtifactSync");
         }
@@ -167,11 +197,26 @@ async fn clean_up(
             namespace,
             name,
             deleted = report.deleted.len(),
+            namespace_terminating = terminating,
             "deleted the objects of a deleted ArtifactSync"
         );
     }
-    store.delete(options.api_timeout).await?;
+    if !terminating {
+        store.delete(options.api_timeout).await?;
+    }
     Ok(())
+}
+
+/// Whether `namespace` is being deleted (or is gone already): read directly, as the puller
+/// itself, since this decides what the deletion path leaves to the namespace controller.
+async fn namespace_terminating(ctx: &Context, namespace: &str) -> Result<bool, PullerError> {
+    let ns: Option<Namespace> = call(
+        "get Namespace",
+        ctx.options.call_timeout,
+        Api::all(ctx.client.clone()).get_opt(namespace),
+    )
+    .await?;
+    Ok(ns.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()))
 }
 
 /// Writes a failed cleanup into the status (the sync is still there until finalized) and
