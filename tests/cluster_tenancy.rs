@@ -328,3 +328,91 @@ async fn rbac_escalation_names_the_missing_right() {
     })
     .await;
 }
+
+/// The Role of docs/puller.md "Adding a tenant" that lists the ServiceAccounts the puller
+/// may impersonate (`resourceNames`), bound instead of `tresor-puller-tenant`: syncs
+/// applying as a listed account work, a sync naming another account of the namespace —
+/// one with rights of its own — is `Forbidden` by the server, saying the puller may not act
+/// as it, and nothing of it is applied.
+#[tokio::test]
+async fn a_tenant_role_with_resource_names_limits_whom_the_puller_impersonates() {
+    let t = Tenant::new("tenancy-named").await;
+    let docs = std::fs::read_to_string(common::cluster::repo_dir().join("docs/puller.md")).unwrap();
+    let start = docs
+        .find("kind: Role            # in the tenant namespace")
+        .expect("docs/puller.md shows the tenant Role");
+    let block = &docs[start..];
+    let block = &block[..block.find("```").unwrap()];
+    let rules = &block[block.find("rules:").unwrap()..];
+    assert!(
+        rules.contains("resourceNames: [\"tresor-tenant\", \"deployer\"]"),
+        "{rules}"
+    );
+    // The onboarding's RoleBinding to the ClusterRole goes; the documented Role replaces it.
+    t.cluster
+        .kubectl_ok(&["-n", &t.ns, "delete", "rolebinding", "tresor-puller"]);
+    t.cluster.apply_yaml(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: tresor-puller-named\n  namespace: {ns}\n\
+         {rules}---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: tresor-puller-named\n  namespace: {ns}\n\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: tresor-puller-named\n\
+         subjects:\n- kind: ServiceAccount\n  name: {puller}\n  namespace: tresor-system\n",
+        ns = t.ns,
+        puller = t.cluster.deployed.service_account,
+    ));
+    // Two more accounts, both with `edit`: only the listed one may be impersonated.
+    for account in ["deployer", "operator"] {
+        t.cluster
+            .kubectl_ok(&["-n", &t.ns, "create", "serviceaccount", account]);
+        t.cluster.kubectl_ok(&[
+            "-n",
+            &t.ns,
+            "create",
+            "rolebinding",
+            account,
+            "--clusterrole",
+            "edit",
+            "--serviceaccount",
+            &format!("{}:{account}", t.ns),
+        ]);
+    }
+    let registry = TestRegistry::plain();
+    let mut digests = Vec::new();
+    let puller = t.puller(&[]);
+    for (sync, account) in [
+        ("default", None),
+        ("deployer", Some("deployer")),
+        ("operator", Some("operator")),
+    ] {
+        let (repo, digest) = t.push(
+            &registry,
+            None,
+            "v",
+            &[("cm.yaml", &config_map(&format!("{sync}-cm"), "x"))],
+        );
+        let mut spec = unsigned_spec(&repo, "v", "2s");
+        if let Some(account) = account {
+            spec["serviceAccountName"] = json!(account);
+        }
+        t.create_sync(sync, spec).await;
+        digests.push(digest);
+    }
+    for (sync, digest) in ["default", "deployer"].iter().zip(&digests) {
+        t.wait_sync(&puller, sync, SECONDS_60, "applied", |s| {
+            ready_at(s, digest)
+        })
+        .await;
+        let cm = t.config_map(&format!("{sync}-cm")).await.unwrap();
+        assert_eq!(managers(&cm), ["tresor"]);
+    }
+    let (sync, reason, message) = t
+        .wait_not_ready(&puller, "operator", SECONDS_30, "refused")
+        .await;
+    assert_eq!(reason, "Forbidden", "{message}");
+    let operator = format!("system:serviceaccount:{}:operator", t.ns);
+    assert!(
+        message.contains("may not act as") && message.contains(&operator),
+        "says the puller may not impersonate {operator}: {message}"
+    );
+    assert_eq!(applied(&sync), None);
+    assert!(t.config_map("operator-cm").await.is_none());
+}

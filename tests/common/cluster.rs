@@ -74,7 +74,8 @@ impl PullerIdentity {
 const PULLER_SA: &str = "tresor-puller";
 const RBAC_KINDS: [&str; 4] = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
 
-fn repo_dir() -> &'static Path {
+/// The root of this checkout (deploy/, docs/, testdata/).
+pub fn repo_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
