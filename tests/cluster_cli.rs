@@ -334,3 +334,47 @@ async fn status_lists_syncs_in_text_and_json_for_one_or_every_namespace() {
     assert_eq!(web["lastAppliedDigest"], DIGEST);
     assert_eq!(web["ref"], "tag:v1");
 }
+
+/// `tresor apply --no-cross-namespace`: an artifact with an object in another namespace is
+/// refused with exit 2, `CrossNamespace` naming object and namespace, and nothing of it is
+/// written (not the object in the apply's own namespace either); without the flag the same
+/// artifact applies.
+#[tokio::test]
+async fn tresor_apply_no_cross_namespace_refuses_other_namespaces_before_writing() {
+    let t = Tenant::new("cli-xns").await;
+    let other = Tenant::new("cli-xns-other").await;
+    let work = t.work.path().to_path_buf();
+    let layout = work.join("layout");
+    let elsewhere = config_map("elsewhere", "x").replace(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {}\n", other.ns),
+    );
+    assert!(elsewhere.contains(&other.ns), "{elsewhere}");
+    push_layout(
+        &work,
+        &layout,
+        "v1",
+        &[("a.yaml", &config_map("a", "one")), ("z.yaml", &elsewhere)],
+    );
+    let out = apply(&t, &layout, "v1", &["--no-cross-namespace"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("error [CrossNamespace at apply]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("ConfigMap {}/elsewhere", other.ns))
+            && stdout.contains(&format!("outside \"{}\"", t.ns)),
+        "{stdout}"
+    );
+    assert!(t.config_map("a").await.is_none(), "a was written");
+    assert!(other.config_map("elsewhere").await.is_none());
+    assert!(t.config_map("tresor-inventory-shop").await.is_none());
+
+    let out = common::stdout_of(apply(&t, &layout, "v1", &[]));
+    assert!(out.starts_with("applied sha256:"), "{out}");
+    assert!(other.config_map("elsewhere").await.is_some());
+}

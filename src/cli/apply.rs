@@ -63,6 +63,10 @@ pub struct ApplyArgs {
     /// only what the account may.
     #[arg(long, value_name = "[NS:]NAME")]
     pub service_account: Option<String>,
+    /// Refuse, before anything is written, objects that name another namespace than
+    /// --namespace, as the puller's `--no-cross-namespace` does for a tenant's syncs.
+    #[arg(long)]
+    pub no_cross_namespace: bool,
     /// Server-side dry run: everything is checked by the API server, nothing is written,
     /// pruned or recorded.
     #[arg(long)]
@@ -131,6 +135,7 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         namespace: namespace.clone(),
     };
     let mut options = ApplyOptions::new(owner.clone());
+    options.confine_to = args.no_cross_namespace.then(|| namespace.clone());
     options.target_namespace = Some(namespace);
     options.force = args.force_conflicts;
     options.dry_run = args.dry_run;

@@ -117,12 +117,13 @@ pub enum ApplyError {
         /// The server's message, shortened (it lists every missing rule).
         message: String,
     },
-    /// A namespaced object of the artifact would be applied outside the namespace the sync
-    /// is confined to (`tresor-puller --no-cross-namespace`); nothing was applied.
+    /// A namespaced object of the artifact would be applied outside the namespace the apply
+    /// is confined to (`--no-cross-namespace` of `tresor-puller` or `tresor apply`); nothing
+    /// was applied.
     #[error(
         "{object}: namespace {namespace:?} is outside {allowed:?}, the only namespace this \
-         sync may apply to (tresor-puller --no-cross-namespace); remove metadata.namespace \
-         or apply it from an ArtifactSync in {namespace:?}. Nothing was applied"
+         apply may write to (--no-cross-namespace); remove metadata.namespace, or apply it \
+         in {namespace:?} (an ArtifactSync there). Nothing was applied"
     )]
     CrossNamespace {
         /// The object.
