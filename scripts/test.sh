@@ -2,7 +2,8 @@
 # tresor's one test command, on a fresh Debian 12 machine too: installs what the tests need
 # (Debian packages, cargo-nextest), starts the local registries (scripts/registry.sh) and
 # the real Kubernetes control plane (scripts/cluster.sh; its first build takes minutes),
-# exports their settings, then runs the whole test suite.
+# builds the interop peers (scripts/peers.sh), exports their settings, then runs the whole
+# test suite.
 #
 # Usage: scripts/test.sh [extra args for `cargo nextest run` / `cargo test`]
 #   e.g. scripts/test.sh registry::auth     scripts/test.sh --no-fail-fast
@@ -45,6 +46,9 @@ scripts/registry.sh start
 eval "$(scripts/registry.sh env)"
 scripts/cluster.sh start
 eval "$(scripts/cluster.sh env)"
+# The real tools of the interop tests (cosign, oras, crane, Flux's OCI library), built once
+# from testenv/peers/ and cached; building them here keeps the tests from waiting on it.
+scripts/peers.sh build
 echo "test.sh: the registries and the cluster stay up; stop them with" \
   "\`scripts/registry.sh stop\` and \`scripts/cluster.sh stop\`" >&2
 
