@@ -180,9 +180,11 @@ fn tresor_pushed_artifact_is_pulled_by_flux() {
     assert_eq!(meta["created"], CREATED);
 }
 
-/// The entries of a tar+gzip layer: (path as written, mode, type, contents as text) and
-/// the ustar magic.
-fn entries(layer: &[u8]) -> (Vec<(String, u32, u8, String)>, Vec<u8>) {
+/// One tar entry: path as written, mode, type byte, contents as text.
+type Entry = (String, u32, u8, String);
+
+/// The entries of a tar+gzip layer and its ustar magic.
+fn entries(layer: &[u8]) -> (Vec<Entry>, Vec<u8>) {
     let mut tar = Vec::new();
     flate2::read::GzDecoder::new(layer)
         .read_to_end(&mut tar)
@@ -252,13 +254,13 @@ fn the_same_tree_gives_the_same_files_and_documented_digest_differences() {
         .expect("Flux writes an entry for the root directory");
     let mut flux_entries = flux_entries;
     flux_entries.remove(root);
-    let dirs = |entries: &[(String, u32, u8, String)]| -> Vec<String> {
+    let dirs = |entries: &[Entry]| -> Vec<String> {
         let dirs = entries.iter().filter(|e| e.2 == b'5');
         dirs.map(|e| e.0.clone()).collect()
     };
     assert_eq!(dirs(&flux_entries), ["sub"]);
     assert_eq!(dirs(&tresor_entries), ["sub/"]);
-    let normalised = |entries: Vec<(String, u32, u8, String)>| -> Vec<_> {
+    let normalised = |entries: Vec<Entry>| -> Vec<Entry> {
         let entries = entries.into_iter();
         entries
             .map(|(path, mode, kind, data)| {
