@@ -17,6 +17,7 @@
 //!   pinning.
 //! - [`api`]: the Kubernetes custom resources (`ArtifactSync`, `TrustPolicy`), their
 //!   conditions, the trust "cannot weaken" rule and the generated CRDs.
+//! - [`webhook`]: registry push notifications that trigger an immediate reconcile.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,3 +34,4 @@ pub mod reference;
 pub mod registry;
 pub mod signing;
 pub mod telemetry;
+pub mod webhook;

@@ -17,6 +17,7 @@ use common::cluster::{
     applied, condition, config_map, eventually, has, http_get, ready_at, resource_version,
     signed_spec, unsigned_spec, Tenant, SECONDS_30, SECONDS_60,
 };
+use common::own_registry::OwnRegistry;
 use common::TestRegistry;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -1008,84 +1009,6 @@ async fn cli_apply_prunes_and_waits_and_status_lists_syncs() {
     let json = common::json_of(status);
     let text = json.to_string();
     assert!(text.contains("shop") && text.contains(&d), "{json}");
-}
-
-/// A registry of this test's own (the shared ones must stay up), stopped and started at
-/// will, on the same port and storage.
-struct OwnRegistry {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRegistry {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.yml"),
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: outage-test\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let mut r = Self {
-            dir,
-            port,
-            child: None,
-        };
-        r.resume();
-        r
-    }
-
-    fn resume(&mut self) {
-        let bin = std::env::var("TRESOR_REGISTRY_BIN").unwrap_or_else(|_| "docker-registry".into());
-        self.child = Some(
-            std::process::Command::new(bin)
-                .arg("serve")
-                .arg(self.dir.path().join("config.yml"))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the outage test's registry did not start");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn registry(&self) -> TestRegistry {
-        TestRegistry {
-            name: "plain",
-            host: format!("127.0.0.1:{}", self.port),
-            flags: vec!["--plain-http".into()],
-            user: None,
-            password: None,
-        }
-    }
-}
-
-impl Drop for OwnRegistry {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Scenario 12: with the registry gone, the sync keeps its status and drift is still

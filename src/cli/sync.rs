@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reconcile::agent::{self, AgentOptions};
+use crate::reconcile::agent::{self, AgentOptions, WebhookOptions};
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
 use crate::reconcile::{Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary};
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::webhook::Secret;
 
 use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
@@ -53,6 +54,15 @@ pub struct SyncArgs {
     /// Reconcile at once whenever this file is touched (as SIGHUP does).
     #[arg(long, value_name = "PATH")]
     pub trigger_file: Option<PathBuf>,
+    /// Receive registry webhooks on http://ADDR/hooks/<kind> (kind: distribution, github,
+    /// harbor, dockerhub, quay, generic): a push to the followed repository reconciles at
+    /// once. Needs --webhook-secret-file.
+    #[arg(long, value_name = "ADDR", requires = "webhook_secret_file")]
+    pub webhook_addr: Option<String>,
+    /// The secret webhook requests must prove (HMAC signature or bearer token; see
+    /// docs/webhooks.md).
+    #[arg(long, value_name = "FILE", requires = "webhook_addr")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Accept content without verifying a signature (explicit opt-out; ignored when trust
     /// material is given, which is then always checked).
     #[arg(long)]
@@ -68,6 +78,30 @@ pub struct SyncArgs {
     limits: LimitArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+/// `--webhook-addr` with the secret read from `--webhook-secret-file`.
+fn webhook_options(args: &SyncArgs) -> Result<Option<WebhookOptions>, CliError> {
+    let (Some(addr), Some(path)) = (&args.webhook_addr, &args.webhook_secret_file) else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read --webhook-secret-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let secret = Secret::new(&bytes).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--webhook-secret-file {} is empty: an empty secret would let anyone trigger",
+            path.display()
+        ))
+    })?;
+    Ok(Some(WebhookOptions {
+        addr: addr.clone(),
+        secret,
+        plain_http: args.registry.plain_http,
+    }))
 }
 
 pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
@@ -102,6 +136,7 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         status_file: args.status_file.clone(),
         metrics_addr: args.metrics_addr.clone(),
         trigger_file: args.trigger_file.clone(),
+        webhook: webhook_options(&args)?,
     };
     let once = args.once;
     let mut last_line = None;

@@ -3,8 +3,9 @@
 //! cycle's summary once — status file, metrics, log, and the caller's printer.
 //!
 //! Signals: SIGTERM or SIGINT during a cycle lets it finish local work or abandons it before
-//! the switch (never a half switch), then the agent exits; SIGHUP or touching the
-//! `--trigger-file` starts a cycle at once.
+//! the switch (never a half switch), then the agent exits; SIGHUP, touching the
+//! `--trigger-file` or an authenticated registry webhook about the followed repository
+//! (`--webhook-addr`, [`crate::webhook`]) starts a cycle at once.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 
 use super::metrics::{self, Metrics};
 use super::status::Status;
@@ -40,6 +42,44 @@ pub struct AgentOptions {
     pub metrics_addr: Option<String>,
     /// A file whose modification starts a cycle at once.
     pub trigger_file: Option<PathBuf>,
+    /// Webhook receivers whose pushes to the followed repository start a cycle at once.
+    pub webhook: Option<WebhookOptions>,
+}
+
+/// `--webhook-addr` and `--webhook-secret-file`.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// Where to listen, e.g. `127.0.0.1:9292` or `0.0.0.0:9292`.
+    pub addr: String,
+    /// The secret every request must prove (the same for every receiver kind).
+    pub secret: crate::webhook::Secret,
+    /// Whether the followed registry is reached over plain HTTP (its default port is 80).
+    pub plain_http: bool,
+}
+
+/// The agent's side of the webhook server: a push to the followed repository wakes the
+/// loop; every request is counted in the metrics.
+struct AgentHooks {
+    host: String,
+    repository: String,
+    plain_http: bool,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    name: String,
+}
+
+impl crate::webhook::Hooks for AgentHooks {
+    fn trigger(&self, push: &crate::webhook::Push) -> Vec<String> {
+        if !crate::webhook::concerns(push, &self.host, &self.repository, self.plain_http) {
+            return Vec::new();
+        }
+        self.wake.notify_one();
+        vec![self.name.clone()]
+    }
+
+    fn counted(&self, kind: &str, code: u16) {
+        self.metrics.count_webhook(kind, code);
+    }
 }
 
 /// Errors starting the agent.
@@ -56,6 +96,20 @@ pub enum AgentError {
     /// Signal handlers cannot be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The webhook address cannot be bound.
+    #[error("cannot listen on --webhook-addr {addr}: {source}")]
+    WebhookAddr {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Webhooks name registry repositories; an OCI layout has none to match.
+    #[error("--webhook-addr needs an oci:// reference to match pushes against, not {reference}")]
+    WebhookWithoutRegistry {
+        /// The reference followed.
+        reference: String,
+    },
 }
 
 impl AgentError {
@@ -64,6 +118,8 @@ impl AgentError {
         match self {
             Self::MetricsAddr { .. } => "InvalidMetricsAddr",
             Self::Signals(_) => "SignalSetupFailed",
+            Self::WebhookAddr { .. } => "InvalidWebhookAddr",
+            Self::WebhookWithoutRegistry { .. } => "WebhookWithoutRegistry",
         }
     }
 }
@@ -88,6 +144,33 @@ pub async fn run(
             tracing::info!(addr = %local, "serving metrics on /metrics");
         }
         tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    let wake = Arc::new(Notify::new());
+    if let Some(webhook) = &options.webhook {
+        let crate::reference::Reference::Registry(followed) = &engine.source().reference else {
+            return Err(AgentError::WebhookWithoutRegistry {
+                reference: engine.source().to_string(),
+            });
+        };
+        let listener = tokio::net::TcpListener::bind(webhook.addr.as_str())
+            .await
+            .map_err(|source| AgentError::WebhookAddr {
+                addr: webhook.addr.clone(),
+                source,
+            })?;
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(addr = %local, "serving webhooks on /hooks/<kind>");
+        }
+        let hooks = AgentHooks {
+            host: followed.host.clone(),
+            repository: followed.repository.clone(),
+            plain_http: webhook.plain_http,
+            wake: wake.clone(),
+            metrics: metrics.clone(),
+            name: engine.source().reference.repository(),
+        };
+        let receivers = crate::webhook::Receivers::all(webhook.secret.clone());
+        tokio::spawn(crate::webhook::serve(listener, receivers, hooks));
     }
     let dir = engine.target().dir().to_path_buf();
     let mut status = Status::new(
@@ -148,6 +231,7 @@ pub async fn run(
             () = wait_trigger(options.trigger_file.as_deref(), &mut trigger) => {
                 tracing::info!("trigger file touched: reconciling now");
             }
+            () = wake.notified() => tracing::info!("webhook: reconciling now"),
             _ = term.recv() => return Ok(summary),
             _ = int.recv() => return Ok(summary),
         }

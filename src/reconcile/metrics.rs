@@ -36,6 +36,8 @@ struct Inner {
     outcomes: BTreeMap<&'static str, u64>,
     restored: u64,
     corrupted: u64,
+    /// Webhook requests by (receiver kind, HTTP status).
+    webhooks: BTreeMap<(String, u16), u64>,
 }
 
 /// The agent's metrics.
@@ -90,6 +92,16 @@ impl Metrics {
     /// Drops the per-sync series of `labels` (the sync is gone).
     pub fn forget(&self, labels: &[(&str, &str)]) {
         self.lock().last_applied_by.remove(&label_set(labels));
+    }
+
+    /// Counts one webhook request of receiver `kind` answered with `code` (401: not
+    /// authenticated, 429: rate-limited, 202: accepted …).
+    pub fn count_webhook(&self, kind: &str, code: u16) {
+        *self
+            .lock()
+            .webhooks
+            .entry((kind.to_string(), code))
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition.
@@ -155,6 +167,20 @@ impl Metrics {
              tresor_cache_corrupted_total {}",
             m.restored, m.corrupted
         );
+        if !m.webhooks.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP tresor_webhook_requests_total Webhook requests by receiver and HTTP \
+                 status (401: not authenticated).\n# TYPE tresor_webhook_requests_total counter"
+            );
+            // Kinds are the receivers' fixed names (or "unknown"): nothing to escape.
+            for ((kind, code), n) in &m.webhooks {
+                let _ = writeln!(
+                    out,
+                    "tresor_webhook_requests_total{{kind=\"{kind}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }
