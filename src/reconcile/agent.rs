@@ -24,6 +24,11 @@ use super::{Cancel, Engine, Failure, Outcome, Retry, Step, StepTiming, Summary};
 const TRIGGER_POLL: Duration = Duration::from_millis(250);
 /// First retry delay after a transient failure (doubles up to the interval).
 const BACKOFF_START: Duration = Duration::from_secs(1);
+/// After a webhook, how often and how far apart the tag is looked at again while it still
+/// points at the applied digest: a registry may notify before it moved the tag
+/// (Distribution sends the manifest's push event before it writes the tag link).
+const WEBHOOK_RECHECKS: u32 = 5;
+const WEBHOOK_RECHECK_DELAY: Duration = Duration::from_secs(1);
 
 /// Options of the agent loop.
 #[derive(Debug, Clone)]
@@ -184,6 +189,7 @@ pub async fn run(
     let (cancel_tx, cancel) = Cancel::new();
     let mut trigger = options.trigger_file.as_deref().map(modified);
     let mut transient_failures = 0u32;
+    let mut rechecks = 0u32;
 
     loop {
         let mut stopping = false;
@@ -220,8 +226,13 @@ pub async fn run(
                 transient_failures = transient_failures.saturating_add(1);
                 backoff(options.interval, transient_failures)
             }
+            _ if summary.outcome == Outcome::Unchanged && rechecks > 0 => {
+                rechecks -= 1;
+                WEBHOOK_RECHECK_DELAY.min(options.interval)
+            }
             _ => {
                 transient_failures = 0;
+                rechecks = 0;
                 options.interval
             }
         };
@@ -231,7 +242,10 @@ pub async fn run(
             () = wait_trigger(options.trigger_file.as_deref(), &mut trigger) => {
                 tracing::info!("trigger file touched: reconciling now");
             }
-            () = wake.notified() => tracing::info!("webhook: reconciling now"),
+            () = wake.notified() => {
+                tracing::info!("webhook: reconciling now");
+                rechecks = WEBHOOK_RECHECKS;
+            }
             _ = term.recv() => return Ok(summary),
             _ = int.recv() => return Ok(summary),
         }

@@ -21,9 +21,13 @@ use super::Kind;
 /// Largest request body accepted (a Distribution envelope holds several events; GitHub's
 /// package events are a few KiB).
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Requests per second each kind accepts on average, and in a burst.
-const RATE: f64 = 5.0;
-const BURST: f64 = 20.0;
+/// Requests per second each kind accepts on average, and in a burst. A Distribution
+/// registry sends one request per event — every blob and manifest pushed *and pulled*, the
+/// agent's own pulls included — and retries a refused one, blocking its queue, so the limit
+/// must sit well above a busy registry's rate; the work per request is small, and the
+/// reconciles it triggers are coalesced.
+const RATE: f64 = 50.0;
+const BURST: f64 = 200.0;
 /// Longest a request may take to arrive and be answered.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
