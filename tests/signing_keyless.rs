@@ -236,7 +236,7 @@ fn cosign_v3_bundle_is_found_by_fallback_tag_and_verifies_for_its_identity_only(
     assert_eq!(bytes.as_ref(), bundle.as_slice());
     assert!(source.starts_with("referrer sha256:"), "{source}");
 
-    let artifact = common::pki::resolved_without_layers(reference, digest.clone());
+    let artifact = common::pki::subject_at(reference, digest.clone());
     let root = testdata("cosign/bundles/trusted_root.json");
     let run = |identity: &str, issuer: &str| {
         let policy = keyless_policy(identity, issuer, &root);
@@ -716,7 +716,7 @@ fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
     let root = std::fs::read(testdata.join("trusted_root.json")).unwrap();
     let bundle = std::fs::read(testdata.join("bundle_v03.json")).unwrap();
     let digest: Digest = KW_DIGEST.parse().unwrap();
-    let artifact = common::pki::resolved_without_layers(
+    let artifact = common::pki::subject_at(
         format!("oci://ghcr.io/kubewarden/controller@{digest}")
             .parse()
             .unwrap(),
@@ -781,3 +781,4 @@ fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
     let err = keyless_authority(&no_issuer, &root, "Secret default/sigstore").unwrap_err();
     assert!(err.contains("issuer"), "{err}");
 }
+
