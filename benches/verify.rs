@@ -7,13 +7,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use tresor::artifact::fetch;
 use tresor::artifact::metadata::Created;
 use tresor::artifact::objects::ContentMode;
 use tresor::artifact::push::{self, PushOptions};
 use tresor::reference::Reference;
 use tresor::registry::{RegistryOptions, Repository};
-use tresor::signing::{keys, legacy, verify, PrivateKey, Require, TrustPolicy};
+use tresor::signing::{keys, legacy, subject, verify, PrivateKey, Require, TrustPolicy};
 
 /// CPU time of this thread in nanoseconds (Linux schedstat); falls back to 0.
 fn thread_cpu_ns() -> u64 {
@@ -90,23 +89,23 @@ fn main() {
         "resolve + verify (layout: manifest, .sig manifest, 2 payloads; 2 keys, require all)",
         &mut || {
             rt.block_on(async {
-                let artifact = fetch::resolve(&repo, &reference).await.unwrap();
-                let v = verify(&repo, &artifact, &policy).await.unwrap();
+                let subject = subject::resolve(&repo, &reference).await.unwrap();
+                let v = verify(&repo, &subject, &policy).await.unwrap();
                 assert_eq!(v.signatures.len(), 2);
             });
         },
     );
-    let artifact = rt.block_on(fetch::resolve(&repo, &reference)).unwrap();
+    let subject = rt.block_on(subject::resolve(&repo, &reference)).unwrap();
     let candidates = rt
         .block_on(tresor::signing::verify::collect_candidates(
             &repo,
-            &artifact.digest,
+            &subject.digest,
         ))
         .unwrap();
     let prepared = tresor::signing::verify::PreparedPolicy::load(&policy).unwrap();
     run("policy evaluation only (4 signature checks)", &mut || {
         let v = tresor::signing::verify::evaluate(
-            &artifact,
+            &subject,
             &prepared,
             &candidates,
             std::time::SystemTime::now(),

@@ -236,7 +236,7 @@ fn cosign_v3_bundle_is_found_by_fallback_tag_and_verifies_for_its_identity_only(
     assert_eq!(bytes.as_ref(), bundle.as_slice());
     assert!(source.starts_with("referrer sha256:"), "{source}");
 
-    let artifact = common::pki::resolved_without_layers(reference, digest.clone());
+    let artifact = common::pki::subject_at(reference, digest.clone());
     let root = testdata("cosign/bundles/trusted_root.json");
     let run = |identity: &str, issuer: &str| {
         let policy = keyless_policy(identity, issuer, &root);
@@ -716,7 +716,7 @@ fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
     let root = std::fs::read(testdata.join("trusted_root.json")).unwrap();
     let bundle = std::fs::read(testdata.join("bundle_v03.json")).unwrap();
     let digest: Digest = KW_DIGEST.parse().unwrap();
-    let artifact = common::pki::resolved_without_layers(
+    let artifact = common::pki::subject_at(
         format!("oci://ghcr.io/kubewarden/controller@{digest}")
             .parse()
             .unwrap(),
@@ -780,4 +780,161 @@ fn cosign_keyless_bundle_verifies_through_the_crd_authority_conversion() {
     };
     let err = keyless_authority(&no_issuer, &root, "Secret default/sigstore").unwrap_err();
     assert!(err.contains("issuer"), "{err}");
+}
+
+// --- real public-good keyless legacy `.sig` (containers/image fixture) ---------------------
+
+/// Identity and issuer of the Fulcio certificate in `cosign/legacy-keyless/signature-1`.
+const CI_IMAGE_IDENTITY: &str = "mitr@redhat.com";
+const CI_IMAGE_ISSUER: &str = "https://github.com/login/oauth";
+/// Digest of `cosign/legacy-keyless/manifest.json`, the one its signature names.
+const CI_IMAGE_DIGEST: &str =
+    "sha256:0489474da8ea22426ece86ace6c1c0026ab2fd3cdfbbd62b7e94650266c37d9a";
+
+/// An OCI layout holding `manifest` (tagged `signed`, its blobs absent) and a `.sig` manifest
+/// for its digest with the containers/image signature file `signature` as its one layer: the
+/// payload as blob, every annotation as stored (signature, certificate, chain, Rekor bundle).
+fn keyless_fixture_layout(layout: &Path, manifest: &Path, signature: &Path) -> (String, Digest) {
+    let repo = tresor::registry::layout::LayoutRepository::new(layout);
+    let digest = repo
+        .push_manifest(
+            tresor::artifact::format::DOCKER_MANIFEST_MEDIA_TYPE,
+            &std::fs::read(manifest).unwrap(),
+            Some("signed"),
+        )
+        .unwrap();
+    let raw = std::fs::read(signature).unwrap();
+    let doc: Value =
+        serde_json::from_slice(raw.strip_prefix(b"\x00sigstore-json\n".as_slice()).unwrap())
+            .unwrap();
+    assert_eq!(doc["mimeType"], SIMPLE_SIGNING_MEDIA_TYPE);
+    let payload = STANDARD.decode(doc["payload"].as_str().unwrap()).unwrap();
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(doc["annotations"].clone()).unwrap();
+    put_keyless_sig(layout, &digest, &payload, annotations);
+    (format!("oci-layout:{}:signed", layout.display()), digest)
+}
+
+/// Task B of issue 13: a keyless legacy `.sig` layer made by real cosign against public-good
+/// Fulcio and Rekor (Fulcio certificate valid for ten minutes in January 2023, so long
+/// expired: only the Rekor integrated time proves it was valid when used) verifies offline
+/// against the public-good trusted root for its identity and issuer, and fails for another
+/// identity, another issuer, another trusted root or another manifest, each with its reason.
+#[test]
+fn issue13_real_public_good_keyless_legacy_signature_verifies_offline() {
+    let work = tempfile::tempdir().unwrap();
+    let vectors = testdata("cosign/legacy-keyless");
+    let root = testdata("cosign/bundles/trusted_root.json");
+    let (reference, digest) = keyless_fixture_layout(
+        &work.path().join("valid"),
+        &vectors.join("manifest.json"),
+        &vectors.join("signature-1"),
+    );
+    assert_eq!(digest.to_string(), CI_IMAGE_DIGEST);
+    let keyless = |reference: &str, identity: &str, issuer: &str, root: &Path| {
+        let mut cmd = tresor();
+        cmd.args(["verify", reference])
+            .args(["--certificate-identity", identity])
+            .args(["--certificate-oidc-issuer", issuer])
+            .args(["--trusted-root", s(root)]);
+        cmd
+    };
+
+    let mut cmd = keyless(&reference, CI_IMAGE_IDENTITY, CI_IMAGE_ISSUER, &root);
+    cmd.args(["--format", "json"]);
+    let v = json_of(cmd);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["digest"], CI_IMAGE_DIGEST);
+    assert_eq!(v["kind"], "container-image");
+    assert_eq!(
+        v["signatures"][0]["signer"],
+        json!({"kind": "certificate", "identity": CI_IMAGE_IDENTITY, "issuer": CI_IMAGE_ISSUER})
+    );
+    // Regexps (anchored) match it too.
+    let mut cmd = tresor();
+    cmd.args(["verify", &reference])
+        .args(["--certificate-identity-regexp", ".*@redhat\\.com"])
+        .args([
+            "--certificate-oidc-issuer-regexp",
+            "https://github\\.com/.*",
+        ])
+        .args(["--trusted-root", s(&root)]);
+    stdout_of(cmd);
+
+    let (reason, stderr) = failure(
+        keyless(&reference, "someone@redhat.com", CI_IMAGE_ISSUER, &root),
+        1,
+    );
+    assert_eq!(reason, "IdentityMismatch", "{stderr}");
+    assert!(stderr.contains(CI_IMAGE_IDENTITY), "{stderr}");
+    let (reason, stderr) = failure(keyless(&reference, CI_IMAGE_IDENTITY, GHA_ISSUER, &root), 1);
+    assert_eq!(reason, "IssuerMismatch", "{stderr}");
+    assert!(stderr.contains(CI_IMAGE_ISSUER), "{stderr}");
+
+    // The test PKI's trusted root: the certificate does not chain to it.
+    let fulcio = ca("fake fulcio");
+    let rekor = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let other_root = work.path().join("other_root.json");
+    std::fs::write(&other_root, trusted_root_json(&fulcio, &rekor)).unwrap();
+    let (reason, stderr) = failure(
+        keyless(&reference, CI_IMAGE_IDENTITY, CI_IMAGE_ISSUER, &other_root),
+        1,
+    );
+    assert!(
+        ["CertificateChainInvalid", "TlogEntryInvalid"].contains(&reason.as_str()),
+        "{reason}: {stderr}"
+    );
+
+    // The same signature stored for another manifest: it names a different digest.
+    let (modified, other) = keyless_fixture_layout(
+        &work.path().join("modified"),
+        &testdata("cosign/legacy/valid/manifest.json"),
+        &vectors.join("signature-1"),
+    );
+    let (reason, stderr) = failure(
+        keyless(&modified, CI_IMAGE_IDENTITY, CI_IMAGE_ISSUER, &root),
+        1,
+    );
+    assert_eq!(reason, "PayloadDigestMismatch", "{stderr}");
+    assert!(stderr.contains(CI_IMAGE_DIGEST), "{stderr}");
+    assert!(stderr.contains(&other.to_string()), "{stderr}");
+}
+
+/// The certificate of the public-good vector expired in January 2023: verification takes the
+/// time from the Rekor SET, so it passes at any later `now`, and fails when `now` is before
+/// the log entry (a SET from the future is not accepted).
+#[test]
+fn issue13_expired_fulcio_certificate_counts_at_the_rekor_integrated_time() {
+    let work = tempfile::tempdir().unwrap();
+    let vectors = testdata("cosign/legacy-keyless");
+    let (reference, digest) = keyless_fixture_layout(
+        &work.path().join("layout"),
+        &vectors.join("manifest.json"),
+        &vectors.join("signature-1"),
+    );
+    let reference: Reference = reference.parse().unwrap();
+    let repo = Repository::open(&reference, &RegistryOptions::default()).unwrap();
+    let candidates = runtime()
+        .block_on(verify::collect_candidates(&repo, &digest))
+        .unwrap();
+    assert_eq!(candidates.len(), 1);
+    let policy = keyless_policy(
+        CI_IMAGE_IDENTITY,
+        CI_IMAGE_ISSUER,
+        &testdata("cosign/bundles/trusted_root.json"),
+    );
+    let prepared = PreparedPolicy::load(&policy).unwrap();
+    let subject = common::pki::subject_at(reference, digest);
+    let at = |unix: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    // Integrated 2023-01-20T20:51:33Z; certificate valid 20:51:31 to 21:01:31.
+    for now in [
+        at(1_674_247_893 + 3600),
+        at(1_900_000_000),
+        SystemTime::now(),
+    ] {
+        let v = verify::evaluate(&subject, &prepared, &candidates, now).unwrap();
+        assert_eq!(v.satisfied, vec!["release".to_string()]);
+    }
+    let err = verify::evaluate(&subject, &prepared, &candidates, at(1_600_000_000)).unwrap_err();
+    assert!(err.is_unverified(), "{err}");
 }

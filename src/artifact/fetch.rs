@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::archive::{self, Limits};
 use super::format::{
-    Descriptor, ImageManifest, DOCKER_MANIFEST_LIST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
+    Descriptor, ImageManifest, ManifestKind, DOCKER_MANIFEST_LIST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
 };
 use super::objects::{self, ContentMode, Object};
 use super::ArtifactError;
@@ -57,7 +57,11 @@ pub fn from_manifest(
     {
         return Err(ArtifactError::NotAnArtifact {
             reference: reference.to_string(),
-            reason: format!("it is an image index ({})", fetched.media_type),
+            reason: format!(
+                "it is an image index ({}); address one of its manifests by digest, or use \
+                 `tresor verify` to check the index's signatures",
+                fetched.media_type
+            ),
         });
     }
     let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes).map_err(|e| {
@@ -67,6 +71,23 @@ pub fn from_manifest(
             message: e.to_string(),
         })
     })?;
+    // A container image's layers are a root filesystem, not a manifest tree: even when one
+    // is tar+gzip, it is not content to unpack and apply. Its signatures are `tresor
+    // verify`'s business, which reads any manifest.
+    if ManifestKind::classify(&fetched.media_type, Some(&manifest.config.media_type))
+        == ManifestKind::ContainerImage
+    {
+        return Err(ArtifactError::NotAnArtifact {
+            reference: reference.to_string(),
+            reason: format!(
+                "it is a container image (config {}); tresor pulls, syncs and applies \
+                 Flux-format artifacts (config {}) only; `tresor verify` checks an image's \
+                 signatures",
+                manifest.config.media_type,
+                super::format::CONFIG_MEDIA_TYPE
+            ),
+        });
+    }
     let layer = manifest
         .content_layer()
         .cloned()

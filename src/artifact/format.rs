@@ -25,6 +25,62 @@ pub const TAR_GZIP_MEDIA_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
 ];
 
+/// OCI image config media type: the config of a container image (cosign's `.sig`
+/// manifests reuse it).
+pub const OCI_IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Docker container image config media type.
+pub const DOCKER_IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+
+/// What a manifest is, judged from its media type and its config's media type (nothing else
+/// is read): what `tresor verify` reports, and how reading an artifact tells a Flux-format
+/// artifact from a container image or an index it will not unpack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestKind {
+    /// An image manifest with Flux's config media type: what `tresor push` and `flux push
+    /// artifact` write.
+    Artifact,
+    /// An image manifest whose config is a container image config (OCI or Docker).
+    ContainerImage,
+    /// An OCI image index or a Docker manifest list.
+    ImageIndex,
+    /// Any other manifest (another artifact type, an unknown config).
+    Other,
+}
+
+impl ManifestKind {
+    /// Classifies a manifest by its media type and, for image manifests, its config's.
+    pub fn classify(media_type: &str, config_media_type: Option<&str>) -> Self {
+        if media_type == OCI_INDEX_MEDIA_TYPE || media_type == DOCKER_MANIFEST_LIST_MEDIA_TYPE {
+            return Self::ImageIndex;
+        }
+        match config_media_type {
+            Some(CONFIG_MEDIA_TYPE) => Self::Artifact,
+            Some(OCI_IMAGE_CONFIG_MEDIA_TYPE | DOCKER_IMAGE_CONFIG_MEDIA_TYPE) => {
+                Self::ContainerImage
+            }
+            _ => Self::Other,
+        }
+    }
+
+    /// How it is named in output: `Flux artifact`, `container image`, `image index`,
+    /// `manifest`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Artifact => "Flux artifact",
+            Self::ContainerImage => "container image",
+            Self::ImageIndex => "image index",
+            Self::Other => "manifest",
+        }
+    }
+}
+
+impl std::fmt::Display for ManifestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// `org.opencontainers.image.source`: where the content came from (repository URL).
 pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
 /// `org.opencontainers.image.revision`: the source revision, e.g. `main@sha1:<sha>`.

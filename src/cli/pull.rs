@@ -47,7 +47,8 @@ pub(super) async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     // content is downloaded unless it passes.
     match &trust {
         Some(trust) => {
-            let verification = signing::verify(&repo, &artifact, trust).await?;
+            let verification =
+                signing::verify(&repo, &signing::Subject::of_artifact(&artifact), trust).await?;
             for s in &verification.signatures {
                 printer.note(format!(
                     "verified: signed by {} ({})",

@@ -1,21 +1,24 @@
 //! `tresor verify REF (--key PUB… | --certificate-identity… --certificate-oidc-issuer…
 //! --trusted-root FILE) [--require any|all|N] | --policy FILE)`.
+//!
+//! Verifies the signatures of whatever manifest REF resolves to — a tresor artifact, a
+//! container image, an image index — reading that manifest and the signatures only.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use crate::artifact::fetch;
 use crate::reference::Reference;
 use crate::registry::Repository;
 use crate::signing::verify::AttestationVerification;
-use crate::signing::{self, Verification, VerifyError};
+use crate::signing::{self, subject, Verification, VerifyError};
 
 use super::{CliError, Format, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
+    /// What to verify: any manifest or index (artifact, container image, image index):
+    /// oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
     pub reference: String,
     #[command(flatten)]
     pub trust: TrustArgs,
@@ -35,6 +38,7 @@ pub struct VerifyArgs {
 /// Text listing signers and provenance of a passed verification.
 pub(super) fn describe(v: &Verification) -> String {
     let mut out = format!("Verified {} (require {})\n", v.reference, v.require);
+    let _ = writeln!(out, "  {:<9} {} ({})", "type", v.kind, v.media_type);
     for s in &v.signatures {
         let _ = writeln!(
             out,
@@ -109,16 +113,18 @@ pub(super) async fn run(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
             )
         })?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
-    let artifact = fetch::resolve(&repo, &reference).await?;
+    let subject = subject::resolve(&repo, &reference)
+        .await
+        .map_err(VerifyError::from)?;
     let result = if args.attestation {
-        signing::verify::verify_attestations(&repo, &artifact, &policy)
+        signing::verify::verify_attestations(&repo, &subject, &policy)
             .await
             .map(|a| {
                 let text = describe_attestations(&a);
                 (serde_json::to_value(&a).unwrap_or_default(), text)
             })
     } else {
-        signing::verify(&repo, &artifact, &policy).await.map(|v| {
+        signing::verify(&repo, &subject, &policy).await.map(|v| {
             let text = describe(&v);
             (serde_json::to_value(&v).unwrap_or_default(), text)
         })
@@ -131,8 +137,10 @@ pub(super) async fn run(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
         Err(e) => {
             if printer.format() == Format::Json && e.is_unverified() {
                 let doc = serde_json::json!({
-                    "reference": artifact.reference.pinned(&artifact.digest),
-                    "digest": artifact.digest,
+                    "reference": subject.pinned(),
+                    "digest": subject.digest,
+                    "media_type": subject.media_type,
+                    "kind": subject.kind,
                     "verified": false,
                     "reason": e.reason(),
                     "message": e.to_string(),

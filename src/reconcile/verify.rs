@@ -227,7 +227,13 @@ impl Verifier for TrustVerifier {
         artifact: &'a ResolvedArtifact,
     ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
         Box::pin(async move {
-            match crate::signing::verify(repo, artifact, &self.policy).await {
+            match crate::signing::verify(
+                repo,
+                &crate::signing::Subject::of_artifact(artifact),
+                &self.policy,
+            )
+            .await
+            {
                 Ok(v) => Ok(VerifiedBy::Signers(
                     v.signatures
                         .iter()

@@ -7,6 +7,8 @@
 //!   collecting the layers as verification candidates.
 //! - [`attestation`]: signed SLSA provenance (in-toto statement, DSSE, cosign's `.att` tag).
 //! - [`policy`]: trust policies: named authorities and a rule (`any`, `all`, `N`).
+//! - [`subject`]: what is verified: the digest of any manifest or index (artifact, container
+//!   image, image index), read without its layers.
 //! - [`verify`](mod@verify): [`verify()`] checks every candidate signature against every authority and
 //!   applies the rule. It reads manifests and small signature blobs only, never the
 //!   artifact's own layers, so it can run before anything is downloaded.
@@ -36,6 +38,7 @@ pub mod payload;
 pub mod policy;
 pub mod referrers;
 mod rekor;
+pub mod subject;
 pub mod trust_root;
 pub mod verify;
 
@@ -46,6 +49,7 @@ pub use keyless::KeylessError;
 
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use policy::{Authority, NamedAuthority, PolicyError, Require, TrustPolicy, TrustedRootSource};
+pub use subject::Subject;
 pub use verify::{verify, Signer, Verification, VerifiedSignature};
 
 /// Errors while signing an artifact.

@@ -22,10 +22,12 @@ use super::keyless::{self, KeylessError};
 use super::legacy::{self, LegacySignature};
 use super::policy::{Authority, TrustPolicy, TrustedRootSource};
 use super::referrers;
+use super::subject::Subject;
 use super::trust_root::{TrustRoot, MAX_TRUSTED_ROOT_BYTES};
 use super::{PublicKey, VerifyError};
-use crate::artifact::fetch::ResolvedArtifact;
-use crate::artifact::format::{ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::artifact::format::{
+    ManifestKind, ANNOTATION_CREATED, ANNOTATION_REVISION, ANNOTATION_SOURCE,
+};
 use crate::digest::Digest;
 use crate::registry::Repository;
 
@@ -193,7 +195,7 @@ pub struct VerifiedSignature {
     pub source: String,
 }
 
-/// The artifact's provenance annotations, from the manifest already read.
+/// The subject's provenance annotations, from the manifest already read.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ArtifactProvenance {
     /// `org.opencontainers.image.source`.
@@ -205,9 +207,9 @@ pub struct ArtifactProvenance {
 }
 
 impl ArtifactProvenance {
-    /// Reads the annotations of `artifact`'s manifest.
-    pub fn of(artifact: &ResolvedArtifact) -> Self {
-        let get = |k: &str| artifact.manifest.annotations.get(k).cloned();
+    /// Reads the annotations of `subject`'s manifest.
+    pub fn of(subject: &Subject) -> Self {
+        let get = |k: &str| subject.annotations.get(k).cloned();
         Self {
             source: get(ANNOTATION_SOURCE),
             revision: get(ANNOTATION_REVISION),
@@ -219,10 +221,14 @@ impl ArtifactProvenance {
 /// A passed verification: what `tresor verify` prints and the reconcile engine records.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
-    /// The artifact, digest-pinned.
+    /// What was verified, digest-pinned.
     pub reference: String,
     /// Its manifest digest.
     pub digest: Digest,
+    /// The media type of what was verified (image manifest, index, Docker manifest, …).
+    pub media_type: String,
+    /// What was verified: `artifact`, `container-image`, `image-index` or `other`.
+    pub kind: ManifestKind,
     /// Always true (a failed verification is a [`VerifyError`]).
     pub verified: bool,
     /// The rule applied, e.g. `all (2)`.
@@ -235,7 +241,7 @@ pub struct Verification {
     pub provenance: ArtifactProvenance,
 }
 
-/// Verifies `artifact` against `policy`: reads its signatures (manifests and small payload
+/// Verifies `subject` (any manifest or index) against `policy`: reads its signatures (manifests and small payload
 /// blobs only), checks every candidate against every authority and applies the rule.
 ///
 /// Fails with an error for which [`VerifyError::is_unverified`] holds when the artifact is
@@ -244,22 +250,22 @@ pub struct Verification {
 /// authority is satisfied), or too few authorities ([`VerifyError::PolicyNotSatisfied`]).
 pub async fn verify(
     repo: &Repository,
-    artifact: &ResolvedArtifact,
+    subject: &Subject,
     policy: &TrustPolicy,
 ) -> Result<Verification, VerifyError> {
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates = collect_candidates(repo, &artifact.digest).await?;
+    let candidates = collect_candidates(repo, &subject.digest).await?;
     if candidates.is_empty() {
         return Err(VerifyError::NoSignatures {
-            reference: artifact.reference.pinned(&artifact.digest),
+            reference: subject.pinned(),
             tag: format!(
                 "{}, nor bundles in referrers or {}",
-                legacy::signature_tag(&artifact.digest),
-                referrers::fallback_tag(&artifact.digest)
+                legacy::signature_tag(&subject.digest),
+                referrers::fallback_tag(&subject.digest)
             ),
         });
     }
-    evaluate(artifact, &prepared, &candidates, SystemTime::now())
+    evaluate(subject, &prepared, &candidates, SystemTime::now())
 }
 
 /// A passed attestation verification: the signers and the verified statements.
@@ -277,7 +283,7 @@ pub struct AttestationVerification {
 /// and small envelope blobs only.
 pub async fn verify_attestations(
     repo: &Repository,
-    artifact: &ResolvedArtifact,
+    subject: &Subject,
     policy: &TrustPolicy,
 ) -> Result<AttestationVerification, VerifyError> {
     for a in &policy.authorities {
@@ -288,18 +294,18 @@ pub async fn verify_attestations(
         }
     }
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates: Vec<Candidate> = attestation::collect(repo, &artifact.digest)
+    let candidates: Vec<Candidate> = attestation::collect(repo, &subject.digest)
         .await?
         .into_iter()
         .map(Candidate::Attestation)
         .collect();
     if candidates.is_empty() {
         return Err(VerifyError::NoSignatures {
-            reference: artifact.reference.pinned(&artifact.digest),
-            tag: attestation::attestation_tag(&artifact.digest),
+            reference: subject.pinned(),
+            tag: attestation::attestation_tag(&subject.digest),
         });
     }
-    let verification = evaluate(artifact, &prepared, &candidates, SystemTime::now())?;
+    let verification = evaluate(subject, &prepared, &candidates, SystemTime::now())?;
     // The policy holds; every statement signed by one of its authorities is returned (the
     // rule counted distinct signers, the statements are what they signed).
     let mut statements = Vec::new();
@@ -311,7 +317,7 @@ pub async fn verify_attestations(
             let Authority::Key { key } = &named.authority else {
                 continue;
             };
-            match att.verify_with_key(key, &artifact.digest) {
+            match att.verify_with_key(key, &subject.digest) {
                 Ok(statement) => {
                     statements.push(statement);
                     break;
@@ -429,7 +435,7 @@ fn certificate_signer(signer: super::identity::VerifiedSigner) -> Signer {
 /// matching one identity) never turn one signer into two. [`Verification::signatures`]
 /// lists every valid signature once, under the authority its signer is credited to.
 pub fn evaluate(
-    artifact: &ResolvedArtifact,
+    subject: &Subject,
     prepared: &PreparedPolicy<'_>,
     candidates: &[Candidate],
     now: SystemTime,
@@ -439,7 +445,7 @@ pub fn evaluate(
     let mut failures: Vec<VerifyError> = Vec::new();
     for (a, authority) in prepared.authorities.iter().enumerate() {
         for (c, candidate) in candidates.iter().enumerate() {
-            match verify_candidate(authority, candidate, &artifact.digest, now) {
+            match verify_candidate(authority, candidate, &subject.digest, now) {
                 Ok(signer) => valid.push(ValidPair {
                     authority: a,
                     candidate: c,
@@ -473,13 +479,15 @@ pub fn evaluate(
     let needed = policy.require.needed(policy.authorities.len());
     if satisfied.len() >= needed {
         return Ok(Verification {
-            reference: artifact.reference.pinned(&artifact.digest),
-            digest: artifact.digest.clone(),
+            reference: subject.pinned(),
+            digest: subject.digest.clone(),
+            media_type: subject.media_type.clone(),
+            kind: subject.kind,
             verified: true,
             require: policy.describe_rule(),
             satisfied,
             signatures,
-            provenance: ArtifactProvenance::of(artifact),
+            provenance: ArtifactProvenance::of(subject),
         });
     }
     if satisfied.is_empty() {

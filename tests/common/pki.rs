@@ -13,13 +13,11 @@ use rcgen::{
 };
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
-use tresor::artifact::fetch::ResolvedArtifact;
-use tresor::artifact::format::{
-    Descriptor, ImageManifest, CONFIG_MEDIA_TYPE, CONTENT_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
+use tresor::artifact::format::{ManifestKind, OCI_MANIFEST_MEDIA_TYPE};
 use tresor::digest::Digest;
 use tresor::reference::Reference;
 use tresor::signing::keyless::{BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION};
+use tresor::signing::Subject;
 
 /// Identity of the test PKI's keyless signer.
 pub const IDENTITY: &str =
@@ -134,24 +132,14 @@ pub fn keyless_annotations(
     ])
 }
 
-/// An artifact resolved to `digest` at `reference` with a manifest of no layers: what a
+/// The subject at `digest` of `reference`, as if its manifest had been read: what a
 /// signature check of a stored bundle looks at (the digest is what was signed).
-pub fn resolved_without_layers(reference: Reference, digest: Digest) -> ResolvedArtifact {
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST_MEDIA_TYPE.into()),
-        artifact_type: None,
-        config: Descriptor::for_bytes(CONFIG_MEDIA_TYPE, b"{}"),
-        layers: vec![],
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    ResolvedArtifact {
-        reference,
+pub fn subject_at(reference: Reference, digest: Digest) -> Subject {
+    Subject {
+        reference: reference.with_digest(digest.clone()),
         digest,
-        manifest_bytes: manifest.to_bytes().into(),
         media_type: OCI_MANIFEST_MEDIA_TYPE.into(),
-        manifest,
-        layer: Descriptor::for_bytes(CONTENT_MEDIA_TYPE, b""),
+        kind: ManifestKind::ContainerImage,
+        annotations: BTreeMap::new(),
     }
 }
