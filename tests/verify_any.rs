@@ -59,7 +59,7 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Runs crane with `args`; returns its stdout.
 fn crane(args: &[&str]) -> String {
-    let out = Command::new(common::peer("crane"))
+    let out = Command::new(common::peers::peer("crane"))
         .args(args)
         .arg("--insecure")
         .output()
@@ -521,7 +521,7 @@ fn append_sig_layer(
 
 /// Runs the real cosign (v2) with `args` and COSIGN_PASSWORD; returns (success, output).
 fn cosign(args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::peer("cosign"))
+    let out = Command::new(common::peers::peer("cosign"))
         .args(args)
         .env("COSIGN_PASSWORD", PASSWORD)
         .env("COSIGN_YES", "true")

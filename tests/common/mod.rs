@@ -213,19 +213,3 @@ pub fn stderr_of_failure(mut cmd: impl std::borrow::BorrowMut<Command>, code: i3
 pub fn json_of(cmd: impl std::borrow::BorrowMut<Command>) -> serde_json::Value {
     serde_json::from_str(&stdout_of(cmd)).unwrap()
 }
-
-/// A real peer tool (cosign, oras, crane, …) built by `scripts/peers.sh` from the Go module
-/// pinned in `testenv/peers/` (cached after the first build).
-pub fn peer(name: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peers.sh");
-    let out = std::process::Command::new(script)
-        .args(["path", name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/peers.sh path {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
