@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod fake_registry;
 pub mod kube_api;
+pub mod peers;
 pub mod pki;
 pub mod recording_server;
 pub mod tarball;
