@@ -34,7 +34,8 @@ use crate::registry::Repository;
 pub enum Candidate {
     /// A layer of the cosign `sha256-<hex>.sig` manifest.
     Legacy(LegacySignature),
-    /// A DSSE attestation layer of the `sha256-<hex>.att` manifest.
+    /// A DSSE attestation: a layer of the `sha256-<hex>.att` manifest, or the envelope of an
+    /// attestation bundle (cosign v3) from a referrer manifest.
     Attestation(DsseAttestation),
     /// A cosign v3 Sigstore bundle (v0.3), from a referrer manifest.
     Bundle {
@@ -272,9 +273,9 @@ pub struct AttestationVerification {
     pub statements: Vec<serde_json::Value>,
 }
 
-/// Verifies the artifact's attestations (`.att`, DSSE in-toto statements) against `policy`
-/// like [`verify`] does signatures; returns the statements that verified. Reads manifests
-/// and small envelope blobs only.
+/// Verifies the artifact's attestations (DSSE in-toto statements: `.att` layers and cosign v3
+/// attestation bundles) against `policy` like [`verify`] does signatures; returns the
+/// statements that verified. Reads manifests and small envelope and bundle blobs only.
 pub async fn verify_attestations(
     repo: &Repository,
     artifact: &ResolvedArtifact,
@@ -288,15 +289,27 @@ pub async fn verify_attestations(
         }
     }
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates: Vec<Candidate> = attestation::collect(repo, &artifact.digest)
-        .await?
+    // `.att` layers (cosign v2, tresor) and attestation bundles (cosign v3 `attest` stores
+    // them as referrers, next to its signature bundles, which are skipped here).
+    let mut attestations = attestation::collect(repo, &artifact.digest).await?;
+    attestations.extend(
+        referrers::collect(repo, &artifact.digest)
+            .await?
+            .iter()
+            .filter_map(|b| DsseAttestation::from_bundle(&b.source, &b.bytes)),
+    );
+    let candidates: Vec<Candidate> = attestations
         .into_iter()
         .map(Candidate::Attestation)
         .collect();
     if candidates.is_empty() {
         return Err(VerifyError::NoSignatures {
             reference: artifact.reference.pinned(&artifact.digest),
-            tag: attestation::attestation_tag(&artifact.digest),
+            tag: format!(
+                "{}, nor attestation bundles in referrers or {}",
+                attestation::attestation_tag(&artifact.digest),
+                referrers::fallback_tag(&artifact.digest)
+            ),
         });
     }
     let verification = evaluate(artifact, &prepared, &candidates, SystemTime::now())?;
