@@ -249,15 +249,22 @@ pub async fn verify(
     policy: &TrustPolicy,
 ) -> Result<Verification, VerifyError> {
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates = collect_candidates(repo, &artifact.digest).await?;
+    let (candidates, attestations) = collect_signatures(repo, &artifact.digest).await?;
     if candidates.is_empty() {
+        let mut tag = format!(
+            "{}, nor bundles in referrers or {}",
+            legacy::signature_tag(&artifact.digest),
+            referrers::fallback_tag(&artifact.digest)
+        );
+        if attestations > 0 {
+            tag.push_str(&format!(
+                "; {attestations} attestation bundle(s) found there are not signatures: \
+                 `tresor verify --attestation` checks them"
+            ));
+        }
         return Err(VerifyError::NoSignatures {
             reference: artifact.reference.pinned(&artifact.digest),
-            tag: format!(
-                "{}, nor bundles in referrers or {}",
-                legacy::signature_tag(&artifact.digest),
-                referrers::fallback_tag(&artifact.digest)
-            ),
+            tag,
         });
     }
     evaluate(artifact, &prepared, &candidates, SystemTime::now())
@@ -342,25 +349,40 @@ pub async fn verify_attestations(
 
 /// Every signature stored for `digest`, from every source tresor reads: the legacy `.sig`
 /// layers, then the Sigstore bundles (referrers API and `sha256-<hex>` fallback tag).
+///
+/// Attestation bundles (cosign v3 `attest` stores them as referrers next to its signature
+/// bundles) are not signatures of the artifact and are left out; cosign v3.1.3's `verify`
+/// counts them, tresor does not.
 pub async fn collect_candidates(
     repo: &Repository,
     digest: &Digest,
 ) -> Result<Vec<Candidate>, VerifyError> {
+    Ok(collect_signatures(repo, digest).await?.0)
+}
+
+/// [`collect_candidates`], and how many attestation bundles were left out.
+async fn collect_signatures(
+    repo: &Repository,
+    digest: &Digest,
+) -> Result<(Vec<Candidate>, usize), VerifyError> {
     let mut candidates: Vec<Candidate> = legacy::collect(repo, digest)
         .await?
         .into_iter()
         .map(Candidate::Legacy)
         .collect();
-    candidates.extend(
-        referrers::collect(repo, digest)
-            .await?
-            .into_iter()
-            .map(|b| Candidate::Bundle {
-                source: b.source,
-                bytes: b.bytes,
-            }),
-    );
-    Ok(candidates)
+    let mut attestations = 0;
+    for b in referrers::collect(repo, digest).await? {
+        if DsseAttestation::from_bundle(&b.source, &b.bytes).is_some() {
+            tracing::debug!(source = %b.source, "attestation bundle is not a signature; skipping it");
+            attestations += 1;
+            continue;
+        }
+        candidates.push(Candidate::Bundle {
+            source: b.source,
+            bytes: b.bytes,
+        });
+    }
+    Ok((candidates, attestations))
 }
 
 /// Checks one candidate against one authority: who signed, or why it does not count.
