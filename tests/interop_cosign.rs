@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::peers::peer;
-use common::{fixture_tree, json_of, stderr_of_failure, stdout_of, tresor, TestRegistry};
+use common::{fixture_tree, json_of, stdout_of, tresor, TestRegistry};
 use tresor::digest::Digest;
 use tresor::reference::Reference;
 use tresor::registry::{ManifestRef, RegistryOptions, Repository};
@@ -525,9 +525,6 @@ fn tresor_push_provenance_verifies_with_cosign_verify_attestation() {
             "--trusted-root",
             &root,
         ];
-        if cosign.is_v3() {
-            args.push("--new-bundle-format=false");
-        }
         args.push(&image);
         let stdout = cosign.ok(&args);
         // One DSSE envelope per line; its payload is tresor's statement.
@@ -613,6 +610,12 @@ fn a_cosign_v3_attestation_bundle_is_an_attestation_for_tresor_not_a_signature()
     assert_eq!(out.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["verified"], false, "{doc}");
+    assert_eq!(doc["reason"], "NoSignatures", "{doc}");
+    let message = doc["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 attestation bundle(s)") && message.contains("--attestation"),
+        "{message}"
+    );
 
     // Signed as well: one signature, one attestation, each found as what it is.
     v3.sign_bundle(&key, &image);
@@ -691,8 +694,12 @@ fn a_cosign_bundle_for_another_key_does_not_verify_with_tresor() {
     let (_, other) = v3.generate_key_pair(&work.path().join("other"));
     let (image, _) = push(&registry, "cosign-v3-other", &[]);
     v3.sign_bundle(&key, &image);
-    let stderr = stderr_of_failure(tresor_verify(&registry, &image, &["--key", s(&other)]), 1);
-    assert!(!stderr.is_empty());
+    let out = tresor_verify(&registry, &image, &["--key", s(&other)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["reason"], "SignatureInvalid", "{doc}");
 }
 
 #[test]
