@@ -166,7 +166,8 @@ impl Cosign {
         self.ok(&args);
     }
 
-    /// `cosign verify --key` offline; returns the verified payloads (one JSON per line).
+    /// `cosign verify --key` offline (whatever the exit code); stdout holds the verified
+    /// payloads, one JSON array per line.
     fn verify(&self, public_key: &Path, image: &str) -> Output {
         let root = self.trusted_root();
         self.run(&[
@@ -370,6 +371,15 @@ fn a_tresor_keygen_key_signs_with_cosign_and_tresor_verifies() {
         let source = verified["signatures"][0]["source"].as_str().unwrap();
         assert!(source.contains(".sig"), "{}: {source}", cosign.name);
     }
+    // and as a v3 bundle.
+    let v3 = Cosign::v3();
+    let (image, digest) = push(&registry, "tresor-key-bundle", &[]);
+    v3.sign_bundle(&key, &image);
+    assert_cosign_verifies(&v3, &public, &image, &digest);
+    let verified = json_of(tresor_verify(&registry, &image, &["--key", s(&public)]));
+    assert_eq!(signers(&verified), [fingerprint(&public)]);
+    let source = verified["signatures"][0]["source"].as_str().unwrap();
+    assert!(source.starts_with("referrer sha256:"), "{source}");
 }
 
 // ---- signatures -----------------------------------------------------------------------
@@ -454,6 +464,27 @@ fn cosign_verifies_each_key_after_tresor_push_sign_key_and_an_appended_tresor_si
 
 // ---- attestations ---------------------------------------------------------------------
 
+/// `cosign attest --type slsaprovenance1 --predicate FILE`: v2 appends a DSSE layer to the
+/// `.att` manifest, v3 stores a bundle referrer.
+fn cosign_attest(cosign: &Cosign, key: &Path, predicate: &Path, image: &str) {
+    let mut args = vec![
+        "attest",
+        "--yes",
+        "--key",
+        s(key),
+        "--tlog-upload=false",
+        "--type",
+        "slsaprovenance1",
+        "--predicate",
+        s(predicate),
+    ];
+    if cosign.is_v3() {
+        args.push("--use-signing-config=false");
+    }
+    args.push(image);
+    cosign.ok(&args);
+}
+
 #[test]
 fn a_cosign_slsa_attestation_verifies_with_tresor_verify_attestation() {
     let registry = TestRegistry::plain();
@@ -463,18 +494,7 @@ fn a_cosign_slsa_attestation_verifies_with_tresor_verify_attestation() {
     let predicate = work.path().join("provenance.json");
     std::fs::write(&predicate, PREDICATE).unwrap();
     let (image, digest) = push(&registry, "cosign-attest", &[]);
-    v2.ok(&[
-        "attest",
-        "--yes",
-        "--key",
-        s(&key),
-        "--tlog-upload=false",
-        "--type",
-        "slsaprovenance1",
-        "--predicate",
-        s(&predicate),
-        &image,
-    ]);
+    cosign_attest(&v2, &key, &predicate, &image);
 
     let verified = json_of(tresor_verify(
         &registry,
@@ -543,27 +563,6 @@ fn tresor_push_provenance_verifies_with_cosign_verify_attestation() {
             cosign.name
         );
     }
-}
-
-/// `cosign attest --type slsaprovenance1` with the test predicate; v3 writes a bundle
-/// referrer unless `legacy`.
-fn cosign_attest(cosign: &Cosign, key: &Path, predicate: &Path, image: &str) {
-    let mut args = vec![
-        "attest",
-        "--yes",
-        "--key",
-        s(key),
-        "--tlog-upload=false",
-        "--type",
-        "slsaprovenance1",
-        "--predicate",
-        s(predicate),
-    ];
-    if cosign.is_v3() {
-        args.push("--use-signing-config=false");
-    }
-    args.push(image);
-    cosign.ok(&args);
 }
 
 #[test]
@@ -785,7 +784,7 @@ fn cosign_and_tresor_sign_and_verify_on_the_tls_registry_with_credentials() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(cosign_verified_digests(&stdout), [digest.clone()]);
+    assert_eq!(cosign_verified_digests(&stdout), [digest]);
     let out = verify(&tresor_public, &[]);
     assert_eq!(
         out.status.code(),
