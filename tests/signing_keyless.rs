@@ -139,6 +139,11 @@ struct Attached {
 }
 
 fn attachment(subject: &Digest, bundle: &[u8]) -> Attached {
+    attachment_listed_as(subject, bundle, Some(BUNDLE_V03_MEDIA_TYPE))
+}
+
+/// [`attachment`] with the fallback index entry's `artifactType` set to `listed`.
+fn attachment_listed_as(subject: &Digest, bundle: &[u8], listed: Option<&str>) -> Attached {
     let config = Descriptor::for_bytes(EMPTY_MEDIA_TYPE, b"{}");
     let layer = Descriptor::for_bytes(BUNDLE_V03_MEDIA_TYPE, bundle);
     let referrer = ImageManifest {
@@ -158,7 +163,7 @@ fn attachment(subject: &Digest, bundle: &[u8]) -> Attached {
     }
     .to_bytes();
     let mut entry = Descriptor::for_bytes(OCI_MANIFEST_MEDIA_TYPE, &referrer);
-    entry.artifact_type = Some(BUNDLE_V03_MEDIA_TYPE.into());
+    entry.artifact_type = listed.map(str::to_string);
     let index = serde_json::to_vec(&ImageIndex {
         schema_version: 2,
         media_type: Some(OCI_INDEX_MEDIA_TYPE.into()),
@@ -332,6 +337,50 @@ fn key_bundle_verifies_through_the_cli_on_a_layout_and_the_registry() {
             .args(&flags);
         let (reason, stderr) = failure(cmd, 1);
         assert_eq!(reason, "SignatureInvalid", "{stderr}");
+    }
+}
+
+/// Regression: cosign v2.6.5 (`cosign sign --new-bundle-format`) writes the fallback index
+/// through go-containerregistry, whose entry names the referrer's config media type
+/// (`application/vnd.oci.empty.v1+json`) as `artifactType`, not the bundle type; tresor
+/// filtered on the bundle type and found no signature. Such an entry, or one without an
+/// `artifactType`, is read and decided by its manifest (tests/interop_cosign.rs checks the
+/// real cosign).
+#[test]
+fn a_fallback_index_entry_naming_the_config_media_type_is_read_as_a_bundle() {
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(work.path(), "ci");
+    let rt = runtime();
+    for listed in [Some(EMPTY_MEDIA_TYPE), None] {
+        let layout = work.path().join(format!("layout-{}", listed.is_some()));
+        let reference = format!("oci-layout:{}:v1", layout.display());
+        let digest = push(&reference, &[]);
+        let repo =
+            Repository::open(&reference.parse().unwrap(), &RegistryOptions::default()).unwrap();
+        let a = attachment_listed_as(&digest, &key_bundle(&key, &digest), listed);
+        rt.block_on(async {
+            for (d, data) in a.blobs {
+                repo.push_blob(&d, data.into()).await.unwrap();
+            }
+            repo.push_manifest(OCI_MANIFEST_MEDIA_TYPE, &a.referrer, None)
+                .await
+                .unwrap();
+            repo.push_manifest(OCI_INDEX_MEDIA_TYPE, &a.index, Some(&fallback_tag(&digest)))
+                .await
+                .unwrap();
+        });
+
+        let v = json_of(tresor().args([
+            "verify",
+            &reference,
+            "--key",
+            s(&public),
+            "--format",
+            "json",
+        ]));
+        assert_eq!(v["verified"], true, "{listed:?}: {v}");
+        let source = v["signatures"][0]["source"].as_str().unwrap();
+        assert_eq!(source, format!("referrer {}", Digest::of(&a.referrer)));
     }
 }
 

@@ -25,7 +25,8 @@ pub struct VerifyArgs {
     /// Trust policy file, the same as --trust-policy (verify has no immutability policy).
     #[arg(long = "policy", value_name = "FILE", conflicts_with_all = ["policy", "keys"])]
     pub policy_file: Option<std::path::PathBuf>,
-    /// Verify and print the signed SLSA provenance (`.att`) instead of the signatures.
+    /// Verify and print the signed SLSA provenance (`.att` layers, cosign v3 attestation
+    /// bundles) instead of the signatures.
     #[arg(long)]
     pub attestation: bool,
     /// Output format.

@@ -233,21 +233,55 @@ pub async fn attest(
     })
 }
 
-/// One stored attestation layer, not yet checked.
+/// One stored attestation (a DSSE envelope), not yet checked.
 #[derive(Debug, Clone)]
 pub struct DsseAttestation {
-    /// The `.att` tag.
-    pub tag: String,
-    /// Layer position.
-    pub index: usize,
-    /// The envelope bytes as stored.
+    /// Where it was found: `sha256-….att layer 0`, or `referrer sha256:…` for a bundle.
+    pub source: String,
+    /// The envelope bytes: the `.att` layer as stored, or the bundle's `dsseEnvelope`.
     pub envelope: Bytes,
 }
 
 impl DsseAttestation {
-    /// `sha256-….att layer 0`.
+    /// Where it was found, e.g. `sha256-….att layer 0`.
     pub fn describe(&self) -> String {
-        format!("{} layer {}", self.tag, self.index)
+        self.source.clone()
+    }
+
+    /// The attestation inside a Sigstore bundle (what cosign v3 `attest` stores as a
+    /// referrer): its DSSE envelope, when the bundle holds one whose statement is not a cosign
+    /// image signature (predicate `https://sigstore.dev/cosign/sign/v1`, which `cosign sign`
+    /// writes and [`super::bundle`] verifies as a signature). `None` for signature bundles,
+    /// message-signature bundles and anything unreadable: those are no attestations, and the
+    /// signature of the envelope is checked later, over the payload bytes as stored.
+    pub fn from_bundle(source: &str, bundle: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct BundleDsse {
+            #[serde(rename = "dsseEnvelope")]
+            dsse_envelope: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        struct PredicateTypeOnly {
+            #[serde(rename = "predicateType", default)]
+            predicate_type: String,
+        }
+        let envelope_json = serde_json::from_slice::<BundleDsse>(bundle)
+            .ok()?
+            .dsse_envelope?;
+        let envelope: Envelope = serde_json::from_value(envelope_json.clone()).ok()?;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(envelope.payload.trim())
+            .ok()?;
+        let statement: PredicateTypeOnly = serde_json::from_slice(&payload).ok()?;
+        if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE
+            || statement.predicate_type == super::bundle::COSIGN_SIGN_PREDICATE_TYPE
+        {
+            return None;
+        }
+        Some(Self {
+            source: source.to_string(),
+            envelope: Bytes::from(serde_json::to_vec(&envelope_json).ok()?),
+        })
     }
 
     /// Checks a DSSE signature with `key` over the stored payload, then that the statement
@@ -336,8 +370,7 @@ pub async fn collect(
     Ok(layers
         .into_iter()
         .map(|(index, _, envelope)| DsseAttestation {
-            tag: tag.clone(),
-            index,
+            source: format!("{tag} layer {index}"),
             envelope,
         })
         .collect())
@@ -346,6 +379,44 @@ pub async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bundle_with_predicate(predicate_type: &str) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let statement = json!({
+            "_type": STATEMENT_TYPE,
+            "subject": [{"digest": {"sha256": "ab"}}],
+            "predicateType": predicate_type,
+            "predicate": {},
+        });
+        serde_json::to_vec(&json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {"publicKey": {"hint": ""}},
+            "dsseEnvelope": {
+                "payload": b64.encode(serde_json::to_vec(&statement).unwrap()),
+                "payloadType": IN_TOTO_PAYLOAD_TYPE,
+                "signatures": [{"sig": b64.encode(b"sig"), "keyid": ""}],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_attestation_bundle_is_read_and_a_signature_bundle_is_not() {
+        let att = DsseAttestation::from_bundle(
+            "referrer sha256:aa",
+            &bundle_with_predicate(SLSA_PROVENANCE_V1),
+        )
+        .unwrap();
+        assert_eq!(att.describe(), "referrer sha256:aa");
+        let envelope: Envelope = serde_json::from_slice(&att.envelope).unwrap();
+        assert_eq!(envelope.payload_type, IN_TOTO_PAYLOAD_TYPE);
+        assert_eq!(envelope.signatures.len(), 1);
+
+        let signature = bundle_with_predicate(super::super::bundle::COSIGN_SIGN_PREDICATE_TYPE);
+        assert!(DsseAttestation::from_bundle("referrer sha256:bb", &signature).is_none());
+        assert!(DsseAttestation::from_bundle("referrer sha256:cc", b"{}").is_none());
+        assert!(DsseAttestation::from_bundle("referrer sha256:dd", b"not json").is_none());
+    }
 
     #[test]
     fn pae_matches_the_dsse_spec_example() {

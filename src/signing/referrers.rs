@@ -38,25 +38,44 @@ pub fn fallback_tag(digest: &Digest) -> String {
     format!("{}-{}", digest.algorithm(), digest.hex())
 }
 
+/// The OCI empty descriptor's media type: cosign's referrer manifests use it for their config.
+pub const EMPTY_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
 /// Every bundle stored for `digest`: referrers API first, then the fallback tag (both, since a
 /// registry may have gained the API after bundles were pushed under the tag), deduplicated.
 ///
+/// A fallback index entry counts when its `artifactType` is the bundle type, or is
+/// [`EMPTY_CONFIG_MEDIA_TYPE`] or absent: cosign v2 writes the index through
+/// go-containerregistry, which records the referrer's *config* media type there instead of the
+/// manifest's `artifactType`, so the referrer manifest itself decides (it must hold a bundle
+/// layer).
+///
 /// Fails with [`VerifyError::TooManySignatures`] when more than [`MAX_BUNDLE_REFERRERS`]
-/// bundle referrers are listed (before fetching any of them), and with registry errors.
-/// Referrer manifests without a bundle layer and oversized bundles are skipped with a warning.
+/// possible bundle referrers are listed (before fetching any of them), and with registry
+/// errors. Oversized bundles and referrers announced as bundles without a bundle layer are
+/// skipped with a warning.
 pub async fn collect(repo: &Repository, digest: &Digest) -> Result<Vec<StoredBundle>, VerifyError> {
     let mut listed: Vec<Descriptor> = Vec::new();
     if let Some(index) = repo.referrers(digest, Some(BUNDLE_V03_MEDIA_TYPE)).await? {
-        listed.extend(index.manifests);
+        listed.extend(
+            index
+                .manifests
+                .into_iter()
+                .filter(|d| d.artifact_type.as_deref() == Some(BUNDLE_V03_MEDIA_TYPE)),
+        );
     }
     let tag = fallback_tag(digest);
     if let Some(index) = fallback_index(repo, &tag).await? {
-        listed.extend(index.manifests);
+        listed.extend(index.manifests.into_iter().filter(|d| {
+            matches!(
+                d.artifact_type.as_deref(),
+                None | Some(BUNDLE_V03_MEDIA_TYPE | EMPTY_CONFIG_MEDIA_TYPE)
+            )
+        }));
     }
     let mut seen = BTreeSet::new();
     let referrers: Vec<Descriptor> = listed
         .into_iter()
-        .filter(|d| d.artifact_type.as_deref() == Some(BUNDLE_V03_MEDIA_TYPE))
         .filter(|d| seen.insert(d.digest.clone()))
         .collect();
     if referrers.len() > MAX_BUNDLE_REFERRERS {
@@ -68,7 +87,8 @@ pub async fn collect(repo: &Repository, digest: &Digest) -> Result<Vec<StoredBun
     }
     let mut out = Vec::new();
     for referrer in referrers {
-        if let Some(bundle) = read_bundle(repo, &referrer.digest).await? {
+        let announced = referrer.artifact_type.as_deref() == Some(BUNDLE_V03_MEDIA_TYPE);
+        if let Some(bundle) = read_bundle(repo, &referrer.digest, announced).await? {
             out.push(bundle);
         }
     }
@@ -99,10 +119,13 @@ async fn fallback_index(repo: &Repository, tag: &str) -> Result<Option<ImageInde
         })
 }
 
-/// Reads one referrer manifest (by digest, checked) and its bundle layer.
+/// Reads one referrer manifest (by digest, checked) and its bundle layer; `None` when it holds
+/// no bundle. `announced`: the listing said it is a bundle referrer, so a manifest without a
+/// bundle layer is worth a warning (otherwise it is another kind of referrer, e.g. an SBOM).
 async fn read_bundle(
     repo: &Repository,
     manifest_digest: &Digest,
+    announced: bool,
 ) -> Result<Option<StoredBundle>, VerifyError> {
     let source = format!("referrer {manifest_digest}");
     let fetched = repo
@@ -119,7 +142,11 @@ async fn read_bundle(
         .iter()
         .find(|l| l.media_type == BUNDLE_V03_MEDIA_TYPE)
     else {
-        tracing::warn!(referrer = %manifest_digest, "bundle referrer has no bundle layer; skipping it");
+        if announced || manifest.artifact_type.as_deref() == Some(BUNDLE_V03_MEDIA_TYPE) {
+            tracing::warn!(referrer = %manifest_digest, "bundle referrer has no bundle layer; skipping it");
+        } else {
+            tracing::debug!(referrer = %manifest_digest, "referrer is not a bundle; skipping it");
+        }
         return Ok(None);
     };
     let limit = MAX_BUNDLE_BYTES as u64;

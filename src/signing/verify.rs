@@ -36,7 +36,8 @@ use crate::registry::Repository;
 pub enum Candidate {
     /// A layer of the cosign `sha256-<hex>.sig` manifest.
     Legacy(LegacySignature),
-    /// A DSSE attestation layer of the `sha256-<hex>.att` manifest.
+    /// A DSSE attestation: a layer of the `sha256-<hex>.att` manifest, or the envelope of an
+    /// attestation bundle (cosign v3) from a referrer manifest.
     Attestation(DsseAttestation),
     /// A cosign v3 Sigstore bundle (v0.3), from a referrer manifest.
     Bundle {
@@ -254,15 +255,22 @@ pub async fn verify(
     policy: &TrustPolicy,
 ) -> Result<Verification, VerifyError> {
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates = collect_candidates(repo, &subject.digest).await?;
+    let (candidates, attestations) = collect_signatures(repo, &subject.digest).await?;
     if candidates.is_empty() {
+        let mut tag = format!(
+            "{}, nor bundles in referrers or {}",
+            legacy::signature_tag(&subject.digest),
+            referrers::fallback_tag(&subject.digest)
+        );
+        if attestations > 0 {
+            tag.push_str(&format!(
+                "; {attestations} attestation bundle(s) found there are not signatures: \
+                 `tresor verify --attestation` checks them"
+            ));
+        }
         return Err(VerifyError::NoSignatures {
             reference: subject.pinned(),
-            tag: format!(
-                "{}, nor bundles in referrers or {}",
-                legacy::signature_tag(&subject.digest),
-                referrers::fallback_tag(&subject.digest)
-            ),
+            tag,
         });
     }
     evaluate(subject, &prepared, &candidates, SystemTime::now())
@@ -278,9 +286,9 @@ pub struct AttestationVerification {
     pub statements: Vec<serde_json::Value>,
 }
 
-/// Verifies the artifact's attestations (`.att`, DSSE in-toto statements) against `policy`
-/// like [`verify`] does signatures; returns the statements that verified. Reads manifests
-/// and small envelope blobs only.
+/// Verifies the artifact's attestations (DSSE in-toto statements: `.att` layers and cosign v3
+/// attestation bundles) against `policy` like [`verify`] does signatures; returns the
+/// statements that verified. Reads manifests and small envelope and bundle blobs only.
 pub async fn verify_attestations(
     repo: &Repository,
     subject: &Subject,
@@ -294,15 +302,27 @@ pub async fn verify_attestations(
         }
     }
     let prepared = PreparedPolicy::load(policy)?;
-    let candidates: Vec<Candidate> = attestation::collect(repo, &subject.digest)
-        .await?
+    // `.att` layers (cosign v2, tresor) and attestation bundles (cosign v3 `attest` stores
+    // them as referrers, next to its signature bundles, which are skipped here).
+    let mut attestations = attestation::collect(repo, &subject.digest).await?;
+    attestations.extend(
+        referrers::collect(repo, &subject.digest)
+            .await?
+            .iter()
+            .filter_map(|b| DsseAttestation::from_bundle(&b.source, &b.bytes)),
+    );
+    let candidates: Vec<Candidate> = attestations
         .into_iter()
         .map(Candidate::Attestation)
         .collect();
     if candidates.is_empty() {
         return Err(VerifyError::NoSignatures {
             reference: subject.pinned(),
-            tag: attestation::attestation_tag(&subject.digest),
+            tag: format!(
+                "{}, nor attestation bundles in referrers or {}",
+                attestation::attestation_tag(&subject.digest),
+                referrers::fallback_tag(&subject.digest)
+            ),
         });
     }
     let verification = evaluate(subject, &prepared, &candidates, SystemTime::now())?;
@@ -335,25 +355,40 @@ pub async fn verify_attestations(
 
 /// Every signature stored for `digest`, from every source tresor reads: the legacy `.sig`
 /// layers, then the Sigstore bundles (referrers API and `sha256-<hex>` fallback tag).
+///
+/// Attestation bundles (cosign v3 `attest` stores them as referrers next to its signature
+/// bundles) are not signatures of the artifact and are left out; cosign v3.1.3's `verify`
+/// counts them, tresor does not.
 pub async fn collect_candidates(
     repo: &Repository,
     digest: &Digest,
 ) -> Result<Vec<Candidate>, VerifyError> {
+    Ok(collect_signatures(repo, digest).await?.0)
+}
+
+/// [`collect_candidates`], and how many attestation bundles were left out.
+async fn collect_signatures(
+    repo: &Repository,
+    digest: &Digest,
+) -> Result<(Vec<Candidate>, usize), VerifyError> {
     let mut candidates: Vec<Candidate> = legacy::collect(repo, digest)
         .await?
         .into_iter()
         .map(Candidate::Legacy)
         .collect();
-    candidates.extend(
-        referrers::collect(repo, digest)
-            .await?
-            .into_iter()
-            .map(|b| Candidate::Bundle {
-                source: b.source,
-                bytes: b.bytes,
-            }),
-    );
-    Ok(candidates)
+    let mut attestations = 0;
+    for b in referrers::collect(repo, digest).await? {
+        if DsseAttestation::from_bundle(&b.source, &b.bytes).is_some() {
+            tracing::debug!(source = %b.source, "attestation bundle is not a signature; skipping it");
+            attestations += 1;
+            continue;
+        }
+        candidates.push(Candidate::Bundle {
+            source: b.source,
+            bytes: b.bytes,
+        });
+    }
+    Ok((candidates, attestations))
 }
 
 /// Checks one candidate against one authority: who signed, or why it does not count.

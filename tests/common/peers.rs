@@ -1,29 +1,40 @@
-//! The real tools of the interop tests (cosign, oras, crane, Flux's OCI library), built
-//! from testenv/peers/ by `scripts/peers.sh` and cached outside the repository.
+//! The real peer tools of `scripts/peers.sh` (cosign v2 and v3, oras, crane, flux-oci),
+//! built from their Go modules at pinned versions and cached outside the repository.
+//!
+//! [`peer`] runs `scripts/peers.sh path NAME` once per name and process (the first call may
+//! build the tool for minutes; the script's lock makes parallel tests wait for one build).
+//! A peer that cannot be built fails the test: interop tests never skip.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Mutex;
 
-/// The binary of peer `name` (see `scripts/peers.sh list`), built on first use; once per
-/// test process. Fails the test when it cannot be built: interop is not optional.
+/// The absolute path of peer `name`'s binary, building it on first use.
 pub fn peer(name: &str) -> PathBuf {
-    static PATHS: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    static PATHS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held across the build: one `peers.sh` per name and process is enough.
     let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
-    let paths = paths.get_or_insert_with(HashMap::new);
     if let Some(path) = paths.get(name) {
         return path.clone();
     }
-    let out = std::process::Command::new(super::cluster::repo_dir().join("scripts/peers.sh"))
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peers.sh");
+    let out = Command::new(&script)
         .args(["path", name])
         .output()
-        .expect("scripts/peers.sh runs");
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "scripts/peers.sh path {name} failed:\n{}",
+        "`scripts/peers.sh path {name}` failed ({:?}); it needs Go and the Go module proxy:\n{}",
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
     let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(
+        path.is_file(),
+        "`scripts/peers.sh path {name}` printed {}, which is not a file",
+        path.display()
+    );
     paths.insert(name.to_string(), path.clone());
     path
 }
