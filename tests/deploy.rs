@@ -380,3 +380,90 @@ fn kustomize_renders_the_base_when_kubectl_is_available() {
         assert!(rendered.contains(needle), "rendered base lacks {needle:?}");
     }
 }
+
+/// The webhooks component (docs/webhooks.md), rendered with the cluster's kubectl
+/// (`scripts/cluster.sh path kubectl`): the puller gets `--webhook-addr` and the secret file
+/// from the Secret `tresor-webhook`, its port is named, the Service `tresor-webhooks`
+/// reaches it and the NetworkPolicy lets it in.
+#[test]
+fn the_webhooks_component_wires_args_secret_service_and_ingress() {
+    let kubectl = std::process::Command::new(deploy().join("../scripts/cluster.sh"))
+        .args(["path", "kubectl"])
+        .output()
+        .unwrap();
+    assert!(
+        kubectl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    let kubectl = String::from_utf8(kubectl.stdout).unwrap();
+    // kustomize takes relative paths only: a copy of deploy/ beside the kustomization.
+    let work = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(deploy())
+        .arg(work.path().join("deploy"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(
+        work.path().join("kustomization.yaml"),
+        "resources: [deploy]\ncomponents: [deploy/components/webhooks]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(kubectl.trim())
+        .arg("kustomize")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_norway::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .collect();
+    let one = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let d = one("Deployment", "tresor-puller");
+    let pod = &d["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--webhook-addr=:9292"), "{args:?}");
+    assert!(
+        args.contains(&"--webhook-secret-file=/etc/tresor/webhook/secret"),
+        "{args:?}"
+    );
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "webhook-secret")
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "tresor-webhook");
+    let service = one("Service", "tresor-webhooks");
+    assert_eq!(service["metadata"]["namespace"], "tresor-system");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhooks");
+    let ports = pod["containers"][0]["ports"].as_sequence().unwrap();
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "webhooks" && p["containerPort"] == 9292));
+    let np = one("NetworkPolicy", "tresor-puller");
+    let ingress: Vec<u64> = np["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| i["ports"][0]["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ingress, [8080, 9292]);
+}

@@ -66,6 +66,14 @@ struct Args {
     /// or an object naming another namespace is refused (Stalled, `CrossNamespace`).
     #[arg(long)]
     no_cross_namespace: bool,
+    /// Receive registry webhooks on ADDR (`:PORT`: every address) at `/hooks/<kind>`: a
+    /// push reconciles the ArtifactSyncs following that repository at once
+    /// (docs/webhooks.md). Needs --webhook-secret-file.
+    #[arg(long, value_name = "ADDR", requires = "webhook_secret_file")]
+    webhook_addr: Option<String>,
+    /// The receivers' secret (a mounted Secret's file; HMAC key or bearer token).
+    #[arg(long, value_name = "FILE", requires = "webhook_addr")]
+    webhook_secret_file: Option<PathBuf>,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -96,6 +104,17 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         no_cross_namespace = args.no_cross_namespace,
         "tenancy"
     );
+    let webhook_secret = match &args.webhook_secret_file {
+        Some(path) => Some(
+            tresor::webhook::Secret::new(&std::fs::read(path)?)
+                .ok_or(format!("--webhook-secret-file {} is empty", path.display()))?,
+        ),
+        None => None,
+    };
+    let webhooks = match &args.webhook_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let config = kube::Config::infer().await?;
     let options = PullerOptions {
         cache_dir: args.cache_dir.clone(),
@@ -107,9 +126,14 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         stall_timeout: args.stall_timeout,
         default_service_account: args.default_service_account,
         no_cross_namespace: args.no_cross_namespace,
+        webhook_secret,
         ..PullerOptions::default()
     };
     let ctx = Arc::new(Context::new(config, options)?);
+    if let Some(listener) = webhooks {
+        tracing::info!(addr = %listener.local_addr()?, "serving webhooks on /hooks/<kind>");
+        ctx.receive_webhooks(listener);
+    }
     tokio::spawn(serve_health(health, ctx.clone()));
     tokio::spawn(tresor::reconcile::metrics::serve(metrics, ctx.metrics()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -44,6 +44,7 @@ mod trust_cache;
 mod verify;
 mod watch;
 mod watched;
+mod webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -123,6 +124,9 @@ pub struct PullerOptions {
     /// `spec.targetNamespace`, or an object naming another namespace, is refused before
     /// anything is applied (reason `CrossNamespace`).
     pub no_cross_namespace: bool,
+    /// The secret of the webhook receivers (`--webhook-secret-file`); they are served on
+    /// the listener given to [`Context::receive_webhooks`].
+    pub webhook_secret: Option<crate::webhook::Secret>,
 }
 
 impl Default for PullerOptions {
@@ -138,6 +142,7 @@ impl Default for PullerOptions {
             stall_timeout: Duration::from_secs(30 * 60),
             default_service_account: None,
             no_cross_namespace: false,
+            webhook_secret: None,
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct Context {
     /// The verifications of this process, shared by every sync's engine (see
     /// [`Verdicts`]): the only source of trust for what an engine applies.
     verdicts: Verdicts,
+    /// Where [`run`] serves the webhook receivers (see [`Context::receive_webhooks`]).
+    webhook_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl Context {
@@ -208,12 +215,23 @@ impl Context {
             syncs: Mutex::new(HashMap::new()),
             trust: std::sync::OnceLock::new(),
             verdicts: Verdicts::default(),
+            webhook_listener: std::sync::Mutex::new(None),
         })
     }
 
     /// The puller's own client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Serves the registry webhook receivers on `listener` while this replica reconciles
+    /// (from [`run`] on; needs `PullerOptions::webhook_secret`): a push reconciles every
+    /// sync whose URL names the pushed repository at once (see `webhook`).
+    pub fn receive_webhooks(&self, listener: tokio::net::TcpListener) {
+        *self
+            .webhook_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listener);
     }
 
     /// The watches of owned objects (drift).
@@ -295,13 +313,37 @@ pub async fn run(
         .applied_objects();
     let controller = Controller::for_stream(syncs, reader);
     let janitor = tokio::spawn(forget_deleted(controller.store(), ctx.clone()));
-    let triggers = ctx.watches.triggers().map(|r| {
+    let drifted = ctx.watches.triggers().map(|r| {
         let watched = kube::runtime::reflector::ObjectRef::<WatchedSync>::new(&r.name);
         match r.namespace {
             Some(ns) => watched.within(&ns),
             None => watched,
         }
     });
+    let (webhook_tx, webhook_rx) = tokio::sync::mpsc::channel(1024);
+    let pushed = futures_util::stream::unfold(webhook_rx, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    });
+    let triggers = futures_util::stream::select(drifted, pushed);
+    let listener = ctx
+        .webhook_listener
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let receivers = match (listener, &ctx.options.webhook_secret) {
+        (Some(listener), Some(secret)) => {
+            let hooks = webhook::PullerHooks {
+                syncs: controller.store(),
+                triggers: webhook_tx,
+                metrics: ctx.metrics.clone(),
+            };
+            let receivers = crate::webhook::Receivers::all(secret.clone());
+            Some(tokio::spawn(crate::webhook::serve(
+                listener, receivers, hooks,
+            )))
+        }
+        _ => None,
+    };
     controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
         .reconcile_on(triggers)
@@ -315,6 +357,9 @@ pub async fn run(
         })
         .await;
     janitor.abort();
+    if let Some(receivers) = receivers {
+        receivers.abort();
+    }
 }
 
 /// Removes from a watched ArtifactSync what no reconcile reads: `metadata.managedFields`
