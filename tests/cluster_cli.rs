@@ -378,3 +378,88 @@ async fn tresor_apply_no_cross_namespace_refuses_other_namespaces_before_writing
     assert!(out.starts_with("applied sha256:"), "{out}");
     assert!(other.config_map("elsewhere").await.is_some());
 }
+
+/// `tresor wait REF --for applied`: exit 0 once the following sync applied REF's digest;
+/// exit 1 naming the reason when the puller refuses it (here an object in another
+/// namespace); exit 2 when no sync follows REF.
+#[tokio::test]
+async fn tresor_wait_reports_applied_refused_and_unfollowed() {
+    let t = Tenant::new("cli-wait").await;
+    let registry = common::TestRegistry::plain();
+    let (repo, d1) = t.push(&registry, None, "v", &[("a.yaml", &config_map("a", "one"))]);
+    let puller = t.puller(&[]);
+    t.create_sync("app", common::cluster::unsigned_spec(&repo, "v", "2s"))
+        .await;
+    let wait = |reference: &str| {
+        let mut cmd = registry.tresor(&[
+            "wait",
+            reference,
+            "--for",
+            "applied",
+            "-n",
+            &t.ns,
+            "--timeout",
+            "60s",
+            "--kubeconfig",
+            t.cluster.kubeconfig.to_str().unwrap(),
+        ]);
+        cmd.timeout(std::time::Duration::from_secs(90));
+        cmd.output().unwrap()
+    };
+    let out = wait(&format!("{repo}:v"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", puller.log_tail());
+    assert!(
+        stdout.starts_with(&format!("applied {d1} in 1 ArtifactSync(s)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}/app: applied and ready", t.ns)),
+        "{stdout}"
+    );
+
+    // v2 puts an object into another namespace: the confined puller refuses it (Stalled,
+    // CrossNamespace) and `tresor wait` says so.
+    let elsewhere =
+        config_map("b", "two").replace("metadata:\n", "metadata:\n  namespace: kube-system\n");
+    let (_, d2) = t.push(&registry, Some(&repo), "v", &[("b.yaml", &elsewhere)]);
+    let out = wait(&format!("{repo}:v"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", puller.log_tail());
+    assert!(stdout.starts_with(&format!("refused {d2}")), "{stdout}");
+    assert!(stdout.contains("refused: CrossNamespace: "), "{stdout}");
+    assert_eq!(t.config_map("a").await.unwrap()["data"]["k"], "one");
+
+    // JSON: the digest and each sync's state.
+    let out = registry
+        .tresor(&[
+            "wait",
+            &format!("{repo}@{d1}"),
+            "-n",
+            &t.ns,
+            "--timeout",
+            "5s",
+            "--format",
+            "json",
+            "--kubeconfig",
+            t.cluster.kubeconfig.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["digest"], d1);
+    assert_eq!(
+        v["syncs"][format!("{}/app", t.ns)]["state"],
+        "pending",
+        "{v}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{v}");
+
+    let out = wait(&format!("{repo}-nobody:v"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") || stderr.contains("no ArtifactSync"),
+        "{stderr}"
+    );
+}

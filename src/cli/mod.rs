@@ -18,6 +18,7 @@ pub mod status;
 mod sync;
 mod tag;
 mod verify;
+mod wait;
 
 use std::process::ExitCode;
 
@@ -73,6 +74,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// List the ArtifactSyncs of a cluster with their state (like `flux get`).
     Status(status::StatusArgs),
+    /// Wait until the ArtifactSyncs following an artifact applied its digest (exit 1 when
+    /// refused or timed out): push, then wait, from CI.
+    Wait(wait::WaitArgs),
 }
 
 /// Why a command failed.
@@ -165,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Sign(a) => sign::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Wait(a) => wait::run(a).await,
     }
 }
 
