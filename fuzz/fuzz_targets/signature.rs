@@ -157,8 +157,7 @@ fn payload_bytes(data: &[u8]) {
 fn stored_envelope(data: &[u8]) {
     let f = fixtures();
     let attestation = DsseAttestation {
-        tag: "sha256-fuzz.att".into(),
-        index: 0,
+        source: "sha256-fuzz.att layer 0".into(),
         envelope: Bytes::copy_from_slice(data),
     };
     for d in [OTHER, BUNDLE_SUBJECT] {
@@ -181,8 +180,7 @@ fn signed_statement(data: &[u8]) {
         "signatures": [{"keyid": "", "sig": STANDARD.encode(f.key.sign(&pae))}],
     });
     let attestation = DsseAttestation {
-        tag: "sha256-fuzz.att".into(),
-        index: 0,
+        source: "sha256-fuzz.att layer 0".into(),
         envelope: Bytes::from(serde_json::to_vec(&envelope).expect("envelope")),
     };
     let named = subjects(data);
