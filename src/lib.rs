@@ -18,6 +18,8 @@
 //! - [`api`]: the Kubernetes custom resources (`ArtifactSync`, `TrustPolicy`), their
 //!   conditions, the trust "cannot weaken" rule and the generated CRDs.
 //! - [`webhook`]: registry push notifications that trigger an immediate reconcile.
+//! - [`notify`]: events about reconciles for pipelines and people (webhooks, CloudEvents,
+//!   Slack, GitHub commit statuses).
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -27,6 +29,7 @@ pub mod artifact;
 pub mod cli;
 pub mod digest;
 pub mod kube;
+pub mod notify;
 pub mod policy;
 pub mod puller;
 pub mod reconcile;

@@ -303,7 +303,7 @@ fn webhook_flags_are_checked() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("is empty: an empty secret would let anyone trigger"),
+            .contains("is empty: an empty secret would let anyone in"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

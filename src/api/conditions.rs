@@ -341,6 +341,8 @@ mod tests {
             tag: None,
             applied: None,
             signer: None,
+            source: None,
+            revision: None,
             restored: vec![],
             cache_corrupted: vec![],
             warnings: vec![],

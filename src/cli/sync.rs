@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::notify::{Notifier, Provider};
 use crate::reconcile::agent::{self, AgentOptions, WebhookOptions};
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
@@ -63,6 +64,18 @@ pub struct SyncArgs {
     /// docs/webhooks.md).
     #[arg(long, value_name = "FILE", requires = "webhook_addr")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Tell KIND=URL about every cycle that applied, corrected drift, was refused or failed
+    /// (repeatable): generic=URL (JSON, signed with --notify-secret-file),
+    /// cloudevents=URL, slack=URL, github[=API_URL] (commit status on the artifact's
+    /// revision). See docs/notifications.md.
+    #[arg(long, value_name = "KIND=URL")]
+    pub notify: Vec<String>,
+    /// HMAC key for generic notifications (X-Signature: sha256=…).
+    #[arg(long, value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+    /// GitHub token for github notifications [default: GITHUB_TOKEN].
+    #[arg(long, value_name = "FILE")]
+    pub notify_token_file: Option<PathBuf>,
     /// Accept content without verifying a signature (explicit opt-out; ignored when trust
     /// material is given, which is then always checked).
     #[arg(long)]
@@ -85,23 +98,49 @@ fn webhook_options(args: &SyncArgs) -> Result<Option<WebhookOptions>, CliError> 
     let (Some(addr), Some(path)) = (&args.webhook_addr, &args.webhook_secret_file) else {
         return Ok(None);
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot read --webhook-secret-file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let secret = Secret::new(&bytes).ok_or_else(|| {
-        CliError::Usage(format!(
-            "--webhook-secret-file {} is empty: an empty secret would let anyone trigger",
-            path.display()
-        ))
-    })?;
+    let secret = read_secret(path, "--webhook-secret-file")?;
     Ok(Some(WebhookOptions {
         addr: addr.clone(),
         secret,
         plain_http: args.registry.plain_http,
     }))
+}
+
+/// A secret from `path` (whitespace around it dropped); `what` names the flag.
+fn read_secret(path: &std::path::Path, what: &str) -> Result<Secret, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))?;
+    Secret::new(&bytes).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{what} {} is empty: an empty secret would let anyone in",
+            path.display()
+        ))
+    })
+}
+
+/// The providers of `--notify`, or `None` without any.
+fn notifier(args: &SyncArgs) -> Result<Option<Arc<Notifier>>, CliError> {
+    if args.notify.is_empty() {
+        return Ok(None);
+    }
+    let secret = match &args.notify_secret_file {
+        Some(path) => Some(read_secret(path, "--notify-secret-file")?),
+        None => None,
+    };
+    let token = match &args.notify_token_file {
+        Some(path) => Some(read_secret(path, "--notify-token-file")?),
+        None => std::env::var("GITHUB_TOKEN")
+            .ok()
+            .and_then(|t| Secret::new(t.as_bytes())),
+    };
+    let providers = args
+        .notify
+        .iter()
+        .map(|value| Provider::parse(value, secret.as_ref(), token.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let notifier = Notifier::new(providers).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Some(Arc::new(notifier)))
 }
 
 pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
@@ -137,6 +176,7 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         metrics_addr: args.metrics_addr.clone(),
         trigger_file: args.trigger_file.clone(),
         webhook: webhook_options(&args)?,
+        notifier: notifier(&args)?,
     };
     let once = args.once;
     let mut last_line = None;

@@ -29,6 +29,8 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 /// (Distribution sends the manifest's push event before it writes the tag link).
 const WEBHOOK_RECHECKS: u32 = 5;
 const WEBHOOK_RECHECK_DELAY: Duration = Duration::from_secs(1);
+/// How long an exiting agent waits for its last notifications to be delivered.
+const DELIVERY_WAIT: Duration = Duration::from_secs(20);
 
 /// Options of the agent loop.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct AgentOptions {
     pub trigger_file: Option<PathBuf>,
     /// Webhook receivers whose pushes to the followed repository start a cycle at once.
     pub webhook: Option<WebhookOptions>,
+    /// Where each cycle that changed or failed something is told (`--notify`).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// `--webhook-addr` and `--webhook-secret-file`.
@@ -190,6 +194,7 @@ pub async fn run(
     let mut trigger = options.trigger_file.as_deref().map(modified);
     let mut transient_failures = 0u32;
     let mut rechecks = 0u32;
+    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
     loop {
         let mut stopping = false;
@@ -217,8 +222,22 @@ pub async fn run(
             }
         }
         record(&summary, &mut status, &options, &metrics);
+        if let Some(notifier) = &options.notifier {
+            let origin = format!("tresor sync {}", dir.display());
+            let time = super::status::rfc3339(SystemTime::now());
+            if let Some(event) = crate::notify::Event::from_summary(&summary, &origin, &time) {
+                deliveries.retain(|d| !d.is_finished());
+                deliveries.extend(notifier.notify(event));
+            }
+        }
         report(&summary);
         if options.once || stopping {
+            // The last events are not lost to the exit: their deliveries (retries
+            // included) get a bounded wait.
+            let all = futures_util::future::join_all(deliveries);
+            if tokio::time::timeout(DELIVERY_WAIT, all).await.is_err() {
+                tracing::warn!("notifications still undelivered at exit");
+            }
             return Ok(summary);
         }
         let delay = match &summary.error {

@@ -75,12 +75,15 @@ struct Run {
     restored: Vec<String>,
     corrupted: Vec<Digest>,
     warnings: Vec<String>,
+    /// The source and revision annotations of a newly resolved artifact.
+    provenance: (Option<String>, Option<String>),
 }
 
 impl Run {
     fn new() -> Self {
         Self {
             started: Instant::now(),
+            provenance: (None, None),
             steps: Vec::new(),
             restored: Vec::new(),
             corrupted: Vec::new(),
@@ -313,6 +316,8 @@ impl<A: Applier> Engine<A> {
             tag,
             applied,
             signer,
+            source: run.provenance.0,
+            revision: run.provenance.1,
             restored: run.restored,
             cache_corrupted: run.corrupted,
             warnings: run.warnings,
@@ -332,6 +337,11 @@ impl<A: Applier> Engine<A> {
             .and_then(|r| r.map_err(StepError::from));
         run.time(Step::Resolve, since, artifact.is_ok());
         let artifact = at(Step::Resolve, artifact)?;
+        let annotation = |key: &str| artifact.manifest.annotations.get(key).cloned();
+        run.provenance = (
+            annotation(crate::artifact::format::ANNOTATION_SOURCE),
+            annotation(crate::artifact::format::ANNOTATION_REVISION),
+        );
 
         let since = Instant::now();
         let verified = self.verify(&artifact, cancel).await;

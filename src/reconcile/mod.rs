@@ -293,6 +293,14 @@ pub struct Summary {
     pub tag: Option<String>,
     /// The digest the target holds after the cycle.
     pub applied: Option<Digest>,
+    /// `org.opencontainers.image.source` of the artifact this cycle resolved (new digests
+    /// only): where notifications link to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `org.opencontainers.image.revision` of that artifact (e.g. `main@sha1:<sha>`): the
+    /// commit a GitHub status is set on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Who vouched for the applied digest (`unsigned` for the explicit opt-out).
     pub signer: Option<String>,
     /// Managed files restored by drift correction.

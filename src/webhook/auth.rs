@@ -55,6 +55,11 @@ impl Secret {
         mac.verify_slice(&given).is_ok()
     }
 
+    /// The secret as text, for a header that carries it (a bearer token); never log it.
+    pub fn expose(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
     /// `sha256=<hex>` for `body`: what a sender puts in the signature header.
     pub fn sign(&self, body: &[u8]) -> String {
         let mut mac = match hmac::Hmac::<Sha256>::new_from_slice(&self.0) {

@@ -20,6 +20,20 @@ pub struct Recorded {
     pub uri: String,
     /// The `Authorization` header, if one was sent.
     pub authorization: Option<String>,
+    /// Every header, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 type Answer = dyn Fn(&Method, &str) -> Response<Body> + Send + Sync;
@@ -56,15 +70,28 @@ impl RecordingServer {
                             .path_and_query()
                             .map(|p| p.to_string())
                             .unwrap_or_default();
+                        let (parts, body) = req.into_parts();
+                        let body = axum::body::to_bytes(body, 16 << 20)
+                            .await
+                            .map(|b| b.to_vec())
+                            .unwrap_or_default();
                         log.lock().unwrap().push(Recorded {
-                            method: req.method().to_string(),
+                            method: parts.method.to_string(),
                             uri: uri.clone(),
-                            authorization: req
-                                .headers()
+                            authorization: parts
+                                .headers
                                 .get("authorization")
                                 .map(|v| v.to_str().unwrap_or("<binary>").to_string()),
+                            headers: parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| {
+                                    (k.to_string(), v.to_str().unwrap_or("<binary>").to_string())
+                                })
+                                .collect(),
+                            body,
                         });
-                        answer(req.method(), &uri)
+                        answer(&parts.method, &uri)
                     }
                 });
                 axum::serve(listener, app).await.unwrap();
