@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tresor::artifact::fetch::from_manifest;
 use tresor::artifact::format::{
-    Descriptor, ImageIndex, ImageManifest, ANNOTATION_REF_NAME, CONTENT_MEDIA_TYPE,
+    Descriptor, ImageIndex, ImageManifest, ManifestKind, ANNOTATION_REF_NAME, CONTENT_MEDIA_TYPE,
     DOCKER_MANIFEST_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
     OCI_MANIFEST_MEDIA_TYPE, TAR_GZIP_MEDIA_TYPES,
 };
@@ -77,11 +77,17 @@ fuzz_target!(|data: &[u8]| {
         digest: digest.clone(),
         media_type: media_type.to_string(),
     };
+    let kind = ManifestKind::classify(
+        media_type,
+        manifest.as_ref().map(|m| m.config.media_type.as_str()),
+    );
     match from_manifest(&reference, fetched) {
         Ok(artifact) => {
             assert!(
                 media_type != OCI_INDEX_MEDIA_TYPE && media_type != DOCKER_MANIFEST_LIST_MEDIA_TYPE
             );
+            // Container images are never unpacked as artifacts (decision 0004).
+            assert_ne!(kind, ManifestKind::ContainerImage);
             let m = manifest.expect("from_manifest accepted what does not parse as a manifest");
             assert_eq!(artifact.digest, digest);
             assert_eq!(artifact.reference.digest(), Some(&digest));
@@ -95,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
                 .is_none_or(|m| m.content_layer().is_none())
                 || media_type == OCI_INDEX_MEDIA_TYPE
                 || media_type == DOCKER_MANIFEST_LIST_MEDIA_TYPE
+                || kind == ManifestKind::ContainerImage
         ),
     }
 
