@@ -198,22 +198,7 @@ mod tests {
     use crate::reconcile::{Failure, Retry, Step};
 
     fn summary(outcome: Outcome, error: Option<Failure>) -> Summary {
-        Summary {
-            outcome,
-            reference: "oci://r/app:v1".into(),
-            digest: None,
-            tag: None,
-            applied: None,
-            signer: None,
-            source: None,
-            revision: None,
-            restored: vec![],
-            cache_corrupted: vec![],
-            warnings: vec![],
-            error,
-            steps: vec![],
-            seconds: 0.0,
-        }
+        Summary::for_test(outcome, error)
     }
 
     #[tokio::test]

@@ -254,20 +254,8 @@ mod tests {
 
     fn applied() -> Summary {
         Summary {
-            outcome: Outcome::Applied,
-            reference: "oci://r/app:v1".into(),
-            digest: None,
-            tag: None,
-            applied: None,
-            signer: None,
-            source: None,
-            revision: None,
-            restored: vec![],
-            cache_corrupted: vec![],
-            warnings: vec![],
-            error: None,
-            steps: vec![],
             seconds: 0.2,
+            ..Summary::for_test(Outcome::Applied, None)
         }
     }
 

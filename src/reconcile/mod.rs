@@ -321,6 +321,30 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+#[cfg(test)]
+impl Summary {
+    /// A summary of `outcome` with `error` and nothing else, following `oci://r/app:v1`:
+    /// what unit tests of the layers that read summaries start from.
+    pub(crate) fn for_test(outcome: Outcome, error: Option<Failure>) -> Self {
+        Self {
+            outcome,
+            reference: "oci://r/app:v1".into(),
+            digest: None,
+            tag: None,
+            applied: None,
+            signer: None,
+            source: None,
+            revision: None,
+            restored: vec![],
+            cache_corrupted: vec![],
+            warnings: vec![],
+            error,
+            steps: vec![],
+            seconds: 0.0,
+        }
+    }
+}
+
 impl Summary {
     /// The whole cycle's duration.
     pub fn duration(&self) -> Duration {
