@@ -210,7 +210,7 @@ fn entries(layer: &[u8]) -> (Vec<Entry>, Vec<u8>) {
 }
 
 /// The same tree pushed by both: the files, modes, owners and mtimes agree, but the layer
-/// digests differ, for the reasons README "Flux compatibility" gives — Flux's tar has an
+/// digests differ, for the reasons docs/interop.md "The same tree, other digests" gives — Flux's tar has an
 /// entry for the root directory, directory names without a trailing `/` and POSIX ustar
 /// headers (tresor: no root entry, `dir/`, GNU headers), and the two gzip implementations
 /// (Go's compress/flate, tresor's pinned flate2) compress differently. Should Flux's
