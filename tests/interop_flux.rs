@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::Path;
 
 use common::cluster::{config_map, Tenant};
-use common::peers::peer;
+use common::peers::{peer, run};
 use common::{json_of, read_tree, stdout_of, TestRegistry};
 
 const CREATED: &str = "2026-01-01T00:00:00Z";
@@ -31,16 +31,7 @@ fn tree(dir: &Path) {
 
 /// `flux-oci ARGS…`, which must succeed; its stdout.
 fn flux_oci(args: &[&str]) -> String {
-    let out = std::process::Command::new(peer("flux-oci"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "flux-oci {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run("flux-oci", args)
 }
 
 /// Pushes `dir` with Flux's library to `repo` (oci://host/path) as `tag`; the digest.

@@ -13,24 +13,9 @@ mod common;
 
 use std::path::Path;
 
-use common::peers::peer;
+use common::peers::{peer, run};
 use common::{fixture_tree, json_of, read_tree, stdout_of, tresor, TestRegistry};
 use serde_json::Value;
-
-/// Runs peer `name` with `args`, which must succeed; its stdout.
-fn run(name: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(peer(name))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `host/repo:tag` of an `oci://` repository, as the Go tools spell it.
 fn go_ref(repo: &str, tag: &str) -> String {

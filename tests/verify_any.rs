@@ -59,17 +59,9 @@ fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Runs crane with `args`; returns its stdout.
 fn crane(args: &[&str]) -> String {
-    let out = Command::new(common::peers::peer("crane"))
-        .args(args)
-        .arg("--insecure")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "crane {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut args = args.to_vec();
+    args.push("--insecure");
+    common::peers::run("crane", &args)
 }
 
 /// Images crane pushed into one repository of the plain registry: (tag, digest) of each.

@@ -38,3 +38,15 @@ pub fn peer(name: &str) -> PathBuf {
     paths.insert(name.to_string(), path.clone());
     path
 }
+
+/// Runs peer `name` with `args`, which must succeed; its stdout.
+pub fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(peer(name)).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
