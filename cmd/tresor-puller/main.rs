@@ -105,10 +105,7 @@ async fn start(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "tenancy"
     );
     let webhook_secret = match &args.webhook_secret_file {
-        Some(path) => Some(
-            tresor::webhook::Secret::new(&std::fs::read(path)?)
-                .ok_or(format!("--webhook-secret-file {} is empty", path.display()))?,
-        ),
+        Some(path) => Some(tresor::webhook::Secret::read(path)?),
         None => None,
     };
     let webhooks = match &args.webhook_addr {

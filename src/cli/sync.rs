@@ -106,16 +106,9 @@ fn webhook_options(args: &SyncArgs) -> Result<Option<WebhookOptions>, CliError> 
     }))
 }
 
-/// A secret from `path` (whitespace around it dropped); `what` names the flag.
+/// The secret in `path`; `what` names the flag for the message.
 fn read_secret(path: &std::path::Path, what: &str) -> Result<Secret, CliError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))?;
-    Secret::new(&bytes).ok_or_else(|| {
-        CliError::Usage(format!(
-            "{what} {} is empty: an empty secret would let anyone in",
-            path.display()
-        ))
-    })
+    Secret::read(path).map_err(|e| CliError::Usage(format!("{what}: {e}")))
 }
 
 /// The providers of `--notify`, or `None` without any.

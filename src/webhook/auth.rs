@@ -32,6 +32,18 @@ impl Secret {
         (!text.is_empty()).then(|| Self(text.to_vec()))
     }
 
+    /// The secret in the file at `path` (a mounted Secret, a `--…-secret-file`), see
+    /// [`Secret::new`].
+    pub fn read(path: &std::path::Path) -> Result<Self, SecretFileError> {
+        let bytes = std::fs::read(path).map_err(|source| SecretFileError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::new(&bytes).ok_or_else(|| SecretFileError::Empty {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Whether `given` is the secret, in time independent of where they differ (both
     /// sides are hashed first, so their lengths do not show either).
     fn matches(&self, given: &[u8]) -> bool {
@@ -70,6 +82,25 @@ impl Secret {
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
+}
+
+/// A secret file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// It cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Nothing but whitespace in it.
+    #[error("{} is empty: an empty secret would let anyone in", path.display())]
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
 }
 
 /// What a request offers as proof.
