@@ -18,6 +18,7 @@ use common::cluster::{
     signed_spec, unsigned_spec, Tenant, SECONDS_30, SECONDS_60,
 };
 use common::own_registry::OwnRegistry;
+use common::recording_server::{respond, RecordingServer};
 use common::TestRegistry;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -752,10 +753,13 @@ async fn health_timeout_rolls_back_and_an_available_deployment_is_ready() {
         &[("cm.yaml", &config_map("a", "one")), ("svc.yaml", service)],
     );
     let puller = t.puller(&[]);
+    // The events the puller reports (issue 14): Applied, then RolledBack.
+    let receiver = RecordingServer::start(|_, _| respond(204, &[], Vec::new()));
     let mut spec = unsigned_spec(&repo, "v", "2s");
     spec["wait"] = json!(true);
     spec["rollback"] = json!(true);
     spec["timeout"] = json!("4s");
+    spec["notify"] = json!([{"provider": "generic", "address": receiver.url("/events")}]);
     t.create_sync("app", spec).await;
     t.wait_sync(&puller, "app", SECONDS_60, "healthy at v1", |s| {
         ready_at(s, &d1)
@@ -796,6 +800,34 @@ async fn health_timeout_rolls_back_and_an_available_deployment_is_ready() {
             && t.get("apps/v1", "Deployment", "web").await.is_none()
     })
     .await;
+    eventually(SECONDS_30, "the rollback reported", || async {
+        receiver.seen().len() >= 2
+    })
+    .await;
+    let events: Vec<Value> = receiver
+        .seen()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "Applied, then RolledBack once: {events:?}");
+    assert_eq!(
+        (&events[0]["reason"], &events[0]["digest"]),
+        (&json!("Applied"), &json!(d1))
+    );
+    assert_eq!(events[1]["reason"], "RolledBack");
+    assert_eq!(events[1]["digest"], d2);
+    assert_eq!(
+        events[1]["applied"], d1,
+        "what is in place after the rollback"
+    );
+    assert!(
+        events[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HealthTimeout"),
+        "{}",
+        events[1]
+    );
 
     // The same Deployment, available: patch its status as a kubelet-backed controller would.
     let (_, d3) = t.push(

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
+use super::notification::{Notification, NotifyTarget};
 use super::trust::{validate_authorities, Authority, Require};
 use super::ApiError;
 use crate::digest::Digest;
@@ -101,6 +102,10 @@ pub struct ArtifactSyncSpec {
     /// When a new digest fails its health check, apply the last healthy digest again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
+    /// Where to report what happens (Applied, Rejected, Failed, DriftCorrected,
+    /// HealthFailed, RolledBack): each event goes to every target, once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTarget>,
 }
 
 fn default_true() -> bool {
@@ -180,6 +185,9 @@ pub struct ArtifactSyncStatus {
     /// The last applied digests, newest first, at most [`HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// The last event for `spec.notify`, and whether every target has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
 }
 
 /// One applied object.
@@ -304,6 +312,11 @@ impl ArtifactSync {
         }
         if let Some(p) = &spec.path {
             crate::kube::artifact_subdirectory(p).map_err(|m| invalid("spec.path", m))?;
+        }
+        for (i, target) in spec.notify.iter().enumerate() {
+            target
+                .check()
+                .map_err(|m| invalid(&format!("spec.notify[{i}]"), m))?;
         }
         if let Some(v) = &spec.verify {
             if !v.authorities.is_empty() {

@@ -5,6 +5,8 @@
 //! - [`TrustPolicy`] (cluster-scoped): who must have signed artifacts from which repositories
 //!   in which namespaces. An `ArtifactSync` can add requirements but never weaken a policy
 //!   that covers it: see [`effective_requirements`].
+//! - `notification`: where a sync's events go (`spec.notify`) and the last one
+//!   (`status.notification`).
 //! - [`conditions`]: pure helpers turning an engine outcome into kstatus conditions.
 //! - `decode`: one object at a time from raw JSON, so that one object the puller cannot
 //!   read stops only itself ([`ArtifactSync::decode`], [`TrustPolicy::decode`]).
@@ -16,6 +18,7 @@ mod artifact_sync;
 pub mod conditions;
 pub mod crdgen;
 mod decode;
+mod notification;
 mod trust;
 mod trust_policy;
 
@@ -25,6 +28,7 @@ pub use artifact_sync::{
 };
 pub use conditions::{Condition, ConditionStatus};
 pub use decode::{check_unreadable_policies, UnreadablePolicy};
+pub use notification::{Notification, NotifyProvider, NotifyTarget};
 pub use trust::{
     effective_requirements, Authority, Constraint, KeyAuthority, KeylessAuthority, Require,
     Requirements, SecretKeyRef,

@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-pub use provider::{Provider, ProviderError};
+pub use provider::{Origin, Provider, ProviderError};
 
-use crate::reconcile::{Outcome, Summary};
+use crate::reconcile::{Outcome, Step, Summary};
 
 /// Attempts per delivery, and the first pause between them (doubling).
 const ATTEMPTS: u32 = 4;
@@ -79,15 +79,18 @@ impl Event {
             ),
         };
         let reason = match &summary.error {
+            // A new version that failed its health check: rolled back when the target holds
+            // another digest afterwards (the puller's `spec.rollback`).
+            Some(f) if f.step == Step::Health && summary.applied != summary.digest => {
+                "RolledBack".to_string()
+            }
+            Some(f) if f.step == Step::Health => "HealthFailed".to_string(),
             Some(f) if summary.outcome == Outcome::Failed => f.reason.clone(),
             _ => summary.outcome.name().to_string(),
         };
         let digest = summary.digest.as_ref().map(ToString::to_string);
-        let key = format!(
-            "{origin}\n{reason}\n{}\n{message}",
-            digest.as_deref().unwrap_or_default()
-        );
         Some(Self {
+            id: event_id(origin, &reason, digest.as_deref(), &message),
             reason,
             severity,
             reference: summary.reference.clone(),
@@ -98,14 +101,41 @@ impl Event {
             message,
             origin: origin.to_string(),
             time: time.to_string(),
-            id: hex::encode(Sha256::digest(key.as_bytes())),
         })
+    }
+
+    /// The event of a failure outside an engine cycle (the puller could not start one:
+    /// a missing Secret, an unreadable trust policy).
+    pub fn failed(reference: &str, reason: &str, message: &str, origin: &str, time: &str) -> Self {
+        let message = format!("{reason}: {message}");
+        Self {
+            id: event_id(origin, reason, None, &message),
+            reason: reason.to_string(),
+            severity: "error",
+            reference: reference.to_string(),
+            digest: None,
+            applied: None,
+            source: None,
+            revision: None,
+            message,
+            origin: origin.to_string(),
+            time: time.to_string(),
+        }
     }
 
     /// Whether this reports a change (`info`) rather than a refusal or failure.
     pub fn is_success(&self) -> bool {
         self.severity == "info"
     }
+}
+
+/// What deduplication compares: the same origin, reason, digest and message (not the time).
+fn event_id(origin: &str, reason: &str, digest: Option<&str>, message: &str) -> String {
+    let key = format!(
+        "{origin}\n{reason}\n{}\n{message}",
+        digest.unwrap_or_default()
+    );
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Sends events to providers, once per distinct event.
@@ -119,14 +149,9 @@ pub struct Notifier {
 impl Notifier {
     /// A notifier for `providers`.
     pub fn new(providers: Vec<Provider>) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Client(e.to_string()))?;
         Ok(Self {
             providers: Arc::new(providers),
-            client,
+            client: client()?,
             last: Mutex::new(None),
         })
     }
@@ -144,19 +169,37 @@ impl Notifier {
         let providers = self.providers.clone();
         let client = self.client.clone();
         Some(tokio::spawn(async move {
-            for provider in providers.iter() {
-                deliver(&client, provider, &event).await;
-            }
+            send(&client, &providers, &event).await;
         }))
     }
 }
 
+/// The HTTP client notifications go out with: every request bounded by a timeout.
+pub fn client() -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("tresor/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ProviderError::Client(e.to_string()))
+}
+
+/// Sends `event` to every provider, each with retries. True when each of them took it or
+/// refused it for good (a 4xx other than 429: sending it again would not help); false when
+/// one could not be reached (the caller may try again later).
+pub async fn send(client: &reqwest::Client, providers: &[Provider], event: &Event) -> bool {
+    let mut done = true;
+    for provider in providers {
+        done &= deliver(client, provider, event).await;
+    }
+    done
+}
+
 /// One provider, with retries; a final failure is logged (the reconcile does not depend on
-/// being heard).
-async fn deliver(client: &reqwest::Client, provider: &Provider, event: &Event) {
+/// being heard). False when it was not reached.
+async fn deliver(client: &reqwest::Client, provider: &Provider, event: &Event) -> bool {
     let Some(request) = provider.request(event) else {
         tracing::debug!(provider = provider.name(), reason = %event.reason, "nothing to send");
-        return;
+        return true;
     };
     let mut pause = BACKOFF;
     for attempt in 1..=ATTEMPTS {
@@ -167,7 +210,7 @@ async fn deliver(client: &reqwest::Client, provider: &Provider, event: &Event) {
         let retry = match sent.send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::debug!(provider = provider.name(), reason = %event.reason, "notified");
-                return;
+                return true;
             }
             Ok(r) => {
                 let status = r.status();
@@ -184,12 +227,16 @@ async fn deliver(client: &reqwest::Client, provider: &Provider, event: &Event) {
                 true
             }
         };
-        if !retry || attempt == ATTEMPTS {
-            return;
+        if !retry {
+            return true;
+        }
+        if attempt == ATTEMPTS {
+            return false;
         }
         tokio::time::sleep(pause).await;
         pause *= 2;
     }
+    false
 }
 
 #[cfg(test)]
@@ -223,5 +270,35 @@ mod tests {
         assert!(notifier.notify(again).is_none(), "a repeat is not sent");
         let applied = Event::from_summary(&summary(Outcome::Applied, None), "o", "t3").unwrap();
         assert!(notifier.notify(applied).is_some());
+    }
+
+    #[test]
+    fn a_failed_health_check_is_health_failed_or_rolled_back() {
+        let d1: crate::digest::Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let d2: crate::digest::Digest = format!("sha256:{}", "2".repeat(64)).parse().unwrap();
+        let unhealthy = Failure {
+            step: Step::Health,
+            reason: "HealthTimeout".into(),
+            message: "Deployment web is not available".into(),
+            retry: Retry::Stalled,
+            digest: Some(d2.clone()),
+        };
+        let mut s = summary(Outcome::Rejected, Some(unhealthy));
+        s.digest = Some(d2.clone());
+        s.applied = Some(d2.clone());
+        let event = Event::from_summary(&s, "o", "t").unwrap();
+        assert_eq!(
+            (event.reason.as_str(), event.severity),
+            ("HealthFailed", "error")
+        );
+        assert_eq!(
+            event.message,
+            "HealthTimeout: Deployment web is not available"
+        );
+        // The last healthy digest is back in place.
+        s.applied = Some(d1);
+        let event = Event::from_summary(&s, "o", "t").unwrap();
+        assert_eq!(event.reason, "RolledBack");
+        assert_eq!(event.digest.as_deref(), Some(d2.to_string().as_str()));
     }
 }

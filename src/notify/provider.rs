@@ -47,11 +47,11 @@ pub enum Provider {
 /// A `--notify` value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    /// Not `KIND=URL`, an unknown kind or a bad URL.
-    #[error("--notify {value:?}: {why}")]
+    /// Not `KIND=URL`, an unknown kind, a bad URL or a missing token.
+    #[error("{what}: {why}")]
     Invalid {
-        /// The value given.
-        value: String,
+        /// Where it was given: `--notify "slack"`, `spec.notify[0]`.
+        what: String,
         /// What is wrong.
         why: String,
     },
@@ -68,6 +68,17 @@ impl ProviderError {
             Self::Client(_) => "NotifyClient",
         }
     }
+}
+
+/// Where a provider was configured, for its errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// `--notify "slack"`, `spec.notify[0]`.
+    pub what: &'a str,
+    /// How to give the URL there.
+    pub url_hint: &'a str,
+    /// How to give GitHub's token there.
+    pub token_hint: &'a str,
 }
 
 /// One request to send.
@@ -89,13 +100,32 @@ impl Provider {
         secret: Option<&Secret>,
         token: Option<&Secret>,
     ) -> Result<Self, ProviderError> {
-        let invalid = |why: &str| ProviderError::Invalid {
-            value: value.to_string(),
-            why: why.to_string(),
-        };
         let (kind, url) = match value.split_once('=') {
             Some((kind, url)) => (kind, Some(url)),
             None => (value, None),
+        };
+        let origin = Origin {
+            what: &format!("--notify {value:?}"),
+            url_hint: "KIND=URL",
+            token_hint: "--notify-token-file FILE or GITHUB_TOKEN",
+        };
+        Self::new(kind, url, secret, token, &origin)
+    }
+
+    /// The provider of `kind` (`generic`, `cloudevents`, `slack`, `github`) posting to
+    /// `address` (GitHub: the API base, default `https://api.github.com`); `origin` says
+    /// where it was configured, for errors.
+    pub fn new(
+        kind: &str,
+        address: Option<&str>,
+        secret: Option<&Secret>,
+        token: Option<&Secret>,
+        origin: &Origin<'_>,
+    ) -> Result<Self, ProviderError> {
+        let what = origin.what;
+        let invalid = |why: &str| ProviderError::Invalid {
+            what: what.to_string(),
+            why: why.to_string(),
         };
         let parse_url = |text: &str| -> Result<url::Url, ProviderError> {
             let url = url::Url::parse(text).map_err(|e| invalid(&format!("not a URL: {e}")))?;
@@ -104,7 +134,8 @@ impl Provider {
                 other => Err(invalid(&format!("scheme {other:?}: use https (or http)"))),
             }
         };
-        let required = || url.ok_or_else(|| invalid("needs a URL: KIND=URL"));
+        let required =
+            || address.ok_or_else(|| invalid(&format!("needs a URL: {}", origin.url_hint)));
         Ok(match kind {
             "generic" => Self::Generic {
                 url: parse_url(required()?)?,
@@ -117,10 +148,10 @@ impl Provider {
                 url: parse_url(required()?)?,
             },
             "github" => Self::Github {
-                api: parse_url(url.unwrap_or(GITHUB_API))?,
-                token: token.cloned().ok_or_else(|| {
-                    invalid("needs a token: --notify-token-file FILE or GITHUB_TOKEN")
-                })?,
+                api: parse_url(address.unwrap_or(GITHUB_API))?,
+                token: token
+                    .cloned()
+                    .ok_or_else(|| invalid(&format!("needs a token: {}", origin.token_hint)))?,
             },
             _ => {
                 return Err(invalid(

@@ -246,4 +246,5 @@ async fn record_failure(
         &status,
     )
     .await
+    .map(|_| ())
 }

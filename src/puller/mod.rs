@@ -38,6 +38,7 @@ mod error;
 mod events;
 mod health;
 mod lease;
+mod notify;
 mod serve;
 mod source;
 mod trust_cache;
@@ -177,6 +178,9 @@ pub struct Context {
     verdicts: Verdicts,
     /// Where [`run`] serves the webhook receivers (see [`Context::receive_webhooks`]).
     webhook_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    /// The client of `spec.notify` deliveries, and what is being delivered (see `notify`).
+    notify_client: reqwest::Client,
+    deliveries: notify::Deliveries,
 }
 
 impl Context {
@@ -194,6 +198,10 @@ impl Context {
             }
         }
         let client = client_from_config(config.clone(), None, options.call_timeout)?;
+        let notify_client = crate::notify::client().map_err(|e| PullerError::Setup {
+            reason: e.reason(),
+            message: e.to_string(),
+        })?;
         let watch_client = watch_client_from_config(config, options.call_timeout)?;
         let reporter = Reporter {
             controller: "tresor-puller".into(),
@@ -216,6 +224,8 @@ impl Context {
             trust: std::sync::OnceLock::new(),
             verdicts: Verdicts::default(),
             webhook_listener: std::sync::Mutex::new(None),
+            notify_client,
+            deliveries: notify::Deliveries::default(),
         })
     }
 
@@ -411,6 +421,7 @@ async fn forget_deleted(store: kube::runtime::reflector::Store<WatchedSync>, ctx
         for key in gone {
             tracing::info!(sync = %key, "ArtifactSync gone: forgetting its engine and watches");
             ctx.syncs.lock().await.remove(&key);
+            ctx.deliveries.forget(&key);
             if let Some((namespace, name)) = key.split_once('/') {
                 ctx.watches.forget(namespace, name);
                 ctx.metrics
@@ -564,6 +575,7 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
                 .as_deref()
                 .or(sync.spec.source_ref.tag.as_deref());
             record(&mut status, generation, &summary, tag, inventory, &now);
+            notify::record(&mut status, &sync, &namespace, &summary, &now);
             match summary.error.as_ref().map(|f| f.retry) {
                 Some(Retry::Transient) => interval.min(Duration::from_secs(30)),
                 _ => interval,
@@ -586,11 +598,17 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
                 },
                 &now,
             );
+            notify::record_failure(&mut status, &sync, &namespace, &e, &now);
             interval.min(Duration::from_secs(30))
         }
     };
     status.last_handled_reconcile_at = sync.annotations().get(REQUESTED_AT).cloned();
-    write_status(&StatusTarget::of(&sync, &namespace), &ctx, &old, &status).await?;
+    let delivery = notify::pending(&ctx, &sync, &namespace, &mut status);
+    let written = write_status(&StatusTarget::of(&sync, &namespace), &ctx, &old, &status).await?;
+    if let Some(job) = delivery {
+        let version = written.or_else(|| sync.resource_version());
+        notify::start(ctx.clone(), job, version);
+    }
     Ok(Action::requeue(requeue))
 }
 
@@ -613,27 +631,28 @@ impl StatusTarget {
 }
 
 /// Publishes the Event for a `Ready` transition and patches `status` when it differs from
-/// `old`, the status the sync was read with (an unchanged status is not written).
+/// `old`, the status the sync was read with (an unchanged status is not written). The
+/// resourceVersion after the patch, when there was one.
 async fn write_status(
     target: &StatusTarget,
     ctx: &Context,
     old: &ArtifactSyncStatus,
     status: &ArtifactSyncStatus,
-) -> Result<(), PullerError> {
+) -> Result<Option<String>, PullerError> {
     publish_transition(&target.reference, ctx, old, status).await;
     if status == old {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<ArtifactSync> = Api::namespaced(ctx.client.clone(), &target.namespace);
     let patch = Patch::Merge(json!({ "status": status_patch(old, status)? }));
-    call(
+    let written = call(
         "patch ArtifactSync status",
         ctx.options.call_timeout,
         api.patch_status(&target.name, &PatchParams::default(), &patch),
     )
     .await?;
     tracing::debug!(namespace = %target.namespace, name = %target.name, "status written");
-    Ok(())
+    Ok(written.resource_version())
 }
 
 /// The merge patch that turns the stored status `old` into `new`: `new` itself, plus an

@@ -154,7 +154,8 @@ pub(super) async fn get_secret(
         })
 }
 
-fn secret_key<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+/// The bytes of `key` in `secret`'s data.
+pub(super) fn secret_key<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
         .as_ref()

@@ -48,7 +48,15 @@ impl RecordingServer {
     /// Starts on 127.0.0.1 (random port) in a background thread; `answer` gets the method
     /// and the path with query of each request.
     pub fn start(answer: impl Fn(&Method, &str) -> Response<Body> + Send + Sync + 'static) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0", answer)
+    }
+
+    /// Like [`Self::start`] on `addr` (a receiver that comes up where one was expected).
+    pub fn start_on(
+        addr: &str,
+        answer: impl Fn(&Method, &str) -> Response<Body> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
