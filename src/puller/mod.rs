@@ -176,8 +176,10 @@ pub struct Context {
     /// The verifications of this process, shared by every sync's engine (see
     /// [`Verdicts`]): the only source of trust for what an engine applies.
     verdicts: Verdicts,
-    /// Where [`run`] serves the webhook receivers (see [`Context::receive_webhooks`]).
+    /// Where the webhook receivers are served (see [`Context::receive_webhooks`]).
     webhook_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    /// The controller the receivers trigger while this replica runs it (else a standby).
+    leader_hooks: std::sync::Mutex<Option<webhook::LeaderHooks>>,
     /// The client of `spec.notify` deliveries, and what is being delivered (see `notify`).
     notify_client: reqwest::Client,
     deliveries: notify::Deliveries,
@@ -224,6 +226,7 @@ impl Context {
             trust: std::sync::OnceLock::new(),
             verdicts: Verdicts::default(),
             webhook_listener: std::sync::Mutex::new(None),
+            leader_hooks: std::sync::Mutex::new(None),
             notify_client,
             deliveries: notify::Deliveries::default(),
         })
@@ -234,14 +237,19 @@ impl Context {
         &self.client
     }
 
-    /// Serves the registry webhook receivers on `listener` while this replica reconciles
-    /// (from [`run`] on; needs `PullerOptions::webhook_secret`): a push reconciles every
-    /// sync whose URL names the pushed repository at once (see `webhook`).
+    /// Serves the registry webhook receivers on `listener` from [`run`] or [`run_elected`]
+    /// on (needs `PullerOptions::webhook_secret`): a push reconciles every sync whose URL
+    /// names the pushed repository at once — through this replica's controller when it
+    /// leads, else by asking the leader (see `webhook`).
     pub fn receive_webhooks(&self, listener: tokio::net::TcpListener) {
         *self
             .webhook_listener
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
+    fn set_leader_hooks(&self, hooks: Option<webhook::LeaderHooks>) {
+        *self.leader_hooks.lock().unwrap_or_else(|e| e.into_inner()) = hooks;
     }
 
     /// The watches of owned objects (drift).
@@ -301,6 +309,21 @@ async fn call<T, E: std::fmt::Display>(
     }
 }
 
+/// Serves the webhook receivers on the listener given to [`Context::receive_webhooks`], for
+/// the rest of the process, as whatever this replica is (see `webhook`); once.
+fn serve_webhooks(ctx: &Arc<Context>) {
+    let listener = ctx
+        .webhook_listener
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let (Some(listener), Some(secret)) = (listener, &ctx.options.webhook_secret) {
+        let receivers = crate::webhook::Receivers::all(secret.clone());
+        let hooks = webhook::ReplicaHooks { ctx: ctx.clone() };
+        tokio::spawn(crate::webhook::serve(listener, receivers, hooks));
+    }
+}
+
 /// Runs the controller over all ArtifactSyncs until `shutdown` completes.
 pub async fn run(
     ctx: Arc<Context>,
@@ -335,30 +358,16 @@ pub async fn run(
         rx.recv().await.map(|r| (r, rx))
     });
     let triggers = futures_util::stream::select(drifted, pushed);
-    let listener = ctx
-        .webhook_listener
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    let receivers = match (listener, &ctx.options.webhook_secret) {
-        (Some(listener), Some(secret)) => {
-            let hooks = webhook::PullerHooks {
-                syncs: controller.store(),
-                triggers: webhook_tx,
-                metrics: ctx.metrics.clone(),
-            };
-            let receivers = crate::webhook::Receivers::all(secret.clone());
-            Some(tokio::spawn(crate::webhook::serve(
-                listener, receivers, hooks,
-            )))
-        }
-        _ => None,
-    };
+    serve_webhooks(&ctx);
+    ctx.set_leader_hooks(Some(webhook::LeaderHooks {
+        syncs: controller.store(),
+        triggers: webhook_tx,
+    }));
     controller
         .with_config(ControllerConfig::default().concurrency(ctx.options.concurrency))
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_raw, error_policy, ctx)
+        .run(reconcile_raw, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
@@ -367,9 +376,7 @@ pub async fn run(
         })
         .await;
     janitor.abort();
-    if let Some(receivers) = receivers {
-        receivers.abort();
-    }
+    ctx.set_leader_hooks(None);
 }
 
 /// Removes from a watched ArtifactSync what no reconcile reads: `metadata.managedFields`
@@ -441,6 +448,8 @@ pub async fn run_elected(
 ) -> Result<(), PullerError> {
     use futures_util::FutureExt;
     let shutdown = shutdown.shared();
+    // Standbys receive webhooks too, and pass them on to the leader (see `webhook`).
+    serve_webhooks(&ctx);
     let Some(lease) = lease else {
         ctx.health.set_role(Role::Single);
         run(ctx, shutdown).await;

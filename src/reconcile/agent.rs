@@ -78,7 +78,7 @@ struct AgentHooks {
 }
 
 impl crate::webhook::Hooks for AgentHooks {
-    fn trigger(&self, push: &crate::webhook::Push) -> Vec<String> {
+    async fn trigger(&self, push: &crate::webhook::Push) -> Vec<String> {
         if !crate::webhook::concerns(push, &self.host, &self.repository, self.plain_http) {
             return Vec::new();
         }

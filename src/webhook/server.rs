@@ -35,7 +35,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// names are returned for the response and the log), and the count of each answer.
 pub trait Hooks: Send + Sync + 'static {
     /// Triggers a reconcile of every sync following `push`'s repository; their names.
-    fn trigger(&self, push: &Push) -> Vec<String>;
+    fn trigger(&self, push: &Push) -> impl std::future::Future<Output = Vec<String>> + Send;
     /// Counts one request of `kind` answered with `code` (metrics).
     fn counted(&self, kind: &str, code: u16);
 }
@@ -114,7 +114,7 @@ async fn receive<H: Hooks>(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let (code, answer) = answer(&server, &kind, &uri, &headers, body);
+    let (code, answer) = answer(&server, &kind, &uri, &headers, body).await;
     server.hooks.counted(&kind_label(&kind), code.as_u16());
     (code, axum::Json(answer)).into_response()
 }
@@ -127,7 +127,7 @@ fn kind_label(kind: &str) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn answer<H: Hooks>(
+async fn answer<H: Hooks>(
     server: &Server<H>,
     kind: &str,
     uri: &Uri,
@@ -189,7 +189,7 @@ fn answer<H: Hooks>(
     };
     let mut triggered = Vec::new();
     for push in &pushes {
-        let names = server.hooks.trigger(push);
+        let names = server.hooks.trigger(push).await;
         tracing::info!(kind = kind.name(), push = %push, syncs = names.len(), "webhook");
         triggered.extend(names);
     }

@@ -419,13 +419,31 @@ impl Cluster {
             &self.unconfined.kubeconfig,
             &self.unconfined.args,
             run,
+            &[],
             extra,
         )
     }
 
     /// Like [`Self::puller`] with another identity (deploy/'s tenancy arguments).
     pub fn puller_as(&self, kubeconfig: &Path, run: &str, extra: &[&str]) -> PullerProcess {
-        self.start_puller(kubeconfig, &self.deployed.args, run, extra)
+        self.start_puller(kubeconfig, &self.deployed.args, run, &[], extra)
+    }
+
+    /// Like [`Self::puller`] as the admin, with its Lease (`--leader-elect`) in
+    /// `lease_namespace` instead of tresor-system: leader election apart from other tests.
+    pub fn puller_leasing_in(
+        &self,
+        lease_namespace: &str,
+        run: &str,
+        extra: &[&str],
+    ) -> PullerProcess {
+        self.start_puller(
+            &self.kubeconfig,
+            &self.deployed.args,
+            run,
+            &[("POD_NAMESPACE", lease_namespace)],
+            extra,
+        )
     }
 
     fn start_puller(
@@ -433,6 +451,7 @@ impl Cluster {
         kubeconfig: &Path,
         tenancy: &[String],
         run: &str,
+        env: &[(&str, &str)],
         extra: &[&str],
     ) -> PullerProcess {
         static N: AtomicU32 = AtomicU32::new(0);
@@ -444,6 +463,7 @@ impl Cluster {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", "tresor-system")
             .env("POD_NAME", format!("puller-{run}-{n}"))
+            .envs(env.iter().copied())
             .env("DOCKER_CONFIG", dir.join("docker"))
             .args([
                 "--metrics-addr",
