@@ -7,8 +7,11 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-cargo build --release --quiet
 tresor="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
+if [[ ! -x "$tresor" ]]; then
+  echo "demo.sh: building tresor (release; the first build takes several minutes on 2 cores)" >&2
+fi
+cargo build --release --bin tresor
 work="$repo/.tmp/demo"
 rm -rf "$work"
 mkdir -p "$work"
