@@ -800,33 +800,48 @@ async fn health_timeout_rolls_back_and_an_available_deployment_is_ready() {
             && t.get("apps/v1", "Deployment", "web").await.is_none()
     })
     .await;
+    let events = || -> Vec<Value> {
+        receiver
+            .seen()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    };
+    let rolled_back = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["reason"] == "RolledBack")
+            .cloned()
+            .collect()
+    };
     eventually(SECONDS_30, "the rollback reported", || async {
-        receiver.seen().len() >= 2
+        !rolled_back(&events()).is_empty()
     })
     .await;
-    let events: Vec<Value> = receiver
-        .seen()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
-    assert_eq!(events.len(), 2, "Applied, then RolledBack once: {events:?}");
+    let all = events();
     assert_eq!(
-        (&events[0]["reason"], &events[0]["digest"]),
+        (&all[0]["reason"], &all[0]["digest"]),
         (&json!("Applied"), &json!(d1))
     );
-    assert_eq!(events[1]["reason"], "RolledBack");
-    assert_eq!(events[1]["digest"], d2);
+    // Between them, a loaded machine may report a transient failure (a cycle timeout), and
+    // the rollback again after it: always the same event.
+    let rolled_back = rolled_back(&all);
+    assert!(
+        rolled_back.iter().all(|e| e["id"] == rolled_back[0]["id"]),
+        "{all:?}"
+    );
+    assert_eq!(rolled_back[0]["digest"], d2);
     assert_eq!(
-        events[1]["applied"], d1,
+        rolled_back[0]["applied"], d1,
         "what is in place after the rollback"
     );
     assert!(
-        events[1]["message"]
+        rolled_back[0]["message"]
             .as_str()
             .unwrap()
             .contains("HealthTimeout"),
         "{}",
-        events[1]
+        rolled_back[0]
     );
 
     // The same Deployment, available: patch its status as a kubelet-backed controller would.
