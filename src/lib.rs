@@ -5,6 +5,7 @@
 //!
 //! - [`digest`]: content addressing (`sha256:…`), hashing while streaming.
 //! - [`reference`](mod@reference): `oci://…` registry references and `oci-layout:…` directories.
+//! - [`oci`]: the OCI wire format (media types, descriptors, manifests, indexes).
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod digest;
 pub mod kube;
 pub mod notify;
+pub mod oci;
 pub mod policy;
 pub mod puller;
 pub mod reconcile;
