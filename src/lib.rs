@@ -9,6 +9,7 @@
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`retry`]: transient or stalled, the failure classification every layer shares.
 //! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
@@ -37,6 +38,7 @@ pub mod puller;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;
+pub mod retry;
 pub mod signing;
 pub mod telemetry;
 pub mod webhook;

@@ -1,6 +1,7 @@
 //! The OCI wire format: media types, descriptors, image manifests and indexes — what
-//! registries and OCI layouts store, below both [`crate::registry`] (which moves them) and
-//! [`crate::artifact`] (which gives them meaning as artifact format v1).
+//! registries and OCI layouts store. It sits below both the registry client (which moves
+//! these documents) and the artifact format (which gives them meaning), so neither of the
+//! two has to import the other.
 
 use std::collections::BTreeMap;
 

@@ -38,6 +38,7 @@ mod error;
 mod events;
 mod health;
 mod lease;
+mod observation;
 mod serve;
 mod source;
 mod trust_cache;
@@ -714,7 +715,7 @@ fn record(
     inventory: Vec<InventoryEntry>,
     now: &str,
 ) {
-    observe(status, generation, &Observation::from_summary(summary), now);
+    observe(status, generation, &observation::observation(summary), now);
     if let Some(d) = &summary.digest {
         status.last_attempted_digest = Some(d.to_string());
     }
@@ -965,7 +966,7 @@ fn apply_setup(
             .unwrap_or_else(|| namespace.to_string()),
     );
     options.path = match &spec.path {
-        Some(p) => crate::kube::artifact_subdirectory(p).map_err(|message| {
+        Some(p) => crate::artifact::subdirectory(p).map_err(|message| {
             PullerError::Api(crate::api::ApiError::InvalidSpec {
                 object: sync.object_name(),
                 field: "spec.path".into(),
