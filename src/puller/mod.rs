@@ -90,7 +90,8 @@ use crate::reconcile::{
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
 
-/// The annotation whose new value asks for a cycle now (`tresor reconcile`, `kubectl annotate`).
+/// The annotation whose new value asks for a cycle now (`kubectl annotate --overwrite
+/// artifactsync/NAME tresor.dev/reconcile-requested-at="$(date +%s)"`).
 pub const REQUESTED_AT: &str = "tresor.dev/reconcile-requested-at";
 
 /// How the puller runs.

@@ -113,8 +113,8 @@ fn at<T>(step: Step, r: Result<T, impl Into<StepError>>) -> StepResult<T> {
 /// The reconcile engine for one source and one target.
 ///
 /// Plug points: the [`Verifier`] ([`super::TrustVerifier`], or [`super::AllowUnsigned`] for
-/// the explicit opt-out), the [`Policy`] hook ([`super::ImmutabilityPolicy`], or
-/// [`super::NoPolicy`]), and the [`Applier`] — the host agent's directory [`Target`] (the
+/// the explicit opt-out), the [`Policy`] hook ([`super::ImmutabilityPolicy`]; tests of other
+/// steps use [`super::NoPolicy`]), and the [`Applier`] — the host agent's directory [`Target`] (the
 /// default) or the cluster applier of the layer above.
 pub struct Engine<A: Applier = Target> {
     source: Source,

@@ -10,7 +10,8 @@
 //! 3. **fetch** — the content layer by digest, from the content-addressed [`cache`] (re-hashed
 //!    when read back; a corrupted entry is deleted and fetched again) or from the registry.
 //! 4. **extract** — hardened, bounded unpacking into a staging directory ([`target`]).
-//! 5. **policy** — the [`Policy`] hook sees the staged tree (no-op for now).
+//! 5. **policy** — the [`Policy`] hook sees the staged tree ([`ImmutabilityPolicy`]: the
+//!    `tresor lint` rules, in the sync's mode: enforce, warn or off).
 //! 6. **apply** — the [`Applier`]: the atomic switch of the target directory, or staged
 //!    server-side apply into a cluster (the puller's and `tresor apply`'s applier, which
 //!    reports its failures as [`ApplierFailure`]s).
@@ -27,7 +28,7 @@
 //! ever applied; a failed new version leaves the last good one in place.
 //!
 //! [`agent`] is the host agent loop around the engine (`tresor sync`); the Kubernetes
-//! puller will reuse [`Engine`] with its own target.
+//! puller and `tresor apply` run the same [`Engine`] with a cluster [`Applier`].
 
 pub mod agent;
 mod applier;
