@@ -5,9 +5,11 @@
 //!
 //! - [`digest`]: content addressing (`sha256:…`), hashing while streaming.
 //! - [`reference`](mod@reference): `oci://…` registry references and `oci-layout:…` directories.
+//! - [`oci`]: the OCI wire format (media types, descriptors, manifests, indexes).
 //! - [`artifact`]: artifact format v1 (Flux-compatible), packaging, hardened extraction,
 //!   manifest objects and object-level diffs, push and pull.
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
+//! - [`retry`]: transient or stalled, the failure classification every layer shares.
 //! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
@@ -30,11 +32,13 @@ pub mod cli;
 pub mod digest;
 pub mod kube;
 pub mod notify;
+pub mod oci;
 pub mod policy;
 pub mod puller;
 pub mod reconcile;
 pub mod reference;
 pub mod registry;
+pub mod retry;
 pub mod signing;
 pub mod telemetry;
 pub mod webhook;

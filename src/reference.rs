@@ -9,6 +9,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use semver::{Version, VersionReq};
+
 use crate::digest::{Digest, DigestError};
 
 /// A reference that could not be parsed.
@@ -393,6 +395,38 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
             "invalid tag {tag:?}: at most 128 of A-Z a-z 0-9 . _ -, not starting with . or -"
         ))
     }
+}
+
+/// A semver range over tags that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid semver range {text:?}: {message} (example: '>=1.2 <2')")]
+pub struct InvalidRange {
+    /// The range as given.
+    pub text: String,
+    /// The parser's message.
+    pub message: String,
+}
+
+/// Parses a semver range over tags like `>=1.2 <2` or `>=1.2, <2` (comparators separated by
+/// spaces or commas).
+pub fn parse_range(text: &str) -> Result<VersionReq, InvalidRange> {
+    let mut parts: Vec<String> = Vec::new();
+    for token in text.split([',', ' ']).filter(|t| !t.is_empty()) {
+        // `>= 1.2` (operator separated from its version) joins the next token.
+        match parts.last_mut() {
+            Some(last) if last.chars().all(|c| "<>=~^".contains(c)) => last.push_str(token),
+            _ => parts.push(token.to_string()),
+        }
+    }
+    VersionReq::parse(&parts.join(", ")).map_err(|e| InvalidRange {
+        text: text.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A tag as a semantic version: `1.2.3`, `v1.2.3`, with pre-release and build metadata.
+pub fn tag_version(tag: &str) -> Option<Version> {
+    Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
 }
 
 #[cfg(test)]

@@ -180,7 +180,9 @@ async fn deploy(
 
 fn kube_error(e: StepError) -> ApplyError {
     match e {
-        StepError::Kube(e) => e,
+        StepError::Applier(e) => e
+            .downcast::<ApplyError>()
+            .unwrap_or_else(|e| panic!("not a Kubernetes error: {e:?}")),
         other => panic!("not a Kubernetes error: {other:?}"),
     }
 }

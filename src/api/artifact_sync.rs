@@ -292,7 +292,7 @@ impl ArtifactSync {
             (Some(tag), None, None) => {
                 crate::reference::check_tag(tag).map_err(|m| invalid("spec.ref.tag", m))?
             }
-            (None, Some(range), None) => crate::reconcile::source::parse_range(range)
+            (None, Some(range), None) => crate::reference::parse_range(range)
                 .map(|_| ())
                 .map_err(|e| invalid("spec.ref.semver", e.to_string()))?,
             (None, None, Some(digest)) => digest
@@ -311,7 +311,7 @@ impl ArtifactSync {
             parse_duration(t).map_err(|m| invalid("spec.timeout", m))?;
         }
         if let Some(p) = &spec.path {
-            crate::kube::artifact_subdirectory(p).map_err(|m| invalid("spec.path", m))?;
+            crate::artifact::subdirectory(p).map_err(|m| invalid("spec.path", m))?;
         }
         for (i, target) in spec.notify.iter().enumerate() {
             target

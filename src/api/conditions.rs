@@ -1,4 +1,6 @@
-//! kstatus conditions from engine outcomes: pure functions, one place that writes them.
+//! kstatus conditions from reconcile observations: pure functions, one place that writes
+//! them. The puller turns the engine's summary into an [`Observation`]
+//! (`puller::observation`), so these types do not depend on the engine.
 //!
 //! Following kstatus (what `kubectl wait`, Flux and Argo CD read):
 //!
@@ -19,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ArtifactSyncStatus;
-use crate::reconcile::{Outcome, Retry, Summary};
+use crate::retry::Retry;
 
 /// `Ready`: the last good artifact is applied (and healthy, with `wait`).
 pub const READY: &str = "Ready";
@@ -97,42 +99,6 @@ pub enum Observation {
         /// Retry soon (Reconciling) or wait for a change (Stalled).
         retry: Retry,
     },
-}
-
-impl Observation {
-    /// The observation a cycle's [`Summary`] amounts to.
-    pub fn from_summary(summary: &Summary) -> Self {
-        let applied = summary
-            .applied
-            .as_ref()
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "nothing".into());
-        if summary.outcome == Outcome::Abandoned {
-            return Self::Progressing {
-                reason: Outcome::Abandoned.name().into(),
-                message: "the cycle was abandoned (shutting down); it runs again on start".into(),
-            };
-        }
-        if let Some(f) = &summary.error {
-            return Self::Failed {
-                reason: f.reason.clone(),
-                message: format!("{}: {}", f.step.name(), f.message),
-                retry: f.retry,
-            };
-        }
-        let message = match summary.outcome {
-            Outcome::Applied => format!("applied {applied}"),
-            Outcome::DriftCorrected => format!(
-                "{applied} is applied; corrected drift in {} objects",
-                summary.restored.len()
-            ),
-            _ => format!("{applied} is applied"),
-        };
-        Self::Succeeded {
-            reason: summary.outcome.name().into(),
-            message,
-        }
-    }
 }
 
 /// Sets `new` in `conditions` (by type), keeping `lastTransitionTime` when the status is
@@ -241,7 +207,6 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::{Failure, Step};
 
     const T0: &str = "2025-01-01T00:00:00Z";
     const T1: &str = "2025-01-01T00:05:00Z";
@@ -331,40 +296,6 @@ mod tests {
         observe(&mut s, Some(4), &p, T0);
         assert_eq!(get(&s, READY).unwrap().status, ConditionStatus::Unknown);
         assert_eq!(get(&s, RECONCILING).unwrap().status, ConditionStatus::True);
-    }
-
-    fn summary(outcome: Outcome, error: Option<Failure>) -> Summary {
-        Summary::for_test(outcome, error)
-    }
-
-    #[test]
-    fn summary_maps_to_observation() {
-        assert_eq!(
-            Observation::from_summary(&summary(Outcome::Unchanged, None)),
-            Observation::Succeeded {
-                reason: "Unchanged".into(),
-                message: "nothing is applied".into()
-            }
-        );
-        let f = Failure {
-            step: Step::Verify,
-            reason: "SignatureInvalid".into(),
-            message: "no valid signature".into(),
-            retry: Retry::Stalled,
-            digest: None,
-        };
-        assert_eq!(
-            Observation::from_summary(&summary(Outcome::Rejected, Some(f))),
-            Observation::Failed {
-                reason: "SignatureInvalid".into(),
-                message: "verify: no valid signature".into(),
-                retry: Retry::Stalled
-            }
-        );
-        assert!(matches!(
-            Observation::from_summary(&summary(Outcome::Abandoned, None)),
-            Observation::Progressing { .. }
-        ));
     }
 
     #[test]

@@ -88,8 +88,8 @@ pub async fn inspect(
             .into_iter()
             .map(|(path, size)| FileEntry { path, size })
             .collect(),
-        pinned_images: annotation(crate::policy::pin::ANNOTATION_PINNED_IMAGES)
-            .and_then(|v| crate::policy::pin::parse_annotation(&v))
+        pinned_images: annotation(super::format::ANNOTATION_PINNED_IMAGES)
+            .and_then(|v| super::format::parse_pinned_images(&v))
             .unwrap_or_default(),
     })
 }

@@ -94,3 +94,48 @@ impl ArtifactError {
         }
     }
 }
+
+/// Normalises a directory inside an artifact (`spec.path`, `--path`): relative, `/`
+/// separated, `.` and empty components dropped. `Ok(None)` means the whole artifact (empty
+/// or `.`). Fails (the message says why) for an absolute path, `..`, or a backslash.
+pub fn subdirectory(text: &str) -> Result<Option<PathBuf>, String> {
+    if text.starts_with('/') {
+        return Err(format!(
+            "{text:?} is absolute; give a directory relative to the artifact's root"
+        ));
+    }
+    if text.contains('\\') {
+        return Err(format!("{text:?}: use / to separate directories"));
+    }
+    let mut path = PathBuf::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "{text:?} contains ..; give a directory inside the artifact"
+                ))
+            }
+            part => path.push(part),
+        }
+    }
+    Ok((!path.as_os_str().is_empty()).then_some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subdirectory_normalises_and_refuses_escapes() {
+        let ok = |t: &str| subdirectory(t).unwrap();
+        assert_eq!(ok("prod"), Some(PathBuf::from("prod")));
+        assert_eq!(ok("./clusters//eu/"), Some(PathBuf::from("clusters/eu")));
+        assert_eq!(ok("."), None);
+        assert_eq!(ok(""), None);
+        for bad in ["/etc", "prod/../..", "..", "a\\b"] {
+            assert!(subdirectory(bad).is_err(), "{bad}");
+        }
+        assert!(subdirectory("a/../b").unwrap_err().contains(".."));
+    }
+}

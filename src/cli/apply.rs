@@ -94,7 +94,7 @@ pub struct ApplyArgs {
 
 /// `--path`: a normalised directory inside the artifact (`.` is the whole artifact).
 fn parse_subdirectory(text: &str) -> Result<PathBuf, String> {
-    Ok(crate::kube::artifact_subdirectory(text)?.unwrap_or_default())
+    Ok(crate::artifact::subdirectory(text)?.unwrap_or_default())
 }
 
 pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {

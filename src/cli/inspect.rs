@@ -61,7 +61,7 @@ pub(super) async fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
             .iter()
             .filter(|(k, _)| {
                 !k.starts_with("org.opencontainers.image.")
-                    && k.as_str() != crate::policy::pin::ANNOTATION_PINNED_IMAGES
+                    && k.as_str() != crate::artifact::format::ANNOTATION_PINNED_IMAGES
             })
             .collect();
         if !others.is_empty() {

@@ -215,8 +215,8 @@ pub(super) async fn prepare_push(
             pins.len()
         ));
         annotations.insert(
-            pin::ANNOTATION_PINNED_IMAGES.to_string(),
-            pin::annotation_value(&pins),
+            crate::artifact::format::ANNOTATION_PINNED_IMAGES.to_string(),
+            crate::artifact::format::pinned_images_value(&pins),
         );
         prepared_dir = temp.path().to_path_buf();
         stage = Some(temp);

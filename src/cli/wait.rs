@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{CliError, Format, Printer};
 use crate::api::conditions::{ConditionStatus, STALLED};
 use crate::api::ArtifactSync;
-use crate::reconcile::source::{parse_range, tag_version};
+use crate::reference::{parse_range, tag_version};
 use crate::reference::{Reference, RegistryReference};
 use crate::registry::{auth, RegistryError, RegistryOptions, Repository};
 

@@ -281,33 +281,6 @@ impl KubeApplier {
     }
 }
 
-/// Normalises a directory inside an artifact (`spec.path`, `--path`): relative, `/`
-/// separated, `.` and empty components dropped. `Ok(None)` means the whole artifact (empty
-/// or `.`). Fails (the message says why) for an absolute path, `..`, or a backslash.
-pub fn artifact_subdirectory(text: &str) -> Result<Option<PathBuf>, String> {
-    if text.starts_with('/') {
-        return Err(format!(
-            "{text:?} is absolute; give a directory relative to the artifact's root"
-        ));
-    }
-    if text.contains('\\') {
-        return Err(format!("{text:?}: use / to separate directories"));
-    }
-    let mut path = PathBuf::new();
-    for part in text.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                return Err(format!(
-                    "{text:?} contains ..; give a directory inside the artifact"
-                ))
-            }
-            part => path.push(part),
-        }
-    }
-    Ok((!path.as_os_str().is_empty()).then_some(path))
-}
-
 /// Reads the staged tree's manifests as JSON: all of it, or only the directory `path`.
 fn load_manifests(dir: &Path, path: Option<&Path>) -> Result<Vec<Value>, ApplyError> {
     let dir = match path {
@@ -480,19 +453,6 @@ impl Applier for KubeApplier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn artifact_subdirectory_normalises_and_refuses_escapes() {
-        let ok = |t: &str| artifact_subdirectory(t).unwrap();
-        assert_eq!(ok("prod"), Some(PathBuf::from("prod")));
-        assert_eq!(ok("./clusters//eu/"), Some(PathBuf::from("clusters/eu")));
-        assert_eq!(ok("."), None);
-        assert_eq!(ok(""), None);
-        for bad in ["/etc", "prod/../..", "..", "a\\b"] {
-            assert!(artifact_subdirectory(bad).is_err(), "{bad}");
-        }
-        assert!(artifact_subdirectory("a/../b").unwrap_err().contains(".."));
-    }
 
     #[test]
     fn load_manifests_reads_only_the_subdirectory_or_says_what_exists() {

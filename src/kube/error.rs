@@ -290,6 +290,17 @@ pub enum ApplyError {
     },
 }
 
+/// How the engine carries a cluster failure without naming Kubernetes.
+impl From<ApplyError> for crate::reconcile::StepError {
+    fn from(error: ApplyError) -> Self {
+        Self::Applier(crate::reconcile::ApplierFailure::new(
+            error.reason(),
+            error.is_transient(),
+            error,
+        ))
+    }
+}
+
 impl ApplyError {
     /// Stable CamelCase reason for conditions, events, metrics and `--output json`.
     pub fn reason(&self) -> &'static str {

@@ -1,10 +1,13 @@
-//! Where `tresor apply` keeps what it applied: a ConfigMap `tresor-inventory-<name>` in the
-//! owner's namespace, written with server-side apply like everything else.
+//! Where `tresor apply` and the puller keep what they applied: a ConfigMap
+//! `tresor-inventory-<name>` in the owner's namespace, written with server-side apply like
+//! everything else.
 //!
 //! A ConfigMap rather than a local state file, so that two people (or CI jobs) running
 //! `tresor apply --name app` against the same cluster see the same inventory and prune
 //! correctly; rather than a Secret, because nothing in it is secret (kinds and names). The
-//! puller keeps the same data in `ArtifactSync.status` instead.
+//! puller reads and writes the same ConfigMap (as itself, not as the tenant's service
+//! account), starts from it after a restart, deletes it with the ArtifactSync, and copies
+//! the object list into `ArtifactSync.status.inventory` for people and `kubectl` to read.
 
 use std::time::Duration;
 

@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use applier::{artifact_subdirectory, KubeApplier, KubeDrift};
+pub use applier::{KubeApplier, KubeDrift};
 pub use apply::{
     first_difference, live_difference, AppliedObject, ApplyReport, Cluster, LiveObjects,
     PruneReport,
@@ -189,7 +189,7 @@ pub struct ApplyOptions {
     /// Send each stage as a dry run first, so a refused stage writes nothing.
     pub validate_first: bool,
     /// Apply only this directory of the artifact (relative, normalised by
-    /// [`artifact_subdirectory`]); `None`: the whole artifact.
+    /// [`crate::artifact::subdirectory`]); `None`: the whole artifact.
     pub path: Option<std::path::PathBuf>,
 }
 

@@ -1,8 +1,9 @@
 //! The policy file (`--policy-file`): mode, strictness, per-rule overrides, allow-lists.
 //!
 //! YAML or JSON, schema in `schemas/policy.schema.json`; unknown fields and unknown rule ids
-//! are errors, so a typo cannot silently switch a rule off. The same structure is meant to be
-//! embedded by the cluster-side policy later.
+//! are errors, so a typo cannot silently switch a rule off. The CLI reads it (`push`, `lint`,
+//! `pull`, `sync`, `apply`); the puller does not: it checks every artifact with the default
+//! rules in enforce mode.
 //!
 //! ```yaml
 //! apiVersion: tresor.dev/v1alpha1

@@ -27,9 +27,6 @@ use crate::reference::RegistryReference;
 use crate::registry::remote::RemoteRepository;
 use crate::registry::{ManifestRef, RegistryOptions};
 
-/// Manifest annotation recording the pinned images: a JSON object from the reference as
-/// written to the digest it was pinned to.
-pub const ANNOTATION_PINNED_IMAGES: &str = "dev.tresor.pinned-images";
 /// How many registries are asked at the same time.
 pub const PARALLELISM: usize = 8;
 
@@ -137,20 +134,6 @@ async fn resolve_one(
         )),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// The annotation value for `pins`: compact JSON, keys sorted.
-pub fn annotation_value(pins: &BTreeMap<String, Digest>) -> String {
-    let map: BTreeMap<&str, String> = pins
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.to_string()))
-        .collect();
-    serde_json::to_string(&map).unwrap_or_default()
-}
-
-/// Parses the annotation written by [`annotation_value`].
-pub fn parse_annotation(value: &str) -> Option<BTreeMap<String, String>> {
-    serde_json::from_str(value).ok()
 }
 
 /// Writes the pins into the manifest files under `dir` (a staged copy). Returns how many

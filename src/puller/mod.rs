@@ -39,6 +39,7 @@ mod events;
 mod health;
 mod lease;
 mod notify;
+mod observation;
 mod serve;
 mod source;
 mod trust_cache;
@@ -90,7 +91,8 @@ use crate::reconcile::{
 use crate::reference::Reference;
 use crate::registry::{RegistryOptions, Repository};
 
-/// The annotation whose new value asks for a cycle now (`tresor reconcile`, `kubectl annotate`).
+/// The annotation whose new value asks for a cycle now (`kubectl annotate --overwrite
+/// artifactsync/NAME tresor.dev/reconcile-requested-at="$(date +%s)"`).
 pub const REQUESTED_AT: &str = "tresor.dev/reconcile-requested-at";
 
 /// How the puller runs.
@@ -742,7 +744,7 @@ fn record(
     inventory: Vec<InventoryEntry>,
     now: &str,
 ) {
-    observe(status, generation, &Observation::from_summary(summary), now);
+    observe(status, generation, &observation::observation(summary), now);
     if let Some(d) = &summary.digest {
         status.last_attempted_digest = Some(d.to_string());
     }
@@ -993,7 +995,7 @@ fn apply_setup(
             .unwrap_or_else(|| namespace.to_string()),
     );
     options.path = match &spec.path {
-        Some(p) => crate::kube::artifact_subdirectory(p).map_err(|message| {
+        Some(p) => crate::artifact::subdirectory(p).map_err(|message| {
             PullerError::Api(crate::api::ApiError::InvalidSpec {
                 object: sync.object_name(),
                 field: "spec.path".into(),

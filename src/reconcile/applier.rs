@@ -2,8 +2,8 @@
 //! keeps equal to an artifact.
 //!
 //! Two implementations: [`super::target::Target`] (the host agent's directory, switched
-//! atomically) and [`crate::kube::KubeApplier`] (server-side apply into a cluster). The
-//! engine owns resolve → verify → fetch → extract → policy; the applier gets the staged,
+//! atomically) and the puller's cluster applier (server-side apply, in a layer above this
+//! one). The engine owns resolve → verify → fetch → extract → policy; the applier gets the staged,
 //! verified, policy-checked tree and does the rest.
 
 use std::fs::File;
@@ -74,4 +74,64 @@ pub trait Applier: Send {
         size: u64,
         limits: &Limits,
     ) -> impl Future<Output = Result<(Vec<String>, Vec<String>), StepError>> + Send;
+}
+
+/// A failure of an applier's own target (a cluster, say), carried through [`StepError`]
+/// without the engine knowing its type: the message, the stable reason and whether
+/// retrying soon may help, fixed when the applier reports it.
+#[derive(Debug)]
+pub struct ApplierFailure {
+    reason: &'static str,
+    transient: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ApplierFailure {
+    /// Wraps `error` with its stable CamelCase `reason` and whether it is `transient`.
+    pub fn new(
+        reason: &'static str,
+        transient: bool,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            reason,
+            transient,
+            error: Box::new(error),
+        }
+    }
+
+    /// Stable CamelCase reason, as the applier gave it.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// Whether retrying soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The applier's error, when it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.error.downcast_ref()
+    }
+
+    /// The applier's error, when it is an `E`; itself otherwise.
+    pub fn downcast<E: std::error::Error + 'static>(self) -> Result<E, Self> {
+        match self.error.downcast::<E>() {
+            Ok(e) => Ok(*e),
+            Err(error) => Err(Self { error, ..self }),
+        }
+    }
+}
+
+impl std::fmt::Display for ApplierFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ApplierFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }

@@ -112,10 +112,10 @@ fn at<T>(step: Step, r: Result<T, impl Into<StepError>>) -> StepResult<T> {
 
 /// The reconcile engine for one source and one target.
 ///
-/// Plug points: the [`Verifier`] (trust; [`super::AllowUnsigned`] until signatures are
-/// wired in), the [`Policy`] hook ([`super::NoPolicy`] until the immutability policy is),
-/// and the [`Applier`] — the host agent's directory [`Target`] (the default) or
-/// [`crate::kube::KubeApplier`].
+/// Plug points: the [`Verifier`] ([`super::TrustVerifier`], or [`super::AllowUnsigned`] for
+/// the explicit opt-out), the [`Policy`] hook ([`super::ImmutabilityPolicy`]; tests of other
+/// steps use [`super::NoPolicy`]), and the [`Applier`] — the host agent's directory [`Target`] (the
+/// default) or the cluster applier of the layer above.
 pub struct Engine<A: Applier = Target> {
     source: Source,
     repo: Repository,

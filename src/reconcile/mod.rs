@@ -10,9 +10,11 @@
 //! 3. **fetch** — the content layer by digest, from the content-addressed [`cache`] (re-hashed
 //!    when read back; a corrupted entry is deleted and fetched again) or from the registry.
 //! 4. **extract** — hardened, bounded unpacking into a staging directory ([`target`]).
-//! 5. **policy** — the [`Policy`] hook sees the staged tree (no-op for now).
+//! 5. **policy** — the [`Policy`] hook sees the staged tree ([`ImmutabilityPolicy`]: the
+//!    `tresor lint` rules, in the sync's mode: enforce, warn or off).
 //! 6. **apply** — the [`Applier`]: the atomic switch of the target directory, or staged
-//!    server-side apply into a cluster ([`crate::kube::KubeApplier`]).
+//!    server-side apply into a cluster (the puller's and `tresor apply`'s applier, which
+//!    reports its failures as [`ApplierFailure`]s).
 //! 7. **prune** — the previous version goes; files tresor never managed are carried over
 //!    (objects that left the artifact are deleted, if they still carry tresor's labels).
 //! 8. **health** — only appliers that check health (Kubernetes: kstatus rules, rollback).
@@ -26,7 +28,7 @@
 //! ever applied; a failed new version leaves the last good one in place.
 //!
 //! [`agent`] is the host agent loop around the engine (`tresor sync`); the Kubernetes
-//! puller will reuse [`Engine`] with its own target.
+//! puller and `tresor apply` run the same [`Engine`] with a cluster [`Applier`].
 
 pub mod agent;
 mod applier;
@@ -43,7 +45,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use applier::Applier;
+pub use crate::retry::Retry;
+pub use applier::{Applier, ApplierFailure};
 pub use engine::{Cancel, Engine};
 pub use policy::{ImmutabilityPolicy, NoPolicy, Policy, PolicyRejected};
 pub use verify::{
@@ -100,16 +103,6 @@ impl Step {
     }
 }
 
-/// What to do after a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Retry {
-    /// Retry soon, with backoff and jitter (network trouble, server errors, local I/O).
-    Transient,
-    /// Retrying the same input will fail again: wait until the reference changes.
-    Stalled,
-}
-
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -151,9 +144,9 @@ pub enum StepError {
     /// Switching or repairing the target failed.
     #[error(transparent)]
     Target(#[from] target::TargetError),
-    /// Applying to, pruning from or checking a Kubernetes cluster failed.
+    /// The applier's own target failed (applying to, pruning from or checking it).
     #[error(transparent)]
-    Kube(#[from] crate::kube::ApplyError),
+    Applier(#[from] ApplierFailure),
     /// The applied version is not in the cache and the registry cannot be asked.
     #[error(
         "{digest} is applied but not in the cache, and the registry could not be reached to \
@@ -181,7 +174,7 @@ impl StepError {
             Self::Extract(e) => e.reason(),
             Self::Cache(e) => e.reason(),
             Self::Target(e) => e.reason(),
-            Self::Kube(e) => e.reason(),
+            Self::Applier(e) => e.reason(),
             Self::NotCached { .. } => "NotCached",
             Self::Abandoned => "Abandoned",
         }
@@ -197,7 +190,7 @@ impl StepError {
             Self::Verify(e) => e.transient,
             Self::Cache(_) | Self::Target(_) | Self::NotCached { .. } | Self::Abandoned => true,
             Self::Extract(ArchiveError::Io { .. }) => true,
-            Self::Kube(e) => e.is_transient(),
+            Self::Applier(e) => e.is_transient(),
             _ => false,
         };
         if transient {

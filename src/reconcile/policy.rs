@@ -1,7 +1,8 @@
 //! The policy step as a hook: the engine shows it the staged tree before the switch.
 //!
-//! [`NoPolicy`] accepts everything; the immutability policy (`tresor lint` rules in
-//! `enforce` mode) plugs in as another implementation.
+//! [`ImmutabilityPolicy`] runs the `tresor lint` rules in the sync's mode (enforce, warn or
+//! off); it is what `tresor sync`, `tresor apply` and the puller use. [`NoPolicy`] accepts
+//! everything, for engines whose tests are about other steps.
 
 use std::path::Path;
 
@@ -37,7 +38,8 @@ impl PolicyRejected {
     }
 }
 
-/// Accepts everything (the placeholder until the immutability policy is wired in).
+/// Accepts everything: for engines whose tests are about other steps (the commands use
+/// [`ImmutabilityPolicy`], whose `off` mode is the user's way to skip the checks).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoPolicy;
 

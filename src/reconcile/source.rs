@@ -6,11 +6,11 @@
 
 use std::fmt;
 
-use semver::{Version, VersionReq};
+use semver::VersionReq;
 
 use super::StepError;
 use crate::digest::Digest;
-use crate::reference::Reference;
+use crate::reference::{parse_range, tag_version, InvalidRange, Reference};
 use crate::registry::{ManifestRef, Repository};
 
 /// How the followed version is chosen.
@@ -42,13 +42,8 @@ pub struct Source {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The semver range does not parse.
-    #[error("invalid semver range {text:?}: {message} (example: '>=1.2 <2')")]
-    InvalidRange {
-        /// The range as given.
-        text: String,
-        /// The parser's message.
-        message: String,
-    },
+    #[error(transparent)]
+    InvalidRange(#[from] InvalidRange),
     /// A semver range was combined with a tag or digest in the reference.
     #[error("{reference}: with --semver, give the repository without a tag or digest")]
     RangeWithTag {
@@ -67,32 +62,11 @@ impl SourceError {
     /// Stable CamelCase reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::InvalidRange { .. } => "InvalidSemverRange",
+            Self::InvalidRange(_) => "InvalidSemverRange",
             Self::RangeWithTag { .. } => "InvalidArguments",
             Self::NothingToFollow { .. } => "NoTagOrDigest",
         }
     }
-}
-
-/// Parses a range like `>=1.2 <2` or `>=1.2, <2` (comparators separated by spaces or commas).
-pub fn parse_range(text: &str) -> Result<VersionReq, SourceError> {
-    let mut parts: Vec<String> = Vec::new();
-    for token in text.split([',', ' ']).filter(|t| !t.is_empty()) {
-        // `>= 1.2` (operator separated from its version) joins the next token.
-        match parts.last_mut() {
-            Some(last) if last.chars().all(|c| "<>=~^".contains(c)) => last.push_str(token),
-            _ => parts.push(token.to_string()),
-        }
-    }
-    VersionReq::parse(&parts.join(", ")).map_err(|e| SourceError::InvalidRange {
-        text: text.to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// A tag as a semantic version: `1.2.3`, `v1.2.3`, with pre-release and build metadata.
-pub fn tag_version(tag: &str) -> Option<Version> {
-    Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
 }
 
 /// The highest tag matching `range`; non-semver tags are ignored.
@@ -167,6 +141,8 @@ impl fmt::Display for Source {
 
 #[cfg(test)]
 mod tests {
+    use semver::Version;
+
     use super::*;
 
     #[test]

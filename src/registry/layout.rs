@@ -14,10 +14,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::{check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError};
-use crate::artifact::format::{
-    Descriptor, ANNOTATION_REF_NAME, MAX_MANIFEST_BYTES, OCI_INDEX_MEDIA_TYPE,
-};
 use crate::digest::{Digest, Hasher};
+use crate::oci::{Descriptor, ANNOTATION_REF_NAME, MAX_MANIFEST_BYTES, OCI_INDEX_MEDIA_TYPE};
 
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 const LAYOUT_MARKER: &str = "oci-layout";

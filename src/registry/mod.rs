@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::artifact::format::{Descriptor, ImageIndex};
 use crate::digest::{Digest, DigestError};
+use crate::oci::{Descriptor, ImageIndex};
 use crate::reference::Reference;
 
 pub use auth::Credentials;
@@ -494,9 +494,9 @@ pub(crate) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
     let probe: Probe = serde_json::from_slice(bytes).ok()?;
     probe.media_type.or_else(|| {
         Some(if probe.manifests.is_some() {
-            crate::artifact::format::OCI_INDEX_MEDIA_TYPE.to_string()
+            crate::oci::OCI_INDEX_MEDIA_TYPE.to_string()
         } else {
-            crate::artifact::format::OCI_MANIFEST_MEDIA_TYPE.to_string()
+            crate::oci::OCI_MANIFEST_MEDIA_TYPE.to_string()
         })
     })
 }

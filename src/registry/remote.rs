@@ -28,10 +28,10 @@ use super::auth::{self, CredentialSource, Credentials};
 use super::{
     check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError, RegistryOptions,
 };
-use crate::artifact::format::{
+use crate::digest::{Digest, DigestError, Hasher};
+use crate::oci::{
     Descriptor, ImageIndex, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, OCI_INDEX_MEDIA_TYPE,
 };
-use crate::digest::{Digest, DigestError, Hasher};
 use crate::reference::RegistryReference;
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
