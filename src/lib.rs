@@ -11,6 +11,8 @@
 //! - [`registry`]: where artifacts live: OCI registries over HTTP(S) and local OCI layouts.
 //! - [`retry`]: transient or stalled, the failure classification every layer shares.
 //! - [`signing`]: cosign-compatible keys, signatures, trust policies and verification.
+//! - [`promote`]: `tresor promote`: verify, sign, record and copy an artifact into an
+//!   environment, moving its tag last.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
 //!   apply → prune) and the host agent behind `tresor sync`.
 //! - [`kube`]: the Kubernetes apply step: staged server-side apply, prune, health, drift
@@ -34,6 +36,7 @@ pub mod kube;
 pub mod notify;
 pub mod oci;
 pub mod policy;
+pub mod promote;
 pub mod puller;
 pub mod reconcile;
 pub mod reference;

@@ -297,6 +297,7 @@ async fn status_lists_syncs_in_text_and_json_for_one_or_every_namespace() {
             "READY",
             "REASON",
             "DIGEST",
+            "APPROVED",
             "AGE"
         ]
     );

@@ -565,6 +565,89 @@ fn tresor_push_provenance_verifies_with_cosign_verify_attestation() {
     }
 }
 
+/// Issue 15: `tresor promote` of a cosign-signed (CI) artifact into another repository with
+/// a cosign-generated approver key: both cosigns verify the approver's signature and CI's
+/// copied one on the target tag, and check the promotion record with `cosign
+/// verify-attestation --type https://tresor.dev/promotion/v1`.
+#[test]
+fn a_tresor_promotion_verifies_with_cosign_verify_and_verify_attestation() {
+    let registry = TestRegistry::plain();
+    let v2 = Cosign::v2();
+    let work = tempfile::tempdir().unwrap();
+    let (ci_key, ci_pub) = v2.generate_key_pair(&work.path().join("ci"));
+    let (approver_key, approver_pub) = v2.generate_key_pair(&work.path().join("approver"));
+    let (image, digest) = push(&registry, "promotion-src", &[]);
+    v2.sign_legacy(&ci_key, &image);
+    let target = registry.repo("promotion-dst");
+    let prod = format!("{}:prod", target.trim_start_matches("oci://"));
+    stdout_of(tresor_at(
+        &registry,
+        &[
+            "promote",
+            &format!("oci://{image}"),
+            "--to",
+            &format!("{target}:prod"),
+            "--key",
+            s(&approver_key),
+            "--verify-key",
+            s(&ci_pub),
+            "--reason",
+            "cosign interop",
+        ],
+    ));
+    for cosign in [&v2, &Cosign::v3()] {
+        assert_cosign_verifies(cosign, &approver_pub, &prod, &digest);
+        assert_cosign_verifies(cosign, &ci_pub, &prod, &digest);
+        let root = cosign.trusted_root();
+        let stdout = cosign.ok(&[
+            "verify-attestation",
+            "--type",
+            "https://tresor.dev/promotion/v1",
+            "--key",
+            s(&approver_pub),
+            "--insecure-ignore-tlog",
+            "--trusted-root",
+            &root,
+            &prod,
+        ]);
+        let envelope: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap();
+        let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(statement["predicateType"], "https://tresor.dev/promotion/v1");
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            digest.trim_start_matches("sha256:"),
+            "{}",
+            cosign.name
+        );
+        let p = &statement["predicate"];
+        assert_eq!(p["from"]["digest"], digest.as_str());
+        assert_eq!(p["to"]["reference"], format!("{target}:prod"));
+        assert_eq!(
+            p["approver"]["key"],
+            format!("sha256:{}", fingerprint(&approver_pub))
+        );
+        assert_eq!(p["reason"], "cosign interop");
+        // CI's key did not sign the record.
+        let out = cosign.run(&[
+            "verify-attestation",
+            "--type",
+            "https://tresor.dev/promotion/v1",
+            "--key",
+            s(&ci_pub),
+            "--insecure-ignore-tlog",
+            "--trusted-root",
+            &root,
+            &prod,
+        ]);
+        assert!(!out.status.success(), "{}: CI's key verified the record", cosign.name);
+    }
+}
+
 #[test]
 fn a_cosign_v3_attestation_bundle_is_an_attestation_for_tresor_not_a_signature() {
     let registry = TestRegistry::plain();

@@ -176,6 +176,10 @@ pub struct ArtifactSyncStatus {
     /// Who signed the applied digest (key fingerprints or keyless identities).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// Who approved the applied digest into this repository: a `tresor promote` record
+    /// whose signature verified under this sync's trust (absent when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
     /// The value of the `tresor.dev/reconcile-requested-at` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
@@ -188,6 +192,22 @@ pub struct ArtifactSyncStatus {
     /// The last event for `spec.notify`, and whether every target has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<Notification>,
+}
+
+/// A verified promotion of the applied digest (`tresor promote`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// The approver: the trust authority whose key signed the record, and the key, e.g.
+    /// `release-manager (key sha256:…)`.
+    pub approved_by: String,
+    /// When it was approved (RFC 3339).
+    pub time: String,
+    /// Why (`tresor promote --reason`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where it was promoted from, e.g. `oci://registry.example/app:staging`.
+    pub from: String,
 }
 
 /// One applied object.

@@ -24,7 +24,7 @@ mod trust_policy;
 
 pub use artifact_sync::{
     is_dns_label, ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
-    LocalObjectRef, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
+    LocalObjectRef, Promotion, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
 };
 pub use conditions::{Condition, ConditionStatus};
 pub use decode::{check_unreadable_policies, UnreadablePolicy};

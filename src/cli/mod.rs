@@ -11,6 +11,7 @@ mod keygen;
 mod lint;
 mod list;
 pub mod printer;
+mod promote;
 mod pull;
 mod push;
 mod sign;
@@ -72,6 +73,9 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify an artifact's signatures against keys or a trust policy (exit 1 if not trusted).
     Verify(verify::VerifyArgs),
+    /// Promote a verified artifact to an environment's tag: approver signature, signed
+    /// promotion record, copy across repositories, tag moved last (exit 1 if not trusted).
+    Promote(promote::PromoteArgs),
     /// List the ArtifactSyncs of a cluster with their state (like `flux get`).
     Status(status::StatusArgs),
     /// Wait until the ArtifactSyncs following an artifact applied its digest (exit 1 when
@@ -121,6 +125,9 @@ pub enum CliError {
     /// `tresor apply` could not reach or read the cluster (kubeconfig, inventory).
     #[error(transparent)]
     Kube(#[from] crate::kube::ApplyError),
+    /// `tresor promote` refused or failed (exit code 1 when the source is not trusted).
+    #[error(transparent)]
+    Promote(#[from] crate::promote::PromoteError),
 }
 
 impl CliError {
@@ -140,6 +147,7 @@ impl CliError {
             Self::Agent(e) => e.reason(),
             Self::Status(e) => e.reason(),
             Self::Kube(e) => e.reason(),
+            Self::Promote(e) => e.reason(),
         }
     }
 
@@ -148,6 +156,7 @@ impl CliError {
         match self {
             Self::Unverified(_) | Self::PolicyRefused(_) => ExitCode::from(1),
             Self::Verify(e) if e.is_unverified() => ExitCode::from(1),
+            Self::Promote(e) if e.is_unverified() => ExitCode::from(1),
             _ => ExitCode::from(2),
         }
     }
@@ -168,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keygen(a) => keygen::run(a),
         Command::Sign(a) => sign::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Promote(a) => promote::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Wait(a) => wait::run(a).await,
     }

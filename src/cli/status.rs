@@ -90,6 +90,10 @@ pub struct SyncRow {
     pub message: String,
     /// `status.lastAppliedDigest`.
     pub last_applied_digest: Option<String>,
+    /// `status.promotion`: who approved the applied digest (`tresor promote`), when a
+    /// promotion record verified under the sync's trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<crate::api::Promotion>,
     /// `spec.suspend`.
     pub suspended: bool,
     /// Time since creation, like kubectl (`45s`, `5m`, `3h`, `12d`).
@@ -130,6 +134,7 @@ pub fn rows(items: &[ArtifactSync], now: SystemTime) -> Vec<SyncRow> {
                     .status
                     .as_ref()
                     .and_then(|st| st.last_applied_digest.clone()),
+                promotion: s.status.as_ref().and_then(|st| st.promotion.clone()),
                 suspended: s.spec.suspend,
                 age: created
                     .and_then(|c| now.duration_since(c).ok())
@@ -250,6 +255,14 @@ fn short_digest(d: &str) -> String {
     }
 }
 
+/// The approver's authority name (the key is in `--format json`).
+fn approver_name(p: &crate::api::Promotion) -> String {
+    p.approved_by
+        .split_once(" (key ")
+        .map_or(p.approved_by.as_str(), |(name, _)| name)
+        .to_string()
+}
+
 /// The rows as an aligned table.
 pub fn table(rows: &[SyncRow]) -> String {
     let header = [
@@ -260,9 +273,10 @@ pub fn table(rows: &[SyncRow]) -> String {
         "READY",
         "REASON",
         "DIGEST",
+        "APPROVED",
         "AGE",
     ];
-    let lines: Vec<[String; 8]> = rows
+    let lines: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -275,6 +289,9 @@ pub fn table(rows: &[SyncRow]) -> String {
                 r.last_applied_digest
                     .as_deref()
                     .map_or_else(|| "-".to_string(), short_digest),
+                r.promotion
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), approver_name),
                 r.age.clone(),
             ]
         })

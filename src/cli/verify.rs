@@ -25,8 +25,9 @@ pub struct VerifyArgs {
     /// Trust policy file, the same as --trust-policy (verify has no immutability policy).
     #[arg(long = "policy", value_name = "FILE", conflicts_with_all = ["policy", "keys"])]
     pub policy_file: Option<std::path::PathBuf>,
-    /// Verify and print the signed SLSA provenance (`.att` layers, cosign v3 attestation
-    /// bundles) instead of the signatures.
+    /// Verify and print the signed attestations (`.att` layers, cosign v3 attestation
+    /// bundles) instead of the signatures: SLSA provenance, and promotion records (who
+    /// approved, from, to, when, why) from `tresor promote`.
     #[arg(long)]
     pub attestation: bool,
     /// Output format.
@@ -65,7 +66,23 @@ pub(super) fn describe(v: &Verification) -> String {
 /// Text for verified attestations: signers, then each statement's provenance.
 fn describe_attestations(a: &AttestationVerification) -> String {
     let mut out = describe(&a.verification);
+    for p in &a.promotions {
+        let r = &p.record;
+        let _ = writeln!(out, "  promotion  {}", crate::signing::promotion::PREDICATE_TYPE);
+        let _ = writeln!(out, "    approved by {}", p.approved_by());
+        let _ = writeln!(out, "    from       {} ({})", r.from.reference, r.from.digest);
+        let _ = writeln!(out, "    to         {}", r.to.reference);
+        let _ = writeln!(out, "    when       {}", r.time);
+        let _ = writeln!(
+            out,
+            "    reason     {}",
+            r.reason.as_deref().unwrap_or("(not recorded)")
+        );
+    }
     for statement in &a.statements {
+        if crate::signing::promotion::PromotionRecord::from_statement(statement).is_some() {
+            continue;
+        }
         let get = |path: &[&str]| {
             path.iter()
                 .try_fold(statement, |v, k| v.get(*k))

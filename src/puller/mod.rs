@@ -760,6 +760,18 @@ fn record(
     } else if let Some(d) = &summary.applied {
         status.last_applied_digest = Some(d.to_string());
     }
+    // Whenever this cycle knows who vouched for the applied digest, it knows whether a
+    // promotion record verified too.
+    if summary.applied.is_some() && summary.signer.is_some() {
+        status.promotion = summary.approval.as_ref().map(|a| crate::api::Promotion {
+            approved_by: a.approved_by(),
+            time: a.record.time.clone(),
+            reason: a.record.reason.clone(),
+            from: a.record.from.reference.clone(),
+        });
+    } else if summary.applied.is_none() {
+        status.promotion = None;
+    }
     status.inventory = inventory;
 }
 

@@ -45,15 +45,31 @@ impl Verifier for AllOf {
                 ));
             }
             let mut signers = Vec::new();
+            let mut approval = None;
             for v in &self.verifiers {
                 match v.verify(repo, artifact).await? {
                     VerifiedBy::Signers(s) => signers.extend(s),
+                    VerifiedBy::Promoted {
+                        signers: s,
+                        approval: a,
+                    } => {
+                        signers.extend(s);
+                        // The newest record any constraint's keys vouch for.
+                        if approval
+                            .as_ref()
+                            .is_none_or(|b: &crate::signing::promotion::Approval| {
+                                a.record.time > b.record.time
+                            })
+                        {
+                            approval = Some(a);
+                        }
+                    }
                     VerifiedBy::Unsigned => {}
                 }
             }
             signers.sort();
             signers.dedup();
-            Ok(VerifiedBy::Signers(signers))
+            Ok(VerifiedBy::signed(signers, approval))
         })
     }
     fn trust(&self) -> String {

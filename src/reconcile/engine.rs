@@ -124,7 +124,7 @@ pub struct Engine<A: Applier = Target> {
     cache: Cache,
     target: A,
     limits: Limits,
-    signer: Option<(Digest, String)>,
+    signer: Option<(Digest, VerifiedBy)>,
     rejected: Option<(Digest, Failure)>,
     verdicts: Verdicts,
 }
@@ -305,9 +305,9 @@ impl<A: Applier> Engine<A> {
         }
 
         let applied = self.target.current().cloned();
-        let signer = match (&self.signer, &applied) {
-            (Some((d, s)), Some(a)) if d == a => Some(s.clone()),
-            _ => None,
+        let (signer, approval) = match (&self.signer, &applied) {
+            (Some((d, by)), Some(a)) if d == a => (Some(by.signer()), by.approval().cloned()),
+            _ => (None, None),
         };
         Summary {
             outcome,
@@ -316,6 +316,7 @@ impl<A: Applier> Engine<A> {
             tag,
             applied,
             signer,
+            approval,
             source: run.provenance.0,
             revision: run.provenance.1,
             restored: run.restored,
@@ -347,7 +348,7 @@ impl<A: Applier> Engine<A> {
         let verified = self.verify(&artifact, cancel).await;
         run.time(Step::Verify, since, verified.is_ok());
         let verified = at(Step::Verify, verified)?;
-        tracing::info!(%digest, signer = %verified.signer(), "verified");
+        tracing::info!(%digest, signer = %verified.signer(), approved_by = ?verified.approval().map(|a| a.approved_by()), "verified");
 
         let since = Instant::now();
         let layer = match self
@@ -380,7 +381,7 @@ impl<A: Applier> Engine<A> {
         run.time(Step::Apply, since, switched.is_ok());
         let (previous, warnings) = at(Step::Apply, switched)?;
         run.warnings.extend(warnings);
-        self.signer = Some((digest.clone(), verified.signer()));
+        self.signer = Some((digest.clone(), verified));
 
         if let Some(previous) = previous {
             let since = Instant::now();
@@ -434,7 +435,7 @@ impl<A: Applier> Engine<A> {
     /// Remembers who vouched for the applied `digest` (for the summary), once.
     fn note_signer(&mut self, digest: &Digest, by: &VerifiedBy) {
         if self.signer.as_ref().is_none_or(|(d, _)| d != digest) {
-            self.signer = Some((digest.clone(), by.signer()));
+            self.signer = Some((digest.clone(), by.clone()));
         }
     }
 

@@ -296,6 +296,10 @@ pub struct Summary {
     pub revision: Option<String>,
     /// Who vouched for the applied digest (`unsigned` for the explicit opt-out).
     pub signer: Option<String>,
+    /// Who approved the applied digest into this repository (`tresor promote`), when a
+    /// promotion record verified under the same trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::signing::promotion::Approval>,
     /// Managed files restored by drift correction.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub restored: Vec<String>,
@@ -326,6 +330,7 @@ impl Summary {
             tag: None,
             applied: None,
             signer: None,
+            approval: None,
             source: None,
             revision: None,
             restored: vec![],

@@ -38,6 +38,9 @@ pub struct Status {
     pub last_applied_digest: Option<Digest>,
     /// Who vouched for it (`unsigned` for the explicit opt-out).
     pub signer: Option<String>,
+    /// Who approved it (a verified `tresor promote` record), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::signing::promotion::Approval>,
     /// When it was applied (RFC 3339).
     pub last_applied_time: Option<String>,
     /// When the last cycle ran (RFC 3339).
@@ -69,6 +72,7 @@ impl Status {
         if let Some(p) = previous.filter(|p| p.dir == dir) {
             status.last_applied_digest = p.last_applied_digest;
             status.signer = p.signer;
+            status.approval = p.approval;
             status.last_applied_time = p.last_applied_time;
             status.last_error = p.last_error;
         }
@@ -98,8 +102,10 @@ impl Status {
             }
             self.last_applied_digest = summary.applied.clone();
             self.signer = summary.signer.clone();
+            self.approval = summary.approval.clone();
         } else if summary.signer.is_some() {
             self.signer = summary.signer.clone();
+            self.approval = summary.approval.clone();
         }
         self.error = summary.error.as_ref().map(|f| StatusError {
             reason: f.reason.clone(),

@@ -10,12 +10,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::artifact::fetch::ResolvedArtifact;
 use crate::digest::Digest;
 use crate::registry::Repository;
+use crate::signing::promotion::{self, Approval};
 
 /// A boxed, `Send` future: what [`Verifier::verify`] returns, so the trait stays
 /// object-safe (`Arc<dyn Verifier>`) without an async-trait macro.
@@ -102,13 +103,21 @@ impl Verdicts {
 }
 
 /// Who vouched for an artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifiedBy {
     /// Nobody: accepted through the explicit `--allow-unsigned` opt-out.
     Unsigned,
     /// The signers (key fingerprints or keyless identities) that satisfied the policy.
     Signers(Vec<String>),
+    /// The signers, and a promotion record of the digest into this repository signed by a
+    /// key authority of the same policy (`tresor promote`; the newest when there are several).
+    Promoted {
+        /// As for [`VerifiedBy::Signers`].
+        signers: Vec<String>,
+        /// Who approved it, when and why.
+        approval: Approval,
+    },
 }
 
 impl VerifiedBy {
@@ -116,7 +125,23 @@ impl VerifiedBy {
     pub fn signer(&self) -> String {
         match self {
             Self::Unsigned => "unsigned".to_string(),
-            Self::Signers(s) => s.join(", "),
+            Self::Signers(s) | Self::Promoted { signers: s, .. } => s.join(", "),
+        }
+    }
+
+    /// The verified promotion record, if any.
+    pub fn approval(&self) -> Option<&Approval> {
+        match self {
+            Self::Promoted { approval, .. } => Some(approval),
+            _ => None,
+        }
+    }
+
+    /// `signers`, with `approval` when there is one.
+    pub fn signed(signers: Vec<String>, approval: Option<Approval>) -> Self {
+        match approval {
+            Some(approval) => Self::Promoted { signers, approval },
+            None => Self::Signers(signers),
         }
     }
 }
@@ -227,26 +252,34 @@ impl Verifier for TrustVerifier {
         artifact: &'a ResolvedArtifact,
     ) -> BoxFuture<'a, Result<VerifiedBy, VerifyRejected>> {
         Box::pin(async move {
-            match crate::signing::verify(
+            let signers = match crate::signing::verify(
                 repo,
                 &crate::signing::Subject::of_artifact(artifact),
                 &self.policy,
             )
             .await
             {
-                Ok(v) => Ok(VerifiedBy::Signers(
-                    v.signatures
-                        .iter()
-                        .map(|s| format!("{} ({})", s.authority, s.signer))
-                        .collect(),
-                )),
+                Ok(v) => v
+                    .signatures
+                    .iter()
+                    .map(|s| format!("{} ({})", s.authority, s.signer))
+                    .collect(),
                 // Untrusted content is rejected until the reference moves; anything else
                 // (registry trouble while reading signatures, an unreadable key) is retried.
                 Err(e) if e.is_unverified() => {
-                    Err(VerifyRejected::rejected(e.reason(), e.to_string()))
+                    return Err(VerifyRejected::rejected(e.reason(), e.to_string()))
                 }
-                Err(e) => Err(VerifyRejected::transient(e.reason(), e.to_string())),
-            }
+                Err(e) => return Err(VerifyRejected::transient(e.reason(), e.to_string())),
+            };
+            // Who approved it, from promotion records this policy's keys signed for this
+            // repository: shown in status, never a reason to refuse or accept.
+            let repository = artifact.reference.repository();
+            let approval = promotion::verified_approvals(repo, &artifact.digest, &self.policy)
+                .await
+                .map_err(|e| VerifyRejected::transient(e.reason(), e.to_string()))?
+                .into_iter()
+                .find(|a| a.record.targets_repository(&repository));
+            Ok(VerifiedBy::signed(signers, approval))
         })
     }
 

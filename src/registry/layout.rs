@@ -143,6 +143,10 @@ impl LayoutRepository {
     pub fn resolve(&self, at: ManifestRef<'_>) -> Result<Option<Digest>, RegistryError> {
         match at {
             ManifestRef::Digest(d) => {
+                // Nor any manifest.
+                if !self.root.exists() {
+                    return Ok(None);
+                }
                 self.check_layout()?;
                 Ok(self.blob_path(d).is_file().then(|| d.clone()))
             }

@@ -266,6 +266,16 @@ pub async fn append_layer(
     layer: Descriptor,
     blob: Bytes,
 ) -> Result<Appended, SigningError> {
+    append_layers(repo, tag, vec![(layer, blob)]).await
+}
+
+/// [`append_layer`] for several layers with one manifest write (copying signatures to
+/// another repository): layers already present are skipped; `added` is false when all were.
+pub async fn append_layers(
+    repo: &Repository,
+    tag: &str,
+    new_layers: Vec<(Descriptor, Bytes)>,
+) -> Result<Appended, SigningError> {
     let existing = match repo.fetch_manifest(ManifestRef::Tag(tag)).await {
         Ok(f) => Some((
             serde_json::from_slice::<ImageManifest>(&f.bytes).map_err(|e| {
@@ -282,25 +292,33 @@ pub async fn append_layer(
         Err(e) => return Err(e.into()),
     };
     let mut layers = Vec::new();
+    let mut existing_digest = None;
     if let Some((manifest, manifest_digest)) = existing {
-        if manifest.layers.contains(&layer) {
-            return Ok(Appended {
-                manifest: manifest_digest,
-                layers: manifest.layers.len(),
-                added: false,
-            });
+        layers = manifest.layers;
+        existing_digest = Some(manifest_digest);
+    }
+    let before = layers.len();
+    for (layer, blob) in new_layers {
+        if layers.contains(&layer) {
+            continue;
         }
-        if manifest.layers.len() >= MAX_SIGNATURE_LAYERS {
+        if layers.len() >= MAX_SIGNATURE_LAYERS {
             return Err(SigningError::TooManySignatures {
                 tag: tag.to_string(),
-                count: manifest.layers.len(),
+                count: layers.len(),
                 limit: MAX_SIGNATURE_LAYERS,
             });
         }
-        layers = manifest.layers;
+        repo.push_blob(&layer.digest, blob).await?;
+        layers.push(layer);
     }
-    repo.push_blob(&layer.digest, blob).await?;
-    layers.push(layer);
+    if let (Some(manifest), true) = (existing_digest, layers.len() == before) {
+        return Ok(Appended {
+            manifest,
+            layers: layers.len(),
+            added: false,
+        });
+    }
 
     let config = signature_config(&layers);
     let config_descriptor = Descriptor::for_bytes(CONFIG_MEDIA_TYPE, &config);

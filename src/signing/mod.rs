@@ -6,6 +6,7 @@
 //! - [`legacy`]: cosign's tag scheme (`sha256-<hex>.sig`): appending a signature layer, and
 //!   collecting the layers as verification candidates.
 //! - [`attestation`]: signed SLSA provenance (in-toto statement, DSSE, cosign's `.att` tag).
+//! - [`promotion`]: signed promotion records (`tresor promote`) and which of them verify.
 //! - [`policy`]: trust policies: named authorities and a rule (`any`, `all`, `N`).
 //! - [`subject`]: what is verified: the digest of any manifest or index (artifact, container
 //!   image, image index), read without its layers.
@@ -36,6 +37,7 @@ pub mod keys;
 pub mod legacy;
 pub mod payload;
 pub mod policy;
+pub mod promotion;
 pub mod referrers;
 mod rekor;
 pub mod subject;

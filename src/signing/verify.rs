@@ -21,6 +21,7 @@ use super::identity::KeylessIdentity;
 use super::keyless::{self, KeylessError};
 use super::legacy::{self, LegacySignature};
 use super::policy::{Authority, TrustPolicy, TrustedRootSource};
+use super::promotion::{Approval, PromotionRecord};
 use super::referrers;
 use super::subject::Subject;
 use super::trust_root::{TrustRoot, MAX_TRUSTED_ROOT_BYTES};
@@ -284,6 +285,10 @@ pub struct AttestationVerification {
     pub verification: Verification,
     /// The in-toto statements with a valid signature from a trusted authority.
     pub statements: Vec<serde_json::Value>,
+    /// The promotion records among them (`tresor promote`), newest first, each signed by
+    /// the approver key it names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<super::promotion::Approval>,
 }
 
 /// Verifies the artifact's attestations (DSSE in-toto statements: `.att` layers and cosign v3
@@ -329,6 +334,7 @@ pub async fn verify_attestations(
     // The policy holds; every statement signed by one of its authorities is returned (the
     // rule counted distinct signers, the statements are what they signed).
     let mut statements = Vec::new();
+    let mut promotions = Vec::new();
     for candidate in &candidates {
         let Candidate::Attestation(att) = candidate else {
             continue;
@@ -339,6 +345,14 @@ pub async fn verify_attestations(
             };
             match att.verify_with_key(key, &subject.digest) {
                 Ok(statement) => {
+                    if let Some(record) = PromotionRecord::from_statement(&statement)
+                        .filter(|r| r.approver.key == format!("sha256:{}", key.fingerprint()))
+                    {
+                        promotions.push(Approval {
+                            authority: named.name.clone(),
+                            record,
+                        });
+                    }
                     statements.push(statement);
                     break;
                 }
@@ -347,9 +361,11 @@ pub async fn verify_attestations(
             }
         }
     }
+    promotions.sort_by(|a, b| b.record.time.cmp(&a.record.time));
     Ok(AttestationVerification {
         verification,
         statements,
+        promotions,
     })
 }
 
