@@ -617,7 +617,10 @@ fn a_tresor_promotion_verifies_with_cosign_verify_and_verify_attestation() {
             .decode(envelope["payload"].as_str().unwrap())
             .unwrap();
         let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        assert_eq!(statement["predicateType"], "https://tresor.dev/promotion/v1");
+        assert_eq!(
+            statement["predicateType"],
+            "https://tresor.dev/promotion/v1"
+        );
         assert_eq!(
             statement["subject"][0]["digest"]["sha256"],
             digest.trim_start_matches("sha256:"),
@@ -644,7 +647,11 @@ fn a_tresor_promotion_verifies_with_cosign_verify_and_verify_attestation() {
             &root,
             &prod,
         ]);
-        assert!(!out.status.success(), "{}: CI's key verified the record", cosign.name);
+        assert!(
+            !out.status.success(),
+            "{}: CI's key verified the record",
+            cosign.name
+        );
     }
 }
 

@@ -195,7 +195,11 @@ fn promote_with_ci_and_approver_satisfies_require_all_and_records_the_promotion(
 
     let before = SystemTime::now() - Duration::from_secs(5);
     let out = w
-        .promote(&staging, &prod, &["--reason", "CAB-1234", "--format", "json"])
+        .promote(
+            &staging,
+            &prod,
+            &["--reason", "CAB-1234", "--format", "json"],
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -247,8 +251,14 @@ fn promote_with_ci_and_approver_satisfies_require_all_and_records_the_promotion(
         .iter()
         .map(|s| s["predicateType"].as_str().unwrap())
         .collect();
-    assert!(types.contains(&"https://slsa.dev/provenance/v1"), "{types:?}");
-    assert!(types.contains(&"https://tresor.dev/promotion/v1"), "{types:?}");
+    assert!(
+        types.contains(&"https://slsa.dev/provenance/v1"),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"https://tresor.dev/promotion/v1"),
+        "{types:?}"
+    );
     let subject = &a["statements"][types
         .iter()
         .position(|t| *t == "https://tresor.dev/promotion/v1")
@@ -402,7 +412,11 @@ fn promote_to_another_repository_and_to_a_layout_keeps_digest_and_signatures() {
     // Registry -> layout.
     let layout = w.work.path().join("prod-layout");
     let to = format!("oci-layout:{}:prod", layout.display());
-    let o = json_of(w.promote(&staging, &to, &["--format", "json", "--reason", "offline site"]));
+    let o = json_of(w.promote(
+        &staging,
+        &to,
+        &["--format", "json", "--reason", "offline site"],
+    ));
     assert_eq!(o["digest"], digest.as_str());
     assert_eq!(o["tag_moved"], true);
     let v = json_of(w.verify(&to, false));
@@ -421,6 +435,35 @@ fn promote_to_another_repository_and_to_a_layout_keeps_digest_and_signatures() {
         s(&dest),
     ]));
     assert_eq!(common::read_tree(&dest), common::read_tree(&fixture_tree()));
+
+    // The host agent records who approved what it applied (from the verified record).
+    let site = w.work.path().join("site");
+    let status_file = w.work.path().join("status.json");
+    let line = stdout_of(w.tresor(&[
+        "sync",
+        &to,
+        "--dir",
+        s(&site),
+        "--trust-policy",
+        s(&w.policy),
+        "--once",
+        "--status-file",
+        s(&status_file),
+        "--cache-dir",
+        s(&w.work.path().join("cache")),
+    ]));
+    assert!(
+        line.contains(&format!(
+            "; approved by approver (key {}) at ",
+            fingerprint(&w.approver.1)
+        )),
+        "{line}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status_file).unwrap()).unwrap();
+    assert_eq!(status["approval"]["authority"], "approver");
+    assert_eq!(status["approval"]["reason"], "offline site");
+    assert_eq!(status["approval"]["from"]["digest"], digest.as_str());
 
     // Layout -> another layout, by digest (what an air-gapped site does next).
     let second = w.work.path().join("second-layout");
@@ -449,7 +492,10 @@ fn dry_run_reports_and_writes_nothing() {
         &format!("{repo}:prod"),
         &["--dry-run", "--reason", "try"],
     ));
-    assert!(text.starts_with(&format!("Would promote {repo}:staging ({digest})")), "{text}");
+    assert!(
+        text.starts_with(&format!("Would promote {repo}:staging ({digest})")),
+        "{text}"
+    );
     assert!(text.contains("dry run: nothing was written"), "{text}");
     assert_eq!(w.tags(&repo).unwrap(), before);
 
@@ -464,7 +510,11 @@ fn dry_run_reports_and_writes_nothing() {
     assert_eq!(o["copied"]["blobs_copied"], 2);
     assert_eq!(o["copied"]["signatures"], 1);
     assert_eq!(o["record"]["to"]["reference"], format!("{other}:prod"));
-    assert_eq!(w.tags(&other), None, "the target repository was not created");
+    assert_eq!(
+        w.tags(&other),
+        None,
+        "the target repository was not created"
+    );
     assert_eq!(w.tags(&repo).unwrap(), before);
 
     // Into a layout: the directory is not even created.

@@ -49,7 +49,11 @@ pub struct PromoteArgs {
 /// Text for a finished (or planned) promotion.
 fn describe(o: &Outcome) -> String {
     let mut out = String::new();
-    let verb = if o.dry_run { "Would promote" } else { "Promoted" };
+    let verb = if o.dry_run {
+        "Would promote"
+    } else {
+        "Promoted"
+    };
     let _ = writeln!(out, "{verb} {} ({})", o.source, o.digest);
     let _ = writeln!(out, "  to         {}", o.target);
     let _ = writeln!(

@@ -216,9 +216,13 @@ fn text_line(s: &Summary) -> String {
     };
     let mut line = match s.outcome {
         Outcome::Applied => format!(
-            "applied {} ({})",
+            "applied {} ({}{})",
             digest(&s.applied),
-            s.signer.as_deref().unwrap_or("unknown signer")
+            s.signer.as_deref().unwrap_or("unknown signer"),
+            s.approval
+                .as_ref()
+                .map(|a| format!("; approved by {} at {}", a.approved_by(), a.record.time))
+                .unwrap_or_default()
         ),
         Outcome::DriftCorrected => format!(
             "restored {} in {}: {}",

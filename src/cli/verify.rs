@@ -68,9 +68,17 @@ fn describe_attestations(a: &AttestationVerification) -> String {
     let mut out = describe(&a.verification);
     for p in &a.promotions {
         let r = &p.record;
-        let _ = writeln!(out, "  promotion  {}", crate::signing::promotion::PREDICATE_TYPE);
+        let _ = writeln!(
+            out,
+            "  promotion  {}",
+            crate::signing::promotion::PREDICATE_TYPE
+        );
         let _ = writeln!(out, "    approved by {}", p.approved_by());
-        let _ = writeln!(out, "    from       {} ({})", r.from.reference, r.from.digest);
+        let _ = writeln!(
+            out,
+            "    from       {} ({})",
+            r.from.reference, r.from.digest
+        );
         let _ = writeln!(out, "    to         {}", r.to.reference);
         let _ = writeln!(out, "    when       {}", r.time);
         let _ = writeln!(

@@ -134,7 +134,9 @@ async fn copy_manifest(
                 message: format!("indexes nested deeper than {MAX_DEPTH} levels"),
             });
         }
-        let child = from.fetch_manifest(ManifestRef::Digest(&child.digest)).await?;
+        let child = from
+            .fetch_manifest(ManifestRef::Digest(&child.digest))
+            .await?;
         Box::pin(copy_manifest(from, to, child, depth + 1, dry_run, report)).await?;
     }
     for blob in links.config.iter().chain(&links.layers) {
@@ -205,7 +207,7 @@ async fn copy_layers(
         .await
         .map_err(|source| PromoteError::Verify {
             stage: format!("reading {tag} of the source to copy it"),
-            source,
+            source: Box::new(source),
         })?;
     *count = layers.len();
     if layers.is_empty() || dry_run {

@@ -52,7 +52,7 @@ pub enum PromoteError {
         /// `source … without the approver` or `target … with the approver`.
         stage: String,
         /// Why.
-        source: VerifyError,
+        source: Box<VerifyError>,
     },
     /// `--to` has no tag, or is pinned to a digest.
     #[error("--to {reference}: give the target as a tag, e.g. oci://registry.example/app:prod (a promotion moves a tag)")]
@@ -190,8 +190,7 @@ pub fn without_approver(
     approver: &PublicKey,
     origin: &str,
 ) -> Result<(TrustPolicy, Option<String>), PromoteError> {
-    let is_approver =
-        |a: &NamedAuthority| matches!(&a.authority, Authority::Key { key } if key.same_key(approver));
+    let is_approver = |a: &NamedAuthority| matches!(&a.authority, Authority::Key { key } if key.same_key(approver));
     let Some(removed) = policy.authorities.iter().find(|a| is_approver(a)) else {
         return Ok((policy.clone(), None));
     };
@@ -215,7 +214,7 @@ pub fn without_approver(
     let reduced = TrustPolicy::new(rest, require, &PathBuf::from(origin)).map_err(|e| {
         PromoteError::Verify {
             stage: format!("{origin} without the approver"),
-            source: e.into(),
+            source: Box::new(e.into()),
         }
     })?;
     Ok((reduced, Some(removed.name.clone())))
@@ -263,24 +262,16 @@ pub async fn promote(
     let verified = crate::signing::verify(from, source, &reduced)
         .await
         .map_err(|source| PromoteError::Verify {
+            source: Box::new(source),
             stage: format!(
                 "{} does not satisfy {} without the approver (require {})",
                 request.source,
                 request.policy_origin,
                 reduced.describe_rule()
             ),
-            source,
         })?;
 
-    let previous = to
-        .resolve(ManifestRef::Tag(&target_tag))
-        .await
-        .or_else(|e| match e {
-            RegistryError::RepositoryNotFound { .. } | RegistryError::ManifestNotFound { .. } => {
-                Ok(None)
-            }
-            other => Err(other),
-        })?;
+    let previous = tag_digest(to, &target_tag).await?;
     let record = PromotionRecord {
         from: PromotedFrom {
             reference: request.source.to_string(),
@@ -325,32 +316,23 @@ pub async fn promote(
     // 4. sign and attest where the target lives
     outcome.signature = Some(legacy::sign(to, request.target, &digest, request.key).await?);
     let statement = record.statement(request.target, &digest);
-    outcome.attestation =
-        Some(attestation::attest(to, &digest, &statement, request.key).await?);
+    outcome.attestation = Some(attestation::attest(to, &digest, &statement, request.key).await?);
 
     // 5. the full policy must now hold at the target
     let target_subject = subject::resolve(to, &request.target.with_digest(digest.clone())).await?;
     crate::signing::verify(to, &target_subject, request.policy)
         .await
         .map_err(|source| PromoteError::Verify {
+            source: Box::new(source),
             stage: format!(
                 "{} does not satisfy {} with the approver's signature; the tag was not moved",
                 request.target.pinned(&digest),
                 request.policy_origin
             ),
-            source,
         })?;
 
     // 6. move the tag, unless someone else moved it meanwhile
-    let now = to
-        .resolve(ManifestRef::Tag(&target_tag))
-        .await
-        .or_else(|e| match e {
-            RegistryError::RepositoryNotFound { .. } | RegistryError::ManifestNotFound { .. } => {
-                Ok(None)
-            }
-            other => Err(other),
-        })?;
+    let now = tag_digest(to, &target_tag).await?;
     if now != previous {
         return Err(PromoteError::TagChanged {
             reference: request.target.to_string(),
@@ -365,6 +347,17 @@ pub async fn promote(
         outcome.tag_moved = true;
     }
     Ok(outcome)
+}
+
+/// The digest `tag` points at in `repo`; `None` when the tag or the repository is absent.
+async fn tag_digest(repo: &Repository, tag: &str) -> Result<Option<Digest>, RegistryError> {
+    match repo.resolve(ManifestRef::Tag(tag)).await {
+        Ok(d) => Ok(d),
+        Err(RegistryError::RepositoryNotFound { .. } | RegistryError::ManifestNotFound { .. }) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -392,9 +385,12 @@ mod tests {
     #[test]
     fn the_approver_is_left_out_and_the_rule_shrinks_by_one() {
         let approver = key("security-team");
-        let (p, removed) =
-            without_approver(&policy(&["ci", "security-team"], Require::All), &approver, "p")
-                .unwrap();
+        let (p, removed) = without_approver(
+            &policy(&["ci", "security-team"], Require::All),
+            &approver,
+            "p",
+        )
+        .unwrap();
         assert_eq!(removed.as_deref(), Some("security-team"));
         assert_eq!(p.authorities.len(), 1);
         assert_eq!(p.authorities[0].name, "ci");
@@ -408,9 +404,12 @@ mod tests {
         .unwrap();
         assert_eq!(p.require, Require::AtLeast(1));
         // `any` still needs someone besides the approver.
-        let (p, _) =
-            without_approver(&policy(&["ci", "security-team"], Require::Any), &approver, "p")
-                .unwrap();
+        let (p, _) = without_approver(
+            &policy(&["ci", "security-team"], Require::Any),
+            &approver,
+            "p",
+        )
+        .unwrap();
         assert_eq!((p.require, p.authorities.len()), (Require::Any, 1));
     }
 
@@ -421,6 +420,9 @@ mod tests {
         assert_eq!((removed, p.authorities.len()), (None, 1));
         let err = without_approver(&policy(&["ci"], Require::All), &key("ci"), "p").unwrap_err();
         assert_eq!(err.reason(), "ApproverOnly");
-        assert!(err.to_string().contains("at least one other signer"), "{err}");
+        assert!(
+            err.to_string().contains("at least one other signer"),
+            "{err}"
+        );
     }
 }

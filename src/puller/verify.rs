@@ -55,12 +55,9 @@ impl Verifier for AllOf {
                     } => {
                         signers.extend(s);
                         // The newest record any constraint's keys vouch for.
-                        if approval
-                            .as_ref()
-                            .is_none_or(|b: &crate::signing::promotion::Approval| {
-                                a.record.time > b.record.time
-                            })
-                        {
+                        if approval.as_ref().is_none_or(
+                            |b: &crate::signing::promotion::Approval| a.record.time > b.record.time,
+                        ) {
                             approval = Some(a);
                         }
                     }
