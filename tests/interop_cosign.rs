@@ -763,6 +763,40 @@ fn a_cosign_v3_bundle_signature_verifies_with_tresor() {
     assert_cosign_verifies(&v3, &public, &image, &digest);
 }
 
+/// Issue 15: a CI signature that is a cosign v3 bundle (a referrer under the fallback tag)
+/// travels with `tresor promote` to another repository: the target's fallback index lists
+/// the copied referrer, and tresor and cosign v3 verify CI's bundle there.
+#[test]
+fn a_cosign_v3_bundle_signature_is_copied_by_tresor_promote() {
+    let registry = TestRegistry::plain();
+    let v3 = Cosign::v3();
+    let work = tempfile::tempdir().unwrap();
+    let (ci_key, ci_pub) = v3.generate_key_pair(&work.path().join("ci"));
+    let (approver_key, _) = v3.generate_key_pair(&work.path().join("approver"));
+    let (image, digest) = push(&registry, "promote-bundle-src", &[]);
+    v3.sign_bundle(&ci_key, &image);
+    let target = registry.repo("promote-bundle-dst");
+    let out = json_of(tresor_at(
+        &registry,
+        &[
+            "promote",
+            &format!("oci://{image}"),
+            "--to",
+            &format!("{target}:prod"),
+            "--key",
+            s(&approver_key),
+            "--verify-key",
+            s(&ci_pub),
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(out["copied"]["referrers"], 1, "{out}");
+    let copied = format!("{}@{digest}", target.trim_start_matches("oci://"));
+    assert_bundle_verifies_with_tresor(&registry, &copied, &ci_pub);
+    assert_cosign_verifies(&v3, &ci_pub, &copied, &digest);
+}
+
 #[test]
 fn a_cosign_v2_new_bundle_format_signature_verifies_with_tresor() {
     let registry = TestRegistry::plain();

@@ -537,3 +537,44 @@ fn dry_run_reports_and_writes_nothing() {
         1,
     );
 }
+
+/// Across registries: from the plain registry to the one with basic auth (credentials from
+/// `--creds`, sent where they are asked for), digest and signatures kept.
+#[test]
+fn promote_across_registries_keeps_digest_and_signatures() {
+    let w = World::new();
+    let auth = TestRegistry::auth();
+    let source = format!("{}:staging", w.registry.repo("promote-xreg-src"));
+    let target = format!("{}:prod", auth.repo("promote-xreg-dst"));
+    let digest = w.push(&fixture_tree(), &source, true);
+    let with_auth = |args: &[&str]| {
+        let mut cmd = auth.tresor(args);
+        cmd.env("COSIGN_PASSWORD", PASSWORD);
+        cmd
+    };
+    let o = json_of(with_auth(&[
+        "promote",
+        &source,
+        "--to",
+        &target,
+        "--key",
+        s(&w.approver.0),
+        "--policy",
+        s(&w.policy),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(o["digest"], digest.as_str());
+    assert_eq!(o["copied"]["blobs_copied"], 2);
+    assert_eq!(o["tag_moved"], true);
+    let v = json_of(with_auth(&[
+        "verify",
+        &target,
+        "--policy",
+        s(&w.policy),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(v["satisfied"], serde_json::json!(["ci", "approver"]));
+}
