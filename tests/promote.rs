@@ -363,6 +363,17 @@ fn promote_without_the_ci_signature_is_refused_and_the_tag_is_not_moved() {
         2,
     );
     assert!(err.contains("no authority besides the approver"), "{err}");
+    // The target must be a tag, and not the source's own.
+    let err = stderr_of_failure(
+        w.promote(&format!("{repo}:good"), &format!("{repo}@{good}"), &[]),
+        2,
+    );
+    assert!(err.contains("give the target as a tag"), "{err}");
+    let err = stderr_of_failure(
+        w.promote(&format!("{repo}:good"), &format!("{repo}:good"), &[]),
+        2,
+    );
+    assert!(err.contains("is the source itself"), "{err}");
     // --verify-key with CI's key works like the policy without the approver.
     stdout_of(w.tresor(&[
         "promote",
