@@ -157,6 +157,10 @@ async fn prod_needs_ci_and_approver_and_the_status_shows_who_approved() {
     );
     assert_eq!(promotion.reason.as_deref(), Some("release 1 (CHG-7)"));
     assert_eq!(promotion.from, format!("{repo}:staging"));
+    assert_eq!(
+        promotion.policy,
+        Some(format!("TrustPolicy/{}-prod", tenant.ns))
+    );
     let when = humantime::parse_rfc3339(&promotion.time).unwrap();
     let age = std::time::SystemTime::now().duration_since(when).unwrap();
     assert!(age < std::time::Duration::from_secs(300), "{age:?}");

@@ -208,6 +208,10 @@ pub struct Promotion {
     pub reason: Option<String>,
     /// Where it was promoted from, e.g. `oci://registry.example/app:staging`.
     pub from: String,
+    /// The trust the approver's key belongs to: `TrustPolicy/NAME`, or `ArtifactSync
+    /// NS/NAME` for the sync's own `spec.verify` keys (which its authors choose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// One applied object.

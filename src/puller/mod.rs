@@ -768,6 +768,7 @@ fn record(
             time: a.record.time.clone(),
             reason: a.record.reason.clone(),
             from: a.record.from.reference.clone(),
+            policy: a.policy.clone(),
         });
     } else if summary.applied.is_none() {
         status.promotion = None;

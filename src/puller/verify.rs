@@ -13,6 +13,7 @@ use crate::reconcile::{
     trust_fingerprint, BoxFuture, TrustVerifier, VerifiedBy, Verifier, VerifyRejected,
 };
 use crate::registry::Repository;
+use crate::signing::promotion::Approval;
 use crate::signing::trust_root::TrustRoot;
 use crate::signing::{
     Authority, NamedAuthority, PublicKey, Require, TrustPolicy, TrustedRootSource,
@@ -54,11 +55,10 @@ impl Verifier for AllOf {
                         approval: a,
                     } => {
                         signers.extend(s);
-                        // The newest record any constraint's keys vouch for.
-                        if approval.as_ref().is_none_or(
-                            |b: &crate::signing::promotion::Approval| a.record.time > b.record.time,
-                        ) {
-                            approval = Some(a);
+                        // A record the keys of a TrustPolicy vouch for wins over one the
+                        // sync's own (tenant-chosen) keys do; then the newest.
+                        if approval.as_ref().is_none_or(|b| rank(&a) > rank(b)) {
+                            approval = Some(*a);
                         }
                     }
                     VerifiedBy::Unsigned => {}
@@ -73,6 +73,17 @@ impl Verifier for AllOf {
         let inner: Vec<String> = self.verifiers.iter().map(Verifier::trust).collect();
         trust_fingerprint(&format!("all-of {}", inner.join(" ")))
     }
+}
+
+/// How much an approval is worth showing: one vouched for by a cluster TrustPolicy's key
+/// beats one vouched for by the sync's own `spec.verify` keys, which a tenant chooses; then
+/// the newer one wins.
+fn rank(a: &Approval) -> (bool, &str) {
+    let cluster = a
+        .policy
+        .as_deref()
+        .is_some_and(|p| p.starts_with("TrustPolicy/"));
+    (cluster, a.record.time.as_str())
 }
 
 /// A verifier that can be replaced between cycles: the engine keeps one for its lifetime,
@@ -193,7 +204,7 @@ pub(super) async fn policy_for(
                 message: e.to_string(),
             }
         })?;
-    Ok(TrustVerifier::new(policy))
+    Ok(TrustVerifier::new(policy).with_origin(constraint.source.clone()))
 }
 
 /// The signing crate's keyless authority for a CRD keyless authority, checked against the

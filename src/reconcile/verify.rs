@@ -116,7 +116,7 @@ pub enum VerifiedBy {
         /// As for [`VerifiedBy::Signers`].
         signers: Vec<String>,
         /// Who approved it, when and why.
-        approval: Approval,
+        approval: Box<Approval>,
     },
 }
 
@@ -132,7 +132,7 @@ impl VerifiedBy {
     /// The verified promotion record, if any.
     pub fn approval(&self) -> Option<&Approval> {
         match self {
-            Self::Promoted { approval, .. } => Some(approval),
+            Self::Promoted { approval, .. } => Some(approval.as_ref()),
             _ => None,
         }
     }
@@ -140,7 +140,10 @@ impl VerifiedBy {
     /// `signers`, with `approval` when there is one.
     pub fn signed(signers: Vec<String>, approval: Option<Approval>) -> Self {
         match approval {
-            Some(approval) => Self::Promoted { signers, approval },
+            Some(approval) => Self::Promoted {
+                signers,
+                approval: Box::new(approval),
+            },
             None => Self::Signers(signers),
         }
     }
@@ -209,6 +212,8 @@ pub struct TrustVerifier {
     policy: crate::signing::TrustPolicy,
     /// [`Verifier::trust`], computed once.
     fingerprint: String,
+    /// Where the policy comes from (e.g. `TrustPolicy/prod`), named in approvals.
+    origin: Option<String>,
 }
 
 impl TrustVerifier {
@@ -218,7 +223,15 @@ impl TrustVerifier {
         Self {
             policy,
             fingerprint,
+            origin: None,
         }
+    }
+
+    /// Names where the policy comes from (e.g. `TrustPolicy/prod`) in the approvals it
+    /// verifies ([`Approval::policy`]); display only, not part of [`Verifier::trust`].
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
     }
 }
 
@@ -278,7 +291,11 @@ impl Verifier for TrustVerifier {
                 .await
                 .map_err(|e| VerifyRejected::transient(e.reason(), e.to_string()))?
                 .into_iter()
-                .find(|a| a.record.targets_repository(&repository));
+                .find(|a| a.record.targets_repository(&repository))
+                .map(|a| Approval {
+                    policy: self.origin.clone(),
+                    ..a
+                });
             Ok(VerifiedBy::signed(signers, approval))
         })
     }

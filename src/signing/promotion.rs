@@ -106,6 +106,10 @@ impl PromotionRecord {
 pub struct Approval {
     /// The name of the policy authority whose key signed it.
     pub authority: String,
+    /// Which trust policy that authority belongs to, when the verifier knows (the puller:
+    /// `TrustPolicy/NAME`, or `ArtifactSync NS/NAME` for the sync's own `spec.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// The record.
     #[serde(flatten)]
     pub record: PromotionRecord,
@@ -160,6 +164,7 @@ pub async fn verified_approvals(
             }
             approvals.push(Approval {
                 authority: named.name.clone(),
+                policy: None,
                 record,
             });
             break;

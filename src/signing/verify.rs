@@ -350,6 +350,7 @@ pub async fn verify_attestations(
                     {
                         promotions.push(Approval {
                             authority: named.name.clone(),
+                            policy: None,
                             record,
                         });
                     }
