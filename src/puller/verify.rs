@@ -261,3 +261,42 @@ async fn secret_data(
             message: format!("has no key {key:?} (needed by {origin})"),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::promotion::{Approver, PromotedFrom, PromotedTo, PromotionRecord};
+
+    fn approval(policy: &str, time: &str) -> Approval {
+        Approval {
+            authority: "approver".into(),
+            policy: Some(policy.into()),
+            record: PromotionRecord {
+                from: PromotedFrom {
+                    reference: "oci://r.example/app:staging".into(),
+                    digest: "sha256:ab".into(),
+                },
+                to: PromotedTo {
+                    reference: "oci://r.example/app:prod".into(),
+                    previous_digest: None,
+                },
+                approver: Approver {
+                    key: "sha256:00".into(),
+                },
+                time: time.into(),
+                reason: None,
+            },
+        }
+    }
+
+    /// A tenant can list its own key in `spec.verify` and sign a record with it; a record a
+    /// TrustPolicy's key signed is shown instead, even when older.
+    #[test]
+    fn a_trust_policy_approval_wins_over_a_newer_tenant_key_approval() {
+        let cluster = approval("TrustPolicy/prod", "2026-12-01T10:00:00Z");
+        let tenant = approval("ArtifactSync shop/app", "2026-12-02T10:00:00Z");
+        assert!(rank(&cluster) > rank(&tenant));
+        let newer = approval("TrustPolicy/prod", "2026-12-03T10:00:00Z");
+        assert!(rank(&newer) > rank(&cluster));
+    }
+}
