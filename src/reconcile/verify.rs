@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::artifact::fetch::ResolvedArtifact;
@@ -103,7 +103,7 @@ impl Verdicts {
 }
 
 /// Who vouched for an artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifiedBy {
     /// Nobody: accepted through the explicit `--allow-unsigned` opt-out.
