@@ -20,6 +20,7 @@
 //! - [`webhook`]: registry push notifications that trigger an immediate reconcile.
 //! - [`notify`]: events about reconciles for pipelines and people (webhooks, CloudEvents,
 //!   Slack, GitHub commit statuses).
+//! - [`secrets`]: SOPS files encrypted for age recipients, decrypted only where applied.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,6 +34,7 @@ pub mod notify;
 pub mod policy;
 pub mod puller;
 pub mod reconcile;
+pub mod secrets;
 pub mod reference;
 pub mod registry;
 pub mod signing;
