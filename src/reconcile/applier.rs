@@ -3,8 +3,9 @@
 //!
 //! Two implementations: [`super::target::Target`] (the host agent's directory, switched
 //! atomically) and [`crate::kube::KubeApplier`] (server-side apply into a cluster). The
-//! engine owns resolve → verify → fetch → extract → policy; the applier gets the staged,
-//! verified, policy-checked tree and does the rest.
+//! engine owns resolve → verify → fetch → extract → policy → decrypt; the applier gets the
+//! staged, verified, policy-checked tree (with its SOPS files decrypted in memory) and does
+//! the rest.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,6 +14,7 @@ use super::target::Staged;
 use super::StepError;
 use crate::artifact::archive::Limits;
 use crate::digest::Digest;
+use crate::secrets::Decryption;
 
 /// Keeps a target equal to a staged artifact: apply, prune the previous version, check
 /// health, and find and repair drift.
@@ -65,13 +67,15 @@ pub trait Applier: Send {
         &mut self,
     ) -> impl Future<Output = Result<Option<Self::Drift>, StepError>> + Send;
 
-    /// Repairs `drift` from the applied version's verified layer. Returns what was
-    /// restored (paths or objects) and warnings.
+    /// Repairs `drift` from the applied version's verified layer, decrypting its SOPS
+    /// files with `decryption` as a new version's are ([`Staged::decrypt`]). Returns what
+    /// was restored (paths or objects) and warnings.
     fn repair(
         &mut self,
         drift: Self::Drift,
         layer: File,
         size: u64,
         limits: &Limits,
+        decryption: &Decryption,
     ) -> impl Future<Output = Result<(Vec<String>, Vec<String>), StepError>> + Send;
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::secrets::Decryption;
 use super::cache::{Cache, Lookup};
 use super::source::{Follow, Source};
 use super::target::Target;
@@ -127,6 +128,7 @@ pub struct Engine<A: Applier = Target> {
     signer: Option<(Digest, String)>,
     rejected: Option<(Digest, Failure)>,
     verdicts: Verdicts,
+    decryption: Decryption,
 }
 
 impl<A: Applier> Engine<A> {
@@ -151,7 +153,15 @@ impl<A: Applier> Engine<A> {
             signer: None,
             rejected: None,
             verdicts: Verdicts::default(),
+            decryption: Decryption::none("an age identity for this sync"),
         }
+    }
+
+    /// Decrypts SOPS files with `decryption` (its identities, and the flag or field to name
+    /// when there are none). Without it a SOPS file fails the version closed.
+    pub fn with_decryption(mut self, decryption: Decryption) -> Self {
+        self.decryption = decryption;
+        self
     }
 
     /// Shares `verdicts` (the verifications of this process) with other engines, so an
@@ -372,6 +382,15 @@ impl<A: Applier> Engine<A> {
         run.time(Step::Policy, since, checked.is_ok());
         run.warnings.extend(at(Step::Policy, checked)?);
 
+        let since = Instant::now();
+        let mut staged = staged;
+        let decrypted = staged.decrypt(&self.decryption);
+        run.time(Step::Decrypt, since, decrypted.is_ok());
+        let files = at(Step::Decrypt, decrypted)?;
+        if files > 0 {
+            tracing::info!(%digest, files, "decrypted");
+        }
+
         if cancel.is_cancelled() {
             return Err((Step::Apply, StepError::Abandoned));
         }
@@ -537,7 +556,13 @@ impl<A: Applier> Engine<A> {
         let layer = self.layer_file(&artifact, run, cancel).await?;
         let (restored, warnings) = self
             .target
-            .repair(drift, layer, artifact.layer.size, &self.limits)
+            .repair(
+                drift,
+                layer,
+                artifact.layer.size,
+                &self.limits,
+                &self.decryption,
+            )
             .await?;
         run.warnings.extend(warnings);
         Ok(restored)
