@@ -351,3 +351,120 @@ fn tampered_values_and_macs_are_refused_naming_the_file() {
     std::fs::write(dir.path().join("secret.yaml"), &good).unwrap();
     decrypt(&d, dir.path(), "secret.yaml").unwrap();
 }
+
+/// Every file under `dir` (recursively), decompressing gzip blobs: what is on disk there,
+/// as bytes.
+fn contents_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                let mut plain = Vec::new();
+                if bytes.starts_with(&[0x1f, 0x8b]) {
+                    use std::io::Read as _;
+                    flate2::read::GzDecoder::new(bytes.as_slice())
+                        .read_to_end(&mut plain)
+                        .unwrap();
+                }
+                out.push((path.clone(), bytes));
+                if !plain.is_empty() {
+                    out.push((path, plain));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `tresor sync --age-identity` (issue 15): the host agent writes decrypted files with mode
+/// 0600 into the target directory; the cache and tresor's state hold only ciphertext; an
+/// edited decrypted file is restored decrypted; without an identity the version is refused
+/// naming the file and the flag.
+#[test]
+fn host_sync_writes_decrypted_files_0600_and_keeps_the_cache_encrypted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let registry = common::TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, recipient) = keygen(keys.path(), "host.txt");
+    let env = "DB_PASSWORD=hunter2-host\nAPI_TOKEN=tok-4f9a\n";
+    encrypt(src.path(), &key, "app.env", env.as_bytes(), &[], &recipient);
+    std::fs::create_dir(src.path().join("tls")).unwrap();
+    let pem = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
+    encrypt(&src.path().join("tls"), &key, "server.key", pem.as_bytes(), &[], &recipient);
+    std::fs::write(src.path().join("compose.yaml"), "services: {web: {image: nginx}}\n").unwrap();
+    let tagged = format!("{}:v1", registry.repo("sops-sync"));
+    common::stdout_of(registry.tresor(&[
+        "push",
+        src.path().to_str().unwrap(),
+        &tagged,
+        "--content",
+        "files",
+    ]));
+
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let cache = work.path().join("cache");
+    let sync = |extra: &[&str]| {
+        let mut cmd = common::tresor();
+        cmd.args(["sync", &tagged, "--dir", dir.to_str().unwrap(), "--once"])
+            .args(["--allow-unsigned", "--cache-dir", cache.to_str().unwrap()])
+            .args(&registry.flags)
+            .args(extra);
+        cmd.output().unwrap()
+    };
+
+    // Without an identity: refused, nothing switched in, the file and the flag named.
+    let out = sync(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("app.env"), "{said}");
+    assert!(said.contains("--age-identity"), "{said}");
+    assert!(!dir.exists(), "nothing is switched in");
+
+    let out = sync(&["--age-identity", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(std::fs::read_to_string(dir.join("app.env")).unwrap(), env);
+    assert_eq!(std::fs::read_to_string(dir.join("tls/server.key")).unwrap(), pem);
+    assert_eq!(mode(&dir.join("app.env")), 0o600);
+    assert_eq!(mode(&dir.join("tls/server.key")), 0o600);
+    assert_eq!(mode(&dir.join("compose.yaml")), 0o644);
+
+    // The cache (blobs decompressed too) and everything but the decrypted files themselves
+    // hold no plaintext.
+    let secrets = ["hunter2-host", "tok-4f9a", "c2VjcmV0LWtleS1ieXRlcw=="];
+    let cached = contents_under(&cache);
+    assert!(cached.iter().any(|(_, b)| contains(b, "ENC[AES256_GCM,")), "the layer is cached");
+    for (path, bytes) in cached.iter().chain(&contents_under(work.path())) {
+        let decrypted_copy = path.ends_with("app.env") || path.ends_with("tls/server.key");
+        if path.starts_with(&cache) || !decrypted_copy {
+            for secret in secrets {
+                assert!(!contains(bytes, secret), "{secret} in {}", path.display());
+            }
+        }
+    }
+
+    // Drift: an edited decrypted file comes back decrypted, still 0600.
+    std::fs::write(dir.join("app.env"), "DB_PASSWORD=changed\n").unwrap();
+    let out = sync(&["--age-identity", key.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["outcome"], "DriftCorrected", "{summary}");
+    assert_eq!(summary["restored"], serde_json::json!(["app.env"]), "{summary}");
+    assert_eq!(std::fs::read_to_string(dir.join("app.env")).unwrap(), env);
+    assert_eq!(mode(&dir.join("app.env")), 0o600);
+}
