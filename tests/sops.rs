@@ -32,7 +32,13 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (path, String::from_utf8(recipient.stdout).unwrap().trim().to_string())
+    (
+        path,
+        String::from_utf8(recipient.stdout)
+            .unwrap()
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Runs sops in `dir` with `key` as its identity; stdout (which must succeed).
@@ -71,7 +77,10 @@ fn docs(bytes: &[u8]) -> Vec<serde_norway::Value> {
 
 fn decryption(keys: &[&Path]) -> Decryption {
     let keys: Vec<PathBuf> = keys.iter().map(|k| k.to_path_buf()).collect();
-    Decryption::new(Identities::read_files(&keys).unwrap(), "--age-identity FILE")
+    Decryption::new(
+        Identities::read_files(&keys).unwrap(),
+        "--age-identity FILE",
+    )
 }
 
 fn decrypt(d: &Decryption, dir: &Path, name: &str) -> Result<Vec<u8>, SecretsError> {
@@ -251,7 +260,11 @@ fn a_rotated_data_key_decrypts_to_the_same_values() {
             .unwrap()
             .to_string()
     };
-    assert_ne!(enc(&before), enc(&after), "rotate changes the wrapped data key");
+    assert_ne!(
+        enc(&before),
+        enc(&after),
+        "rotate changes the wrapped data key"
+    );
     let d = decryption(&[&key]);
     let plain = decrypt(&d, dir.path(), "secret.yaml").unwrap();
     let docs = docs(&plain);
@@ -404,8 +417,19 @@ fn host_sync_writes_decrypted_files_0600_and_keeps_the_cache_encrypted() {
     encrypt(src.path(), &key, "app.env", env.as_bytes(), &[], &recipient);
     std::fs::create_dir(src.path().join("tls")).unwrap();
     let pem = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
-    encrypt(&src.path().join("tls"), &key, "server.key", pem.as_bytes(), &[], &recipient);
-    std::fs::write(src.path().join("compose.yaml"), "services: {web: {image: nginx}}\n").unwrap();
+    encrypt(
+        &src.path().join("tls"),
+        &key,
+        "server.key",
+        pem.as_bytes(),
+        &[],
+        &recipient,
+    );
+    std::fs::write(
+        src.path().join("compose.yaml"),
+        "services: {web: {image: nginx}}\n",
+    )
+    .unwrap();
     let tagged = format!("{}:v1", registry.repo("sops-sync"));
     common::stdout_of(registry.tresor(&[
         "push",
@@ -430,16 +454,24 @@ fn host_sync_writes_decrypted_files_0600_and_keeps_the_cache_encrypted() {
     // Without an identity: refused, nothing switched in, the file and the flag named.
     let out = sync(&[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("app.env"), "{said}");
     assert!(said.contains("--age-identity"), "{said}");
     assert!(!dir.exists(), "nothing is switched in");
 
     let out = sync(&["--age-identity", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(std::fs::read_to_string(dir.join("app.env")).unwrap(), env);
-    assert_eq!(std::fs::read_to_string(dir.join("tls/server.key")).unwrap(), pem);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tls/server.key")).unwrap(),
+        pem
+    );
     assert_eq!(mode(&dir.join("app.env")), 0o600);
     assert_eq!(mode(&dir.join("tls/server.key")), 0o600);
     assert_eq!(mode(&dir.join("compose.yaml")), 0o644);
@@ -448,7 +480,10 @@ fn host_sync_writes_decrypted_files_0600_and_keeps_the_cache_encrypted() {
     // hold no plaintext.
     let secrets = ["hunter2-host", "tok-4f9a", "c2VjcmV0LWtleS1ieXRlcw=="];
     let cached = contents_under(&cache);
-    assert!(cached.iter().any(|(_, b)| contains(b, "ENC[AES256_GCM,")), "the layer is cached");
+    assert!(
+        cached.iter().any(|(_, b)| contains(b, "ENC[AES256_GCM,")),
+        "the layer is cached"
+    );
     for (path, bytes) in cached.iter().chain(&contents_under(work.path())) {
         let decrypted_copy = path.ends_with("app.env") || path.ends_with("tls/server.key");
         if path.starts_with(&cache) || !decrypted_copy {
@@ -461,10 +496,122 @@ fn host_sync_writes_decrypted_files_0600_and_keeps_the_cache_encrypted() {
     // Drift: an edited decrypted file comes back decrypted, still 0600.
     std::fs::write(dir.join("app.env"), "DB_PASSWORD=changed\n").unwrap();
     let out = sync(&["--age-identity", key.to_str().unwrap(), "--format", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["outcome"], "DriftCorrected", "{summary}");
-    assert_eq!(summary["restored"], serde_json::json!(["app.env"]), "{summary}");
+    assert_eq!(
+        summary["restored"],
+        serde_json::json!(["app.env"]),
+        "{summary}"
+    );
     assert_eq!(std::fs::read_to_string(dir.join("app.env")).unwrap(), env);
     assert_eq!(mode(&dir.join("app.env")), 0o600);
+}
+
+/// `tresor lint` (issue 15): a Secret sops encrypted is not `plaintext-secret`; one whose
+/// metadata says a value is encrypted while it is in plain text is `sops-plaintext-value`,
+/// honouring the file's encryption rule; a plain Secret is still `plaintext-secret`.
+#[test]
+fn lint_knows_sops_encrypted_secrets_and_plaintext_among_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, recipient) = keygen(dir.path(), "key.txt");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    encrypt(
+        &tree,
+        &key,
+        "secret.yaml",
+        SECRET.as_bytes(),
+        &["--encrypted-regex", "^(data|stringData)$"],
+        &recipient,
+    );
+    let suffix = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: suffixed\nstringData:\n  token: t0k3n\n  note_unencrypted: visible\n";
+    encrypt(
+        &tree,
+        &key,
+        "suffixed.yaml",
+        suffix.as_bytes(),
+        &[
+            "--unencrypted-regex",
+            "^(apiVersion|kind|metadata|name|note_unencrypted)$",
+        ],
+        &recipient,
+    );
+    let lint = |tree: &Path| -> serde_json::Value {
+        let out = common::tresor()
+            .args(["lint", tree.to_str().unwrap(), "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let findings = |report: &serde_json::Value| -> Vec<(String, String, String)> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["rule"].as_str().unwrap().to_string(),
+                    f["file"].as_str().unwrap().to_string(),
+                    f["path"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let clean = lint(&tree);
+    assert_eq!(findings(&clean), vec![], "{clean}");
+
+    // A value added in plain text after encryption, one edited into plain text, and a value
+    // the rule leaves unencrypted.
+    let text = std::fs::read_to_string(tree.join("secret.yaml")).unwrap();
+    let doc = &docs(text.as_bytes())[0];
+    let user = doc["stringData"]["user"].as_str().unwrap().to_string();
+    let edited =
+        text.replace(&user, "root")
+            .replacen("\ndata:\n", "\ndata:\n    added: c2VjcmV0\n", 1);
+    std::fs::write(tree.join("secret.yaml"), edited).unwrap();
+    std::fs::write(
+        tree.join("plain.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: plain}\nstringData: {a: b}\n",
+    )
+    .unwrap();
+    let report = lint(&tree);
+    let mut got = findings(&report);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "plaintext-secret".into(),
+                "plain.yaml".into(),
+                "stringData".into()
+            ),
+            (
+                "sops-plaintext-value".into(),
+                "secret.yaml".into(),
+                "data.added".into()
+            ),
+            (
+                "sops-plaintext-value".into(),
+                "secret.yaml".into(),
+                "stringData.user".into()
+            ),
+        ],
+        "{report}"
+    );
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "stringData.user")
+        .unwrap();
+    let message = finding["message"].as_str().unwrap();
+    assert!(message.contains("encrypted_regex"), "{message}");
+    assert!(!message.contains("root"), "{message}");
+    assert_eq!(finding["severity"], "error");
 }

@@ -15,9 +15,9 @@ use crate::artifact::archive::Limits;
 use crate::artifact::objects::{self, ContentMode};
 use crate::digest::Digest;
 use crate::reconcile::target::{stage_in, Decrypted, Staged};
+use crate::reconcile::{Applier, StepError};
 use crate::secrets::Decryption;
 use zeroize::Zeroize as _;
-use crate::reconcile::{Applier, StepError};
 
 /// What the drift check found.
 #[derive(Debug, Clone)]
@@ -332,7 +332,9 @@ fn load_manifests(
             full
         }
     };
-    let prefix = path.map(|p| format!("{}/", p.display())).unwrap_or_default();
+    let prefix = path
+        .map(|p| format!("{}/", p.display()))
+        .unwrap_or_default();
     let mut files = objects::read_dir_files(&dir, ContentMode::Kubernetes)?;
     for (rel, bytes) in &mut files {
         if let Some(plain) = decrypted.get(&format!("{prefix}{rel}")) {
@@ -537,7 +539,8 @@ mod tests {
         }
         let all = load_manifests(dir.path(), None, &Decrypted::default()).unwrap();
         assert_eq!(all.len(), 2);
-        let prod = load_manifests(dir.path(), Some(Path::new("prod")), &Decrypted::default()).unwrap();
+        let prod =
+            load_manifests(dir.path(), Some(Path::new("prod")), &Decrypted::default()).unwrap();
         assert_eq!(prod.len(), 1);
         assert_eq!(prod[0]["metadata"]["name"], "b");
         let err = load_manifests(

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::secrets::Decryption;
 use super::cache::{Cache, Lookup};
 use super::source::{Follow, Source};
 use super::target::Target;
@@ -20,6 +19,7 @@ use crate::artifact::archive::Limits;
 use crate::artifact::fetch::{self, ResolvedArtifact};
 use crate::digest::Digest;
 use crate::registry::{sniff_media_type, FetchedManifest, Repository};
+use crate::secrets::Decryption;
 
 /// Asks a running cycle to stop before its switch (SIGTERM). Network steps are abandoned at
 /// once; local steps finish; the switch itself is never interrupted.

@@ -605,8 +605,7 @@ impl Target {
         let version = self.version_dir(&current);
         let mut restored = Vec::new();
         if !drift.files.is_empty() || drift.list_missing {
-            let mut fresh =
-                unpack(&self.state, RESTORE_PREFIX, &current, layer, size, limits)?;
+            let mut fresh = unpack(&self.state, RESTORE_PREFIX, &current, layer, size, limits)?;
             fresh.decrypt(decryption)?;
             fresh.materialize()?;
             let files = if drift.list_missing {
@@ -1115,7 +1114,15 @@ mod tests {
         let drift = target.check().unwrap();
         assert_eq!(drift.files, ["a.conf", "sub/b.conf"]);
         let (f, size) = layer(&files);
-        let restored = target.repair(&drift, f, size, &Limits::default()).unwrap();
+        let restored = target
+            .repair(
+                &drift,
+                f,
+                size,
+                &Limits::default(),
+                &Decryption::none("test"),
+            )
+            .unwrap();
         assert_eq!(restored, ["a.conf", "sub/b.conf"]);
         assert_eq!(fs::read_to_string(dir.join("a.conf")).unwrap(), "1");
         assert_eq!(fs::read_to_string(dir.join("sub/b.conf")).unwrap(), "b");
@@ -1127,7 +1134,15 @@ mod tests {
         let drift = target.check().unwrap();
         assert!(drift.relink && drift.files.is_empty());
         let (f, size) = layer(&files);
-        target.repair(&drift, f, size, &Limits::default()).unwrap();
+        target
+            .repair(
+                &drift,
+                f,
+                size,
+                &Limits::default(),
+                &Decryption::none("test"),
+            )
+            .unwrap();
         assert_eq!(fs::read_to_string(dir.join("a.conf")).unwrap(), "1");
     }
 

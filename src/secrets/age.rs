@@ -138,7 +138,10 @@ impl Identities {
 
     /// The public recipients (`age1…`) of these identities.
     pub fn recipients(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.to_public().to_string()).collect()
+        self.keys
+            .iter()
+            .map(|k| k.to_public().to_string())
+            .collect()
     }
 
     /// Decrypts one armored (or binary) age file with any of these identities: SOPS's
@@ -200,27 +203,33 @@ mod tests {
     fn unwraps_what_age_encrypted_for_one_of_several_recipients() {
         let mine = x25519::Identity::generate();
         let other = x25519::Identity::generate();
-        let recipients: Vec<Box<dyn age::Recipient + Send>> = vec![
-            Box::new(other.to_public()),
-            Box::new(mine.to_public()),
-        ];
+        let recipients: Vec<Box<dyn age::Recipient + Send>> =
+            vec![Box::new(other.to_public()), Box::new(mine.to_public())];
         let encryptor =
             age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as _)).unwrap();
         let mut armored = vec![];
         let mut writer = encryptor
-            .wrap_output(age::armor::ArmoredWriter::wrap_output(
-                &mut armored,
-                age::armor::Format::AsciiArmor,
+            .wrap_output(
+                age::armor::ArmoredWriter::wrap_output(
+                    &mut armored,
+                    age::armor::Format::AsciiArmor,
+                )
+                .unwrap(),
             )
-            .unwrap())
             .unwrap();
         std::io::Write::write_all(&mut writer, &[7u8; 32]).unwrap();
         writer.finish().unwrap().finish().unwrap();
 
         let key = mine.to_string();
-        let ids = Identities::parse("k", age::secrecy::ExposeSecret::expose_secret(&key).as_bytes())
-            .unwrap();
-        assert_eq!(ids.unwrap(&armored).unwrap().unwrap().as_slice(), &[7u8; 32]);
+        let ids = Identities::parse(
+            "k",
+            age::secrecy::ExposeSecret::expose_secret(&key).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            ids.unwrap(&armored).unwrap().unwrap().as_slice(),
+            &[7u8; 32]
+        );
         let stranger = x25519::Identity::generate().to_string();
         let stranger = Identities::parse(
             "k",

@@ -69,7 +69,10 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Option<Loaded>, SopsError> {
                     Err(_) => return Ok(None),
                 }
             }
-            let sops = documents.first().and_then(|d: &Node| d.get("sops")).cloned();
+            let sops = documents
+                .first()
+                .and_then(|d: &Node| d.get("sops"))
+                .cloned();
             for doc in &mut documents {
                 if let Node::Map(entries) = doc {
                     entries.retain(|(k, _)| k != "sops");
@@ -280,7 +283,12 @@ pub fn emit(format: Format, documents: &[Node]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn json(node: &Node, indent: usize, path: &mut Vec<String>, out: &mut String) -> Result<(), String> {
+fn json(
+    node: &Node,
+    indent: usize,
+    path: &mut Vec<String>,
+    out: &mut String,
+) -> Result<(), String> {
     let pad = |n: usize| "    ".repeat(n);
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
     match node {
@@ -366,7 +374,10 @@ mod tests {
             ("a".into(), Node::Str("x\ny".into())),
             ("n".into(), Node::Int(3)),
         ]);
-        assert_eq!(emit(Format::Dotenv, &[doc.clone()]).unwrap(), b"a=x\\ny\nn=3\n");
+        assert_eq!(
+            emit(Format::Dotenv, &[doc.clone()]).unwrap(),
+            b"a=x\\ny\nn=3\n"
+        );
         let json: serde_json::Value =
             serde_json::from_slice(&emit(Format::Json, &[doc.clone()]).unwrap()).unwrap();
         assert_eq!(json, serde_json::json!({"a": "x\ny", "n": 3}));

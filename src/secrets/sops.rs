@@ -574,8 +574,16 @@ fn decrypt_value(text: &str, key: &[u8], aad: &str) -> Result<Node, String> {
             Err(_) => Node::Bytes(plain.to_vec()),
         },
         "bytes" => Node::Bytes(plain.to_vec()),
-        "int" => Node::Int(as_text()?.parse().map_err(|_| "an int that does not parse")?),
-        "float" => Node::Float(as_text()?.parse().map_err(|_| "a float that does not parse")?),
+        "int" => Node::Int(
+            as_text()?
+                .parse()
+                .map_err(|_| "an int that does not parse")?,
+        ),
+        "float" => Node::Float(
+            as_text()?
+                .parse()
+                .map_err(|_| "a float that does not parse")?,
+        ),
         "bool" => Node::Bool(match as_text()? {
             "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
             "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
@@ -814,6 +822,9 @@ mod tests {
         let rule = Rule::UnencryptedSuffix("_unencrypted".into());
         assert_eq!(plaintext_leaves(&doc, &rule), ["kind", "data.b"]);
         let rule = Rule::EncryptedRegex(regex::Regex::new("^data$").unwrap());
-        assert_eq!(plaintext_leaves(&doc, &rule), ["data.b", "data.d_unencrypted"]);
+        assert_eq!(
+            plaintext_leaves(&doc, &rule),
+            ["data.b", "data.d_unencrypted"]
+        );
     }
 }
