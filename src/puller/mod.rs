@@ -781,7 +781,8 @@ async fn cycle(
                 registry.options,
                 respec,
             )
-            .await?;
+            .await?
+            .with_decryption(registry.decryption);
             let state = Arc::new(Mutex::new(SyncState {
                 generation: sync.metadata.generation,
                 registry: fingerprint,
