@@ -375,16 +375,20 @@ mod tests {
             ("n".into(), Node::Int(3)),
         ]);
         assert_eq!(
-            emit(Format::Dotenv, &[doc.clone()]).unwrap(),
+            emit(Format::Dotenv, std::slice::from_ref(&doc)).unwrap(),
             b"a=x\\ny\nn=3\n"
         );
         let json: serde_json::Value =
-            serde_json::from_slice(&emit(Format::Json, &[doc.clone()]).unwrap()).unwrap();
+            serde_json::from_slice(&emit(Format::Json, std::slice::from_ref(&doc)).unwrap())
+                .unwrap();
         assert_eq!(json, serde_json::json!({"a": "x\ny", "n": 3}));
         let yaml = String::from_utf8(emit(Format::Yaml, &[doc.clone(), doc]).unwrap()).unwrap();
         assert_eq!(yaml.matches("---").count(), 1, "{yaml}");
         let bin = Node::Map(vec![("data".into(), Node::Bytes(vec![0, 255]))]);
-        assert_eq!(emit(Format::Binary, &[bin.clone()]).unwrap(), [0, 255]);
+        assert_eq!(
+            emit(Format::Binary, std::slice::from_ref(&bin)).unwrap(),
+            [0, 255]
+        );
         let err = emit(Format::Json, &[bin]).unwrap_err();
         assert!(err.contains("data"), "{err}");
     }
