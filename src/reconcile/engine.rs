@@ -187,9 +187,9 @@ impl<A: Applier> Engine<A> {
         &mut self.target
     }
 
-    /// Runs one cycle: resolve → verify → fetch → extract → policy → apply → prune, then
-    /// drift correction, and returns its one summary. Never panics; every failure is in
-    /// the summary.
+    /// Runs one cycle: resolve → verify → fetch → extract → policy → decrypt → apply →
+    /// prune, then drift correction, and returns its one summary. Never panics; every
+    /// failure is in the summary.
     pub async fn reconcile(&mut self, cancel: &Cancel) -> Summary {
         let mut run = Run::new();
         let mut failure: Option<Failure> = None;
@@ -337,7 +337,8 @@ impl<A: Applier> Engine<A> {
         }
     }
 
-    /// The path for a new digest: manifest, verify, fetch, extract, policy, apply, prune.
+    /// The path for a new digest: manifest, verify, fetch, extract, policy, decrypt, apply,
+    /// prune.
     async fn update(&mut self, digest: &Digest, run: &mut Run, cancel: &Cancel) -> StepResult<()> {
         let reference = self.source.reference.with_digest(digest.clone());
         let since = Instant::now();
