@@ -380,6 +380,21 @@ fn top_level_directories(dir: &Path) -> String {
 impl Applier for KubeApplier {
     type Drift = KubeDrift;
 
+    /// The manifests (`.yaml`, `.yml`, `.json`) under `--path` / `spec.path`: an encrypted
+    /// file the cluster never sees is neither decrypted nor a reason to refuse.
+    fn uses(&self, path: &str) -> bool {
+        let manifest = [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| path.to_ascii_lowercase().ends_with(ext));
+        let under = match &self.options.path {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                path.starts_with(&format!("{}/", dir.display()))
+            }
+            _ => true,
+        };
+        manifest && under
+    }
+
     fn current(&self) -> Option<&Digest> {
         self.current.as_ref()
     }
@@ -489,7 +504,7 @@ impl Applier for KubeApplier {
                     return Ok((Vec::new(), Vec::new()));
                 };
                 let mut staged = stage_in(&self.staging, &current, layer, size, limits)?;
-                staged.decrypt(decryption)?;
+                staged.decrypt(decryption, |path| self.uses(path))?;
                 let manifests = load_manifests(
                     staged.path(),
                     self.options.path.as_deref(),

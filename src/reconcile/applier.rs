@@ -38,6 +38,14 @@ pub trait Applier: Send {
         limits: &Limits,
     ) -> Result<Staged, StepError>;
 
+    /// Whether the file at `path` (relative to the artifact's root) is used by this target,
+    /// so that the engine decrypts it when it is a SOPS file. The directory target uses
+    /// every file; the cluster applier only the manifests it applies.
+    fn uses(&self, path: &str) -> bool {
+        let _ = path;
+        true
+    }
+
     /// Makes the target equal to `staged`. Returns the previous digest (to prune) and
     /// warnings. On failure the previous version must stay in effect as far as possible.
     fn apply(

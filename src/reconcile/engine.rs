@@ -385,7 +385,8 @@ impl<A: Applier> Engine<A> {
 
         let since = Instant::now();
         let mut staged = staged;
-        let decrypted = staged.decrypt(&self.decryption);
+        let target = &self.target;
+        let decrypted = staged.decrypt(&self.decryption, |path| target.uses(path));
         run.time(Step::Decrypt, since, decrypted.is_ok());
         let files = at(Step::Decrypt, decrypted)?;
         if files > 0 {

@@ -205,12 +205,16 @@ impl Decrypted {
 }
 
 impl Staged {
-    /// Decrypts the staged SOPS files with `decryption` (MACs verified) and keeps the
-    /// plaintext in memory. Fails closed: a SOPS file without a usable identity, or one
+    /// Decrypts the staged SOPS files that `used` accepts with `decryption` (MACs verified)
+    /// and keeps the plaintext in memory. Fails closed: a SOPS file without a usable identity, or one
     /// that does not verify, fails the whole version, naming the file.
-    pub fn decrypt(&mut self, decryption: &Decryption) -> Result<usize, StepError> {
+    pub fn decrypt(
+        &mut self,
+        decryption: &Decryption,
+        used: impl Fn(&str) -> bool,
+    ) -> Result<usize, StepError> {
         let mut decrypted = BTreeMap::new();
-        for file in &self.list.files {
+        for file in self.list.files.iter().filter(|f| used(&f.path)) {
             let path = self.dir.path().join(&file.path);
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             if let Some(plain) = decryption.decrypt_file(&file.path, &bytes)? {
@@ -606,7 +610,7 @@ impl Target {
         let mut restored = Vec::new();
         if !drift.files.is_empty() || drift.list_missing {
             let mut fresh = unpack(&self.state, RESTORE_PREFIX, &current, layer, size, limits)?;
-            fresh.decrypt(decryption)?;
+            fresh.decrypt(decryption, |_| true)?;
             fresh.materialize()?;
             let files = if drift.list_missing {
                 self.write_list(&fresh.list)?;
@@ -750,7 +754,7 @@ impl super::Applier for Target {
             tracing::warn!(digest = %current, "the applied version's directory is gone; restoring it");
             self.forget_current();
             let mut staged = Target::stage(self, &current, layer, size, limits)?;
-            staged.decrypt(decryption)?;
+            staged.decrypt(decryption, |_| true)?;
             let restored = staged.files().iter().map(|f| f.path.clone()).collect();
             let (_, warnings) = self.switch(staged)?;
             return Ok((restored, warnings));
