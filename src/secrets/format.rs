@@ -53,20 +53,56 @@ pub struct Loaded {
     pub metadata: Metadata,
 }
 
-/// Reads `bytes` as a sops file of `format`. `Ok(None)` when it is not one (no `sops`
-/// metadata), or not even the format (left to whoever reads it next).
+/// Whether `bytes` has a top-level `sops` entry as `format` writes it (looked for in the
+/// text, for files that do not parse).
+fn mentions_sops(format: Format, bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    match format {
+        Format::Yaml => text
+            .lines()
+            .any(|l| l.starts_with("sops:") || l.starts_with("\"sops\":")),
+        Format::Json | Format::Binary => text.contains("\"sops\""),
+        Format::Dotenv => text.lines().any(|l| l.starts_with("sops_")),
+        Format::Ini => text.contains("[sops]"),
+    }
+}
+
+/// Whether any leaf of `node` is an `ENC[AES256_GCM,…]` value.
+fn has_encrypted_value(node: &Node) -> bool {
+    match node {
+        Node::Str(s) => s.starts_with(super::sops::ENC_PREFIX),
+        Node::Map(entries) => entries.iter().any(|(_, v)| has_encrypted_value(v)),
+        Node::Seq(items) => items.iter().any(has_encrypted_value),
+        _ => false,
+    }
+}
+
+/// Reads `bytes` as a sops file of `format`. `Ok(None)` when it is not one: no `sops`
+/// metadata and no encrypted value, or not even the format (left to whoever reads it
+/// next). Fails closed for what looks like a sops file but cannot be read or verified: one
+/// that mentions `sops` but does not parse, and encrypted values without metadata (they
+/// would otherwise be applied as `ENC[…]` strings).
 pub fn load(format: Format, bytes: &[u8]) -> Result<Option<Loaded>, SopsError> {
+    let unreadable = || {
+        if mentions_sops(format, bytes) {
+            Err(SopsError::Metadata(format!(
+                "it has a sops entry but cannot be read as {format:?} as sops writes it"
+            )))
+        } else {
+            Ok(None)
+        }
+    };
     let (documents, sops) = match format {
         Format::Yaml => {
             let Ok(text) = std::str::from_utf8(bytes) else {
-                return Ok(None);
+                return unreadable();
             };
             let mut documents = Vec::new();
             for de in serde_norway::Deserializer::from_str(text) {
                 match serde::Deserialize::deserialize(de) {
                     Ok(doc) => documents.push(doc),
                     // Not YAML sops can have written: the manifest checks report it.
-                    Err(_) => return Ok(None),
+                    Err(_) => return unreadable(),
                 }
             }
             let sops = documents
@@ -84,7 +120,7 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Option<Loaded>, SopsError> {
         }
         Format::Json | Format::Binary => {
             let Ok(mut doc) = serde_json::from_slice::<Node>(bytes) else {
-                return Ok(None);
+                return unreadable();
             };
             let sops = doc.get("sops").cloned();
             if let Node::Map(entries) = &mut doc {
@@ -94,7 +130,7 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Option<Loaded>, SopsError> {
         }
         Format::Dotenv => {
             let Some((doc, sops)) = dotenv(bytes) else {
-                return Ok(None);
+                return unreadable();
             };
             (vec![doc], sops)
         }
@@ -108,7 +144,15 @@ pub fn load(format: Format, bytes: &[u8]) -> Result<Option<Loaded>, SopsError> {
         }
     };
     let Some(sops) = sops else {
-        return Ok(None);
+        return if documents.iter().any(has_encrypted_value) {
+            Err(SopsError::Metadata(
+                "it holds ENC[AES256_GCM,…] values but no sops metadata, so they can be \
+                 neither decrypted nor verified; encrypt the file again with sops"
+                    .into(),
+            ))
+        } else {
+            Ok(None)
+        };
     };
     let metadata = Metadata::from_node(&sops)?;
     if format == Format::Binary && documents.first().and_then(|d| d.get("data")).is_none() {
@@ -350,6 +394,23 @@ mod tests {
         assert_eq!(Format::of(".env"), Format::Dotenv);
         assert_eq!(Format::of("prod.env"), Format::Dotenv);
         assert_eq!(Format::of("tls.key"), Format::Binary);
+    }
+
+    #[test]
+    fn what_looks_encrypted_but_cannot_be_verified_fails_closed() {
+        let enc = "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]";
+        let stripped = format!("kind: Secret\nstringData:\n  a: {enc}\n");
+        let err = load(Format::Yaml, stripped.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("no sops metadata"), "{err}");
+        let broken = format!("kind: Secret\nstringData: {{a: {enc}\nsops:\n  mac: x\n");
+        let err = load(Format::Yaml, broken.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+        assert!(load(Format::Yaml, b"kind: ConfigMap\ndata: {a: b}\n")
+            .unwrap()
+            .is_none());
+        assert!(load(Format::Binary, b"# notes on ENC[AES256_GCM,\n")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
