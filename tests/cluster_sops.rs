@@ -209,8 +209,8 @@ async fn tresor_apply_decrypts_sops_secrets_with_age_identity() {
 
 /// The puller with `spec.decryption.secretRef`: without `spec.decryption` the sync stalls
 /// naming the file and the field; a secretRef to a Secret without a `.agekey` key says so;
-/// with the age key in the sync's namespace the Secret lands decrypted; status and Events
-/// hold no plaintext.
+/// with the age key in the sync's namespace the Secret lands decrypted, and a hand edit of it
+/// is undone; status, Events, the inventory and the puller's log hold no plaintext.
 #[tokio::test]
 async fn puller_decrypts_with_the_age_key_of_decryption_secret_ref() {
     let t = Tenant::new("sops-puller").await;
@@ -294,6 +294,21 @@ async fn puller_decrypts_with_the_age_key_of_decryption_secret_ref() {
         Some((PASSWORD.to_string(), TOKEN.to_string()))
     );
     assert_eq!(t.config_map("app").await.unwrap()["data"]["k"], "one");
+
+    // Drift on the decrypted Secret is seen (in memory) and undone.
+    secrets
+        .patch(
+            "db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"token": "edited-by-hand"}})),
+        )
+        .await
+        .unwrap();
+    common::cluster::eventually(SECONDS_60, "the edited Secret restored", || async {
+        applied_secret(&t).await == Some((PASSWORD.to_string(), TOKEN.to_string()))
+    })
+    .await;
+    let sync = t.syncs().get("shop").await.unwrap();
 
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(t.client.clone(), &t.ns)
         .list(&Default::default())
