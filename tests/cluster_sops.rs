@@ -284,11 +284,10 @@ async fn puller_decrypts_with_the_age_key_of_decryption_secret_ref() {
         .create(&PostParams::default(), &right)
         .await
         .unwrap();
-    let sync = t
-        .wait_sync(&puller, "shop", SECONDS_60, "applied", |s| {
-            ready_at(s, &digest)
-        })
-        .await;
+    t.wait_sync(&puller, "shop", SECONDS_60, "applied", |s| {
+        ready_at(s, &digest)
+    })
+    .await;
     assert_eq!(
         applied_secret(&t).await,
         Some((PASSWORD.to_string(), TOKEN.to_string()))
