@@ -10,6 +10,7 @@
 #   flux-oci   testenv/peers/flux: ~50 lines on Flux's github.com/fluxcd/pkg/oci, the
 #              library of `flux push artifact` / `flux pull artifact` (needs Go 1.27:
 #              built with GOTOOLCHAIN=go1.27.3, which the go command fetches from the proxy)
+#   sops       github.com/getsops/sops/v3 (cmd/sops): encrypts the SOPS fixtures tresor decrypts
 #
 # Usage: scripts/peers.sh path NAME    print the binary's absolute path (building it first)
 #        scripts/peers.sh build [NAME…] build (or find cached) every peer, or those named
@@ -23,7 +24,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 peers="$repo/testenv/peers"
-all=(cosign cosign-v3 oras crane flux-oci)
+all=(cosign cosign-v3 oras crane flux-oci sops)
 
 die() { echo "peers.sh: $*" >&2; exit 2; }
 
@@ -35,6 +36,7 @@ module_of() {
     oras) echo "oras oras.land/oras/cmd/oras local" ;;
     crane) echo "crane github.com/google/go-containerregistry/cmd/crane local" ;;
     flux-oci) echo "flux . go1.27.3" ;;
+    sops) echo "sops github.com/getsops/sops/v3/cmd/sops local" ;;
     *) die "unknown peer ${1:-} (one of: ${all[*]})" ;;
   esac
 }

@@ -14,9 +14,10 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# Debian packages: the registry, skopeo (interop), htpasswd, openssl, curl; installed as
-# root or with password-less sudo, else the command to run is printed.
-packages=(docker-registry skopeo apache2-utils openssl curl ca-certificates)
+# Debian packages: the registry, skopeo (interop), htpasswd, openssl, curl, age (keys for the
+# SOPS tests); installed as root or with password-less sudo, else the command to run is
+# printed.
+packages=(docker-registry skopeo apache2-utils openssl curl ca-certificates age)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -46,8 +47,8 @@ scripts/registry.sh start
 eval "$(scripts/registry.sh env)"
 scripts/cluster.sh start
 eval "$(scripts/cluster.sh env)"
-# The real tools of the interop tests (cosign, oras, crane, Flux's OCI library), built once
-# from testenv/peers/ and cached; building them here keeps the tests from waiting on it.
+# The real tools of the interop tests (cosign, oras, crane, Flux's OCI library, sops), built
+# once from testenv/peers/ and cached; building them here keeps the tests from waiting on it.
 scripts/peers.sh build
 echo "test.sh: the registries and the cluster stay up; stop them with" \
   "\`scripts/registry.sh stop\` and \`scripts/cluster.sh stop\`" >&2

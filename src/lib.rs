@@ -24,6 +24,7 @@
 //! - [`webhook`]: registry push notifications that trigger an immediate reconcile.
 //! - [`notify`]: events about reconciles for pipelines and people (webhooks, CloudEvents,
 //!   Slack, GitHub commit statuses).
+//! - [`secrets`]: SOPS files encrypted for age recipients, decrypted only where applied.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -42,6 +43,7 @@ pub mod reconcile;
 pub mod reference;
 pub mod registry;
 pub mod retry;
+pub mod secrets;
 pub mod signing;
 pub mod telemetry;
 pub mod webhook;

@@ -139,6 +139,7 @@ async fn wrongly_signed_version_is_rejected_before_any_blob_and_verified_again_u
             Step::Fetch,
             Step::Extract,
             Step::Policy,
+            Step::Decrypt,
             Step::Apply
         ]
     );

@@ -102,10 +102,38 @@ pub struct ArtifactSyncSpec {
     /// When a new digest fails its health check, apply the last healthy digest again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
+    /// Decrypt the artifact's SOPS-encrypted files before they are applied (as Flux
+    /// Kustomization's `decryption`). Without it, a SOPS file in the artifact refuses the
+    /// version. Decrypted values exist only in the puller's memory and the API request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
     /// Where to report what happens (Applied, Rejected, Failed, DriftCorrected,
     /// HealthFailed, RolledBack): each event goes to every target, once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyTarget>,
+}
+
+/// How the artifact's encrypted files are decrypted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decryption {
+    /// The format of the encrypted files: `sops` (values encrypted with AES-256-GCM, the
+    /// data key wrapped for age recipients).
+    pub provider: DecryptionProvider,
+    /// A Secret in this namespace whose keys ending in `.agekey` each hold age identities
+    /// (`AGE-SECRET-KEY-1…`, as age-keygen writes them). Read every cycle, as the pull
+    /// secret is, so a rotated key applies without editing the ArtifactSync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectRef>,
+}
+
+/// The encrypted file formats the puller decrypts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecryptionProvider {
+    /// SOPS files (getsops/sops) encrypted for age recipients.
+    #[default]
+    Sops,
 }
 
 fn default_true() -> bool {

@@ -23,8 +23,9 @@ mod trust;
 mod trust_policy;
 
 pub use artifact_sync::{
-    is_dns_label, ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, HistoryEntry, InventoryEntry,
-    LocalObjectRef, Promotion, SourceRef, Verify, HISTORY_LIMIT, MAX_NAME_LENGTH,
+    is_dns_label, ArtifactSync, ArtifactSyncSpec, ArtifactSyncStatus, Decryption,
+    DecryptionProvider, HistoryEntry, InventoryEntry, LocalObjectRef, Promotion, SourceRef, Verify,
+    HISTORY_LIMIT, MAX_NAME_LENGTH,
 };
 pub use conditions::{Condition, ConditionStatus};
 pub use decode::{check_unreadable_policies, UnreadablePolicy};

@@ -366,9 +366,10 @@ pub fn load_dir(dir: &Path, mode: ContentMode) -> Result<Vec<Object>, ObjectsErr
 /// problem found — the same problems, objects and keys as [`parse_tree_all`].
 ///
 /// Each object's `value` is the policy view of the document: only the fields the policy
-/// rules read (identity, labels, pod template images, Flux and Argo CD refs, whether a
-/// Secret has data), exactly as the full parse has them; see `objects/prune.rs`. Skipping
-/// the rest makes this ~1.6 times as fast as a full parse (`cargo bench --bench lint`).
+/// rules read (identity, labels, pod template images, Flux and Argo CD refs, the `sops`
+/// metadata and which `data` values are encrypted), exactly as the full parse has them;
+/// see `objects/prune.rs`. Skipping the rest makes this ~1.6 times as fast as a full parse
+/// (`cargo bench --bench lint`).
 pub fn scan_tree<T: Send>(
     files: &[(String, Vec<u8>)],
     mode: ContentMode,

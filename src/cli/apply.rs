@@ -87,6 +87,8 @@ pub struct ApplyArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     #[command(flatten)]
+    decrypt: super::args::DecryptArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     registry: RegistryArgs,
@@ -104,6 +106,7 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         .trust
         .verifier(args.allow_unsigned, "apply", &reference)?;
     let (lint_policy, mode) = args.policy.load()?;
+    let decryption = args.decrypt.decryption()?;
     let source =
         Source::new(reference.clone(), None).map_err(|e| CliError::Usage(e.to_string()))?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
@@ -168,7 +171,8 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
         cache,
         applier,
         args.limits.limits(),
-    );
+    )
+    .with_decryption(decryption);
     let summary = engine.reconcile(&Cancel::never()).await;
     let applier = engine.target();
     let report = applier.last_report();
@@ -247,7 +251,9 @@ pub(super) async fn run(args: ApplyArgs) -> Result<ExitCode, CliError> {
     }
     Ok(match &summary.error {
         None => ExitCode::SUCCESS,
-        Some(f) if matches!(f.step, Step::Verify | Step::Policy) => ExitCode::from(1),
+        Some(f) if matches!(f.step, Step::Verify | Step::Policy | Step::Decrypt) => {
+            ExitCode::from(1)
+        }
         Some(_) => ExitCode::from(2),
     })
 }

@@ -51,6 +51,29 @@ impl RegistryArgs {
     }
 }
 
+/// Age identities for the SOPS-encrypted files of an artifact.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecryptArgs {
+    /// age identity file (AGE-SECRET-KEY-1…, as age-keygen writes it) that decrypts the
+    /// artifact's SOPS-encrypted files (repeatable). Without one, a SOPS file refuses the
+    /// version; see docs/secrets.md.
+    #[arg(long = "age-identity", value_name = "FILE")]
+    pub age_identities: Vec<PathBuf>,
+}
+
+impl DecryptArgs {
+    /// The identities read from the files, with `--age-identity FILE` as the hint when
+    /// there are none. Fails naming an unusable file.
+    pub fn decryption(&self) -> Result<crate::secrets::Decryption, super::CliError> {
+        let identities = crate::secrets::Identities::read_files(&self.age_identities)
+            .map_err(|e| super::CliError::Usage(e.to_string()))?;
+        Ok(crate::secrets::Decryption::new(
+            identities,
+            "--age-identity FILE (an age identity file whose key is a recipient of the file)",
+        ))
+    }
+}
+
 /// Limits applied when unpacking an artifact.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {

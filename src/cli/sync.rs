@@ -88,6 +88,8 @@ pub struct SyncArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     #[command(flatten)]
+    decrypt: super::args::DecryptArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     registry: RegistryArgs,
@@ -150,6 +152,7 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let repo = Repository::open(&reference, &args.registry.options()?)?;
     let cache = super::args::open_cache(args.cache_dir.as_deref())?;
+    let decryption = args.decrypt.decryption()?;
     let target = Target::open(&args.dir).map_err(StepError::from)?;
     let engine = Engine::new(
         source,
@@ -159,7 +162,8 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         cache,
         target,
         args.limits.limits(),
-    );
+    )
+    .with_decryption(decryption);
     let options = AgentOptions {
         interval: args.interval,
         once: args.once,
@@ -182,10 +186,12 @@ pub(super) async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     } else {
         match &last.error {
             None => ExitCode::SUCCESS,
-            // Refused content (untrusted, or against the immutability policy) is a failed
-            // check, as in `pull`; transient trouble in those steps is an error.
+            // Refused content (untrusted, against the immutability policy, or a SOPS file
+            // that does not decrypt) is a failed check, as in `pull`; transient trouble in
+            // those steps is an error.
             Some(f)
-                if matches!(f.step, Step::Verify | Step::Policy) && f.retry == Retry::Stalled =>
+                if matches!(f.step, Step::Verify | Step::Policy | Step::Decrypt)
+                    && f.retry == Retry::Stalled =>
             {
                 ExitCode::from(1)
             }

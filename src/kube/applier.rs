@@ -14,8 +14,10 @@ use super::{
 use crate::artifact::archive::Limits;
 use crate::artifact::objects::{self, ContentMode};
 use crate::digest::Digest;
-use crate::reconcile::target::{stage_in, Staged};
+use crate::reconcile::target::{stage_in, Decrypted, Staged};
 use crate::reconcile::{Applier, StepError};
+use crate::secrets::Decryption;
+use zeroize::Zeroize as _;
 
 /// What the drift check found.
 #[derive(Debug, Clone)]
@@ -282,7 +284,12 @@ impl KubeApplier {
 }
 
 /// Reads the staged tree's manifests as JSON: all of it, or only the directory `path`.
-fn load_manifests(dir: &Path, path: Option<&Path>) -> Result<Vec<Value>, ApplyError> {
+/// SOPS files are read from `decrypted` (memory), never from the encrypted copy on disk.
+fn load_manifests(
+    dir: &Path,
+    path: Option<&Path>,
+    decrypted: &Decrypted,
+) -> Result<Vec<Value>, ApplyError> {
     let dir = match path {
         None => dir.to_path_buf(),
         Some(sub) => {
@@ -298,7 +305,22 @@ fn load_manifests(dir: &Path, path: Option<&Path>) -> Result<Vec<Value>, ApplyEr
             full
         }
     };
-    objects::load_dir(&dir, ContentMode::Kubernetes)?
+    let prefix = path
+        .map(|p| format!("{}/", p.display()))
+        .unwrap_or_default();
+    let mut files = objects::read_dir_files(&dir, ContentMode::Kubernetes)?;
+    for (rel, bytes) in &mut files {
+        if let Some(plain) = decrypted.get(&format!("{prefix}{rel}")) {
+            // The plaintext copy lives only as long as this parse.
+            bytes.zeroize();
+            *bytes = plain.to_vec();
+        }
+    }
+    let parsed = objects::parse_tree(&files, ContentMode::Kubernetes);
+    for (_, bytes) in &mut files {
+        bytes.zeroize();
+    }
+    parsed?
         .into_iter()
         .map(|o| {
             serde_json::to_value(&o.value).map_err(|e| ApplyError::BadObject {
@@ -331,6 +353,21 @@ fn top_level_directories(dir: &Path) -> String {
 impl Applier for KubeApplier {
     type Drift = KubeDrift;
 
+    /// The manifests (`.yaml`, `.yml`, `.json`) under `--path` / `spec.path`: an encrypted
+    /// file the cluster never sees is neither decrypted nor a reason to refuse.
+    fn uses(&self, path: &str) -> bool {
+        let manifest = [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| path.to_ascii_lowercase().ends_with(ext));
+        let under = match &self.options.path {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                path.starts_with(&format!("{}/", dir.display()))
+            }
+            _ => true,
+        };
+        manifest && under
+    }
+
     fn current(&self) -> Option<&Digest> {
         self.current.as_ref()
     }
@@ -346,7 +383,11 @@ impl Applier for KubeApplier {
     }
 
     async fn apply(&mut self, staged: Staged) -> Result<(Option<Digest>, Vec<String>), StepError> {
-        let manifests = load_manifests(staged.path(), self.options.path.as_deref())?;
+        let manifests = load_manifests(
+            staged.path(),
+            self.options.path.as_deref(),
+            staged.decrypted(),
+        )?;
         let digest = staged.digest().clone();
         let previous = self.apply_objects(&digest, manifests).await?;
         let warnings = match (&self.last_prune, self.options.dry_run) {
@@ -427,6 +468,7 @@ impl Applier for KubeApplier {
         layer: File,
         size: u64,
         limits: &Limits,
+        decryption: &Decryption,
     ) -> Result<(Vec<String>, Vec<String>), StepError> {
         let drifted = match drift {
             KubeDrift::Objects(list) => list,
@@ -434,8 +476,13 @@ impl Applier for KubeApplier {
                 let Some(current) = self.current.clone() else {
                     return Ok((Vec::new(), Vec::new()));
                 };
-                let staged = stage_in(&self.staging, &current, layer, size, limits)?;
-                let manifests = load_manifests(staged.path(), self.options.path.as_deref())?;
+                let mut staged = stage_in(&self.staging, &current, layer, size, limits)?;
+                staged.decrypt(decryption, |path| self.uses(path))?;
+                let manifests = load_manifests(
+                    staged.path(),
+                    self.options.path.as_deref(),
+                    staged.decrypted(),
+                )?;
                 let objects = self.cluster.prepare(manifests, &self.options).await?;
                 let drifted = self.cluster.drifted(&objects, &self.options).await?;
                 self.desired = Some(objects.into());
@@ -465,12 +512,18 @@ mod tests {
             )
             .unwrap();
         }
-        let all = load_manifests(dir.path(), None).unwrap();
+        let all = load_manifests(dir.path(), None, &Decrypted::default()).unwrap();
         assert_eq!(all.len(), 2);
-        let prod = load_manifests(dir.path(), Some(Path::new("prod"))).unwrap();
+        let prod =
+            load_manifests(dir.path(), Some(Path::new("prod")), &Decrypted::default()).unwrap();
         assert_eq!(prod.len(), 1);
         assert_eq!(prod[0]["metadata"]["name"], "b");
-        let err = load_manifests(dir.path(), Some(Path::new("base/cm.yaml"))).unwrap_err();
+        let err = load_manifests(
+            dir.path(),
+            Some(Path::new("base/cm.yaml")),
+            &Decrypted::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), "PathNotFound");
         assert!(
             err.to_string()

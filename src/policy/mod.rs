@@ -432,8 +432,34 @@ mod tests {
             fields.push(format!("template:\n  spec:\n{}", containers(rng, "    ")));
         }
         if matches!(kind, "Secret" | "ConfigMap") || rng.u8(0..5) == 0 {
-            let data = pick(rng, &["{}", "{a: b}", "''", "~", "[x]", "!!map {}"]);
+            let data = pick(
+                rng,
+                &[
+                    "{}",
+                    "{a: b}",
+                    "''",
+                    "~",
+                    "[x]",
+                    "!!map {}",
+                    "{a: 'ENC[AES256_GCM,data:a,iv:b,tag:c,type:str]', b: plain, c: '', d: 1}",
+                    "{x_unencrypted: plain, y: 'ENC[AES256_GCM,data:a,iv:b,tag:c,type:str]'}",
+                ],
+            );
             fields.push(format!("{}: {data}\n", pick(rng, &["data", "stringData"])));
+        }
+        if kind == "Secret" && rng.bool() {
+            let rule = pick(
+                rng,
+                &[
+                    "{}",
+                    "{encrypted_regex: '^(data|stringData)$'}",
+                    "{unencrypted_suffix: _unencrypted}",
+                    "{encrypted_suffix: _enc}",
+                    "{unencrypted_regex: '^a$', encrypted_regex: x}",
+                    "{encrypted_comment_regex: x}",
+                ],
+            );
+            fields.push(format!("sops: {rule}\n"));
         }
         match rng.u8(0..40) {
             0 => fields.push("metadata: {name: again}\n".into()),
@@ -460,6 +486,7 @@ mod tests {
             .unwrap(),
         ];
         let mut findings = 0;
+        let mut sops = 0;
         for round in 0..25 {
             let files: Vec<(String, Vec<u8>)> = (0..rng.usize(1..6))
                 .map(|f| {
@@ -474,11 +501,17 @@ mod tests {
                 let full = lint_full(&files, ContentMode::Kubernetes, policy);
                 assert_eq!(fast, full, "{files:?}");
                 findings += fast.findings.len();
+                sops += fast
+                    .findings
+                    .iter()
+                    .filter(|f| f.rule == rules::SOPS_PLAINTEXT_VALUE)
+                    .count();
                 let fast = lint_files(&files, ContentMode::Files, policy);
                 assert_eq!(fast, lint_full(&files, ContentMode::Files, policy));
             }
         }
         assert!(findings > 200, "only {findings} findings");
+        assert!(sops > 5, "only {sops} sops-plaintext-value findings");
     }
 
     #[test]

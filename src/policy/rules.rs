@@ -25,6 +25,8 @@ pub const FLUX_SOURCE_REF_NOT_PINNED: &str = "flux-source-ref-not-pinned";
 pub const ARGOCD_TARGET_REVISION: &str = "argocd-target-revision";
 /// A Secret with `data` or `stringData` in the tree.
 pub const PLAINTEXT_SECRET: &str = "plaintext-secret";
+/// A Secret with SOPS metadata whose values are not all encrypted.
+pub const SOPS_PLAINTEXT_VALUE: &str = "sops-plaintext-value";
 /// A file or document that does not parse, or is not a Kubernetes object.
 pub const PARSE_ERROR: &str = "parse-error";
 /// Two objects with the same group, kind, namespace and name.
@@ -44,7 +46,14 @@ pub const RULES: &[(&str, &str)] = &[
         ARGOCD_TARGET_REVISION,
         "Argo CD Application following HEAD, a branch, a range or a tag instead of a commit or exact version",
     ),
-    (PLAINTEXT_SECRET, "Secret with data or stringData in the tree (warning; error when strict)"),
+    (
+        PLAINTEXT_SECRET,
+        "Secret with data or stringData in the tree, not SOPS-encrypted (warning; error when strict)",
+    ),
+    (
+        SOPS_PLAINTEXT_VALUE,
+        "Secret with SOPS metadata and a value its encryption rule says is encrypted, in plain text (error)",
+    ),
     (PARSE_ERROR, "file or document that does not parse or is not a Kubernetes object (error)"),
     (DUPLICATE_OBJECT, "two objects with the same group, kind, namespace and name (error)"),
 ];
@@ -257,28 +266,80 @@ pub fn check(object: &Object, strict: bool, out: &mut Vec<Finding>) {
         ("source.toolkit.fluxcd.io", "OCIRepository") => oci_repository(spec, movable, &mut push),
         ("source.toolkit.fluxcd.io", "GitRepository") => git_repository(spec, movable, &mut push),
         ("argoproj.io", "Application") => argocd_application(spec, movable, &mut push),
-        ("", "Secret") => {
-            for field in ["data", "stringData"] {
-                let filled = match object.value.get(field) {
-                    Some(Value::Mapping(m)) => !m.is_empty(),
-                    Some(Value::Null) | None => false,
-                    Some(_) => true,
-                };
-                if filled {
-                    push(
-                        PLAINTEXT_SECRET,
-                        movable,
-                        field.to_string(),
-                        format!(
-                            "Secret holds {field} in plain text (base64 is not encryption) and \
-                             anyone who can pull the artifact can read it; use Sealed Secrets, \
-                             External Secrets Operator or SOPS-encrypted files instead"
-                        ),
-                    );
-                }
+        ("", "Secret") => match object.value.get("sops") {
+            Some(sops) => sops_secret(object, sops, &mut push),
+            None => plaintext_secret(object, movable, &mut push),
+        },
+        _ => {}
+    }
+}
+
+fn plaintext_secret(object: &Object, movable: Severity, push: &mut Push<'_>) {
+    for field in ["data", "stringData"] {
+        let filled = match object.value.get(field) {
+            Some(Value::Mapping(m)) => !m.is_empty(),
+            Some(Value::Null) | None => false,
+            Some(_) => true,
+        };
+        if filled {
+            push(
+                PLAINTEXT_SECRET,
+                movable,
+                field.to_string(),
+                format!(
+                    "Secret holds {field} in plain text (base64 is not encryption) and \
+                     anyone who can pull the artifact can read it; use Sealed Secrets, \
+                     External Secrets Operator or SOPS-encrypted files instead"
+                ),
+            );
+        }
+    }
+}
+
+/// A Secret that SOPS encrypted: every value its rule says is encrypted must be an
+/// `ENC[AES256_GCM,…]` value (empty strings and nulls stay as they are in sops).
+fn sops_secret(object: &Object, sops: &Value, push: &mut Push<'_>) {
+    use crate::secrets::sops::{Metadata, Node, SopsError};
+    let rule = match Node::from_yaml(sops).map(|node| Metadata::rule(&node)) {
+        Some(Ok(rule)) => rule,
+        // A comment rule needs the comments; decryption refuses those files by name.
+        Some(Err(SopsError::Unsupported(_))) => return,
+        Some(Err(e)) => {
+            push(
+                SOPS_PLAINTEXT_VALUE,
+                Severity::Error,
+                "sops".into(),
+                format!("{e}; encrypt the file again with sops"),
+            );
+            return;
+        }
+        None => return,
+    };
+    for field in ["data", "stringData"] {
+        let Some(Value::Mapping(values)) = object.value.get(field) else {
+            continue;
+        };
+        for (key, value) in values {
+            let Some(key) = key.as_str() else { continue };
+            let encrypted = match value {
+                Value::String(s) => s.is_empty() || s.starts_with(crate::secrets::sops::ENC_PREFIX),
+                Value::Null | Value::Mapping(_) | Value::Sequence(_) => true,
+                _ => false,
+            };
+            if !encrypted && rule.encrypts(&[field, key]) {
+                push(
+                    SOPS_PLAINTEXT_VALUE,
+                    Severity::Error,
+                    format!("{field}.{key}"),
+                    format!(
+                        "Secret carries sops metadata but {field}.{key} is in plain text, \
+                         although its rule ({rule}) says sops encrypts it: it was added or \
+                         edited after encryption; encrypt the file again with `sops \
+                         --encrypt` (or edit it with `sops FILE`)"
+                    ),
+                );
             }
         }
-        _ => {}
     }
 }
 

@@ -1,6 +1,6 @@
 //! The in-cluster controller (`tresor-puller`): reconciles every `ArtifactSync` with the
-//! shared engine (resolve → verify → fetch → policy → apply → prune → health) and writes its
-//! status once per cycle.
+//! shared engine (resolve → verify → fetch → policy → decrypt → apply → prune → health) and
+//! writes its status once per cycle.
 //!
 //! One [`Engine<KubeApplier>`] per ArtifactSync, kept between cycles (so an idle cycle is one
 //! registry HEAD and no API write) and rebuilt when `metadata.generation` or the content of
@@ -824,7 +824,8 @@ async fn cycle(
                 registry.options,
                 respec,
             )
-            .await?;
+            .await?
+            .with_decryption(registry.decryption);
             let state = Arc::new(Mutex::new(SyncState {
                 generation: sync.metadata.generation,
                 registry: fingerprint,

@@ -1,5 +1,6 @@
-//! How the puller reaches a sync's registry: credentials from `spec.pullSecretRef` and extra
-//! trusted CAs from `spec.caSecretRef`, both read from Secrets in the sync's namespace.
+//! How the puller reaches a sync's registry and decrypts its content: credentials from
+//! `spec.pullSecretRef`, extra trusted CAs from `spec.caSecretRef` and age identities from
+//! `spec.decryption.secretRef`, all read from Secrets in the sync's namespace.
 //!
 //! They are read before every cycle; the engine is rebuilt when what they hold changes (see
 //! [`RegistrySettings::fingerprint`]), so a rotated password or CA takes effect on the next
@@ -15,6 +16,7 @@ use crate::api::ArtifactSync;
 use crate::reference::Reference;
 use crate::registry::auth::{self, PullSecretFormat};
 use crate::registry::{CaBundle, RegistryOptions};
+use crate::secrets::{Decryption, Identities};
 
 /// Secret type of a docker `config.json` pull secret.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -23,10 +25,17 @@ pub const DOCKER_CFG_TYPE: &str = "kubernetes.io/dockercfg";
 /// Key of the CA certificates in the Secret named by `spec.caSecretRef`.
 pub const CA_KEY: &str = "ca.crt";
 
-/// The registry options of one sync, and a fingerprint of the Secret content they hold.
+/// Keys of the Secret named by `spec.decryption.secretRef` that hold age identities end in
+/// this (as in Flux).
+pub const AGE_KEY_SUFFIX: &str = ".agekey";
+
+/// The registry options of one sync, its age identities, and a fingerprint of the Secret
+/// content they hold.
 pub(super) struct RegistrySettings {
     /// Options for [`crate::registry::Repository::open`].
     pub options: RegistryOptions,
+    /// The identities from `spec.decryption.secretRef` (none without it).
+    pub decryption: Decryption,
     /// SHA-256 over the credentials and CA bundle (empty when neither is set): the engine
     /// is rebuilt when it changes.
     pub fingerprint: String,
@@ -109,15 +118,69 @@ pub(super) async fn registry_for(
             pem: pem.to_vec(),
         });
     }
-    let fingerprint = if options.creds.is_none() && options.ca_pem.is_none() {
+    let decryption = decryption_for(sync, ctx, namespace, &mut hash).await?;
+    let fingerprint = if options.creds.is_none()
+        && options.ca_pem.is_none()
+        && decryption.identities().is_empty()
+    {
         String::new()
     } else {
         hex::encode(hash.finalize())
     };
     Ok(RegistrySettings {
         options,
+        decryption,
         fingerprint,
     })
+}
+
+/// The age identities of `spec.decryption.secretRef`: every key ending in `.agekey` of the
+/// Secret in the sync's own namespace, read as the puller (like the pull secret). Their
+/// content goes into `hash` (the engine is rebuilt when it changes) and the decrypting
+/// engine, nowhere else; errors name the Secret and key, never the content.
+async fn decryption_for(
+    sync: &ArtifactSync,
+    ctx: &Context,
+    namespace: &str,
+    hash: &mut Sha256,
+) -> Result<Decryption, PullerError> {
+    let Some(spec) = &sync.spec.decryption else {
+        return Ok(Decryption::none(
+            "spec.decryption (provider: sops, secretRef: a Secret in this namespace with the \
+             age identity under a key ending in .agekey)",
+        ));
+    };
+    let hint = "spec.decryption.secretRef to a Secret in this namespace whose key ending in \
+                .agekey holds an age identity that is a recipient of the file";
+    let Some(r) = &spec.secret_ref else {
+        return Ok(Decryption::none(hint));
+    };
+    let secret = get_secret(ctx, namespace, &r.name, "spec.decryption.secretRef").await?;
+    let invalid = |message: String| PullerError::Secret {
+        namespace: namespace.to_string(),
+        name: r.name.clone(),
+        message,
+    };
+    let mut identities = Identities::none();
+    for (key, value) in secret.data.iter().flatten() {
+        if !key.ends_with(AGE_KEY_SUFFIX) {
+            continue;
+        }
+        let source = format!("Secret {namespace}/{} key {key}", r.name);
+        let parsed = Identities::parse(&source, &value.0).map_err(|e| invalid(e.to_string()))?;
+        hash.update(b"age\0");
+        hash.update(key.as_bytes());
+        hash.update(b"\0");
+        hash.update(&value.0);
+        identities.extend(parsed);
+    }
+    if identities.is_empty() {
+        return Err(invalid(format!(
+            "has no key ending in {AGE_KEY_SUFFIX}; put the age identity (age-keygen output) \
+             under e.g. age{AGE_KEY_SUFFIX}"
+        )));
+    }
+    Ok(Decryption::new(identities, hint))
 }
 
 /// The registry host (`host[:port]`) of `spec.url`.

@@ -3,8 +3,9 @@
 //!
 //! Two implementations: [`super::target::Target`] (the host agent's directory, switched
 //! atomically) and the puller's cluster applier (server-side apply, in a layer above this
-//! one). The engine owns resolve → verify → fetch → extract → policy; the applier gets the staged,
-//! verified, policy-checked tree and does the rest.
+//! one). The engine owns resolve → verify → fetch → extract → policy → decrypt; the applier
+//! gets the staged, verified, policy-checked tree (with its SOPS files decrypted in memory)
+//! and does the rest.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,6 +14,7 @@ use super::target::Staged;
 use super::StepError;
 use crate::artifact::archive::Limits;
 use crate::digest::Digest;
+use crate::secrets::Decryption;
 
 /// Keeps a target equal to a staged artifact: apply, prune the previous version, check
 /// health, and find and repair drift.
@@ -35,6 +37,14 @@ pub trait Applier: Send {
         size: u64,
         limits: &Limits,
     ) -> Result<Staged, StepError>;
+
+    /// Whether the file at `path` (relative to the artifact's root) is used by this target,
+    /// so that the engine decrypts it when it is a SOPS file. The directory target uses
+    /// every file; the cluster applier only the manifests it applies.
+    fn uses(&self, path: &str) -> bool {
+        let _ = path;
+        true
+    }
 
     /// Makes the target equal to `staged`. Returns the previous digest (to prune) and
     /// warnings. On failure the previous version must stay in effect as far as possible.
@@ -65,14 +75,16 @@ pub trait Applier: Send {
         &mut self,
     ) -> impl Future<Output = Result<Option<Self::Drift>, StepError>> + Send;
 
-    /// Repairs `drift` from the applied version's verified layer. Returns what was
-    /// restored (paths or objects) and warnings.
+    /// Repairs `drift` from the applied version's verified layer, decrypting its SOPS
+    /// files with `decryption` as a new version's are ([`Staged::decrypt`]). Returns what
+    /// was restored (paths or objects) and warnings.
     fn repair(
         &mut self,
         drift: Self::Drift,
         layer: File,
         size: u64,
         limits: &Limits,
+        decryption: &Decryption,
     ) -> impl Future<Output = Result<(Vec<String>, Vec<String>), StepError>> + Send;
 }
 

@@ -19,6 +19,7 @@ use crate::artifact::archive::Limits;
 use crate::artifact::fetch::{self, ResolvedArtifact};
 use crate::digest::Digest;
 use crate::registry::{sniff_media_type, FetchedManifest, Repository};
+use crate::secrets::Decryption;
 
 /// Asks a running cycle to stop before its switch (SIGTERM). Network steps are abandoned at
 /// once; local steps finish; the switch itself is never interrupted.
@@ -127,6 +128,7 @@ pub struct Engine<A: Applier = Target> {
     signer: Option<(Digest, VerifiedBy)>,
     rejected: Option<(Digest, Failure)>,
     verdicts: Verdicts,
+    decryption: Decryption,
 }
 
 impl<A: Applier> Engine<A> {
@@ -151,7 +153,15 @@ impl<A: Applier> Engine<A> {
             signer: None,
             rejected: None,
             verdicts: Verdicts::default(),
+            decryption: Decryption::none("an age identity for this sync"),
         }
+    }
+
+    /// Decrypts SOPS files with `decryption` (its identities, and the flag or field to name
+    /// when there are none). Without it a SOPS file fails the version closed.
+    pub fn with_decryption(mut self, decryption: Decryption) -> Self {
+        self.decryption = decryption;
+        self
     }
 
     /// Shares `verdicts` (the verifications of this process) with other engines, so an
@@ -177,9 +187,9 @@ impl<A: Applier> Engine<A> {
         &mut self.target
     }
 
-    /// Runs one cycle: resolve → verify → fetch → extract → policy → apply → prune, then
-    /// drift correction, and returns its one summary. Never panics; every failure is in
-    /// the summary.
+    /// Runs one cycle: resolve → verify → fetch → extract → policy → decrypt → apply →
+    /// prune, then drift correction, and returns its one summary. Never panics; every
+    /// failure is in the summary.
     pub async fn reconcile(&mut self, cancel: &Cancel) -> Summary {
         let mut run = Run::new();
         let mut failure: Option<Failure> = None;
@@ -328,7 +338,8 @@ impl<A: Applier> Engine<A> {
         }
     }
 
-    /// The path for a new digest: manifest, verify, fetch, extract, policy, apply, prune.
+    /// The path for a new digest: manifest, verify, fetch, extract, policy, decrypt, apply,
+    /// prune.
     async fn update(&mut self, digest: &Digest, run: &mut Run, cancel: &Cancel) -> StepResult<()> {
         let reference = self.source.reference.with_digest(digest.clone());
         let since = Instant::now();
@@ -372,6 +383,16 @@ impl<A: Applier> Engine<A> {
         let checked = self.policy.check(&artifact, staged.path());
         run.time(Step::Policy, since, checked.is_ok());
         run.warnings.extend(at(Step::Policy, checked)?);
+
+        let since = Instant::now();
+        let mut staged = staged;
+        let target = &self.target;
+        let decrypted = staged.decrypt(&self.decryption, |path| target.uses(path));
+        run.time(Step::Decrypt, since, decrypted.is_ok());
+        let files = at(Step::Decrypt, decrypted)?;
+        if files > 0 {
+            tracing::info!(%digest, files, "decrypted");
+        }
 
         if cancel.is_cancelled() {
             return Err((Step::Apply, StepError::Abandoned));
@@ -538,7 +559,13 @@ impl<A: Applier> Engine<A> {
         let layer = self.layer_file(&artifact, run, cancel).await?;
         let (restored, warnings) = self
             .target
-            .repair(drift, layer, artifact.layer.size, &self.limits)
+            .repair(
+                drift,
+                layer,
+                artifact.layer.size,
+                &self.limits,
+                &self.decryption,
+            )
             .await?;
         run.warnings.extend(warnings);
         Ok(restored)

@@ -10,15 +10,19 @@
 //! 3. **fetch** — the content layer by digest, from the content-addressed [`cache`] (re-hashed
 //!    when read back; a corrupted entry is deleted and fetched again) or from the registry.
 //! 4. **extract** — hardened, bounded unpacking into a staging directory ([`target`]).
-//! 5. **policy** — the [`Policy`] hook sees the staged tree ([`ImmutabilityPolicy`]: the
-//!    `tresor lint` rules, in the sync's mode: enforce, warn or off).
-//! 6. **apply** — the [`Applier`]: the atomic switch of the target directory, or staged
+//! 5. **policy** — the [`Policy`] hook sees the staged tree, still encrypted
+//!    ([`ImmutabilityPolicy`]: the `tresor lint` rules, in the sync's mode: enforce, warn or
+//!    off).
+//! 6. **decrypt** — SOPS files are decrypted with the sync's age identities
+//!    ([`crate::secrets::Decryption`]), MACs verified, the plaintext kept in memory
+//!    ([`target::Staged::decrypt`]); a SOPS file without a usable identity fails closed.
+//! 7. **apply** — the [`Applier`]: the atomic switch of the target directory, or staged
 //!    server-side apply into a cluster (the puller's and `tresor apply`'s applier, which
 //!    reports its failures as [`ApplierFailure`]s).
-//! 7. **prune** — the previous version goes; files tresor never managed are carried over
+//! 8. **prune** — the previous version goes; files tresor never managed are carried over
 //!    (objects that left the artifact are deleted, if they still carry tresor's labels).
-//! 8. **health** — only appliers that check health (Kubernetes: kstatus rules, rollback).
-//! 9. **record** — the caller turns the [`Summary`] into status, metrics and logs, once.
+//! 9. **health** — only appliers that check health (Kubernetes: kstatus rules, rollback).
+//! 10. **record** — the caller turns the [`Summary`] into status, metrics and logs, once.
 //!
 //! Every cycle also corrects drift (edited or deleted managed files) from the cache, so the
 //! target stays correct while the registry is unreachable. Failures are classified by
@@ -73,6 +77,8 @@ pub enum Step {
     Extract,
     /// Content policy on the staged tree.
     Policy,
+    /// SOPS files decrypted with the sync's age identities.
+    Decrypt,
     /// The atomic switch.
     Apply,
     /// Removal of the previous version.
@@ -94,6 +100,7 @@ impl Step {
             Self::Fetch => "fetch",
             Self::Extract => "extract",
             Self::Policy => "policy",
+            Self::Decrypt => "decrypt",
             Self::Apply => "apply",
             Self::Prune => "prune",
             Self::Health => "health",
@@ -135,6 +142,9 @@ pub enum StepError {
     /// The policy hook refused the staged content.
     #[error(transparent)]
     Policy(#[from] PolicyRejected),
+    /// A SOPS file could not be decrypted (no identity, not a recipient, tampered).
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     /// The content layer could not be unpacked safely.
     #[error(transparent)]
     Extract(#[from] ArchiveError),
@@ -171,6 +181,7 @@ impl StepError {
             Self::NoMatchingVersion { .. } => "NoMatchingVersion",
             Self::Verify(e) => e.reason(),
             Self::Policy(e) => e.reason(),
+            Self::Secrets(e) => e.reason(),
             Self::Extract(e) => e.reason(),
             Self::Cache(e) => e.reason(),
             Self::Target(e) => e.reason(),

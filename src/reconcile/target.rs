@@ -37,7 +37,7 @@
 //! - `DIR` itself must be tresor's symlink, absent, or an empty directory on the first run;
 //!   tresor refuses to take over a directory that already holds files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
@@ -48,6 +48,8 @@ use serde::{Deserialize, Serialize};
 use super::StepError;
 use crate::artifact::archive::{self, Limits};
 use crate::digest::{Digest, Hasher};
+use crate::secrets::Decryption;
+use zeroize::Zeroizing;
 
 const LINK_TMP: &str = "link.tmp";
 const LOCK: &str = "lock";
@@ -163,13 +165,98 @@ impl FileList {
 }
 
 /// A version unpacked into a staging directory, not yet switched in. Dropping it removes it.
+///
+/// After [`Staged::decrypt`] it also holds the plaintext of its SOPS files, in memory only:
+/// the host agent writes them into the target directory with mode 0600 at the switch
+/// ([`Target::switch`]); the cluster applier sends them to the API server and nowhere else.
 #[derive(Debug)]
 pub struct Staged {
     list: FileList,
     dir: tempfile::TempDir,
+    decrypted: Decrypted,
+}
+
+/// Decrypted files by path relative to the artifact's root; zeroed when dropped.
+#[derive(Default)]
+pub struct Decrypted(BTreeMap<String, Zeroizing<Vec<u8>>>);
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the plaintext never reaches a log.
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Decrypted {
+    /// The plaintext of `path` (relative to the artifact's root), if it was a SOPS file.
+    pub fn get(&self, path: &str) -> Option<&[u8]> {
+        self.0.get(path).map(|p| p.as_slice())
+    }
+
+    /// The decrypted paths.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Whether no file was decrypted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Staged {
+    /// Decrypts the staged SOPS files that `used` accepts with `decryption` (MACs verified)
+    /// and keeps the plaintext in memory. Fails closed: a SOPS file without a usable identity, or one
+    /// that does not verify, fails the whole version, naming the file.
+    pub fn decrypt(
+        &mut self,
+        decryption: &Decryption,
+        used: impl Fn(&str) -> bool,
+    ) -> Result<usize, StepError> {
+        let mut decrypted = BTreeMap::new();
+        for file in self.list.files.iter().filter(|f| used(&f.path)) {
+            let path = self.dir.path().join(&file.path);
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            if let Some(plain) = decryption.decrypt_file(&file.path, &bytes)? {
+                decrypted.insert(file.path.clone(), plain);
+            }
+        }
+        let count = decrypted.len();
+        self.decrypted = Decrypted(decrypted);
+        Ok(count)
+    }
+
+    /// The decrypted files (empty before [`Staged::decrypt`]).
+    pub fn decrypted(&self) -> &Decrypted {
+        &self.decrypted
+    }
+
+    /// Writes the decrypted files over their encrypted copies in the staged tree, each a
+    /// new file with mode 0600, and lists them with their plaintext digests (the host
+    /// agent's drift check compares those). Only for the host agent's own directory.
+    fn materialize(&mut self) -> Result<(), TargetError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        for (rel, plain) in &self.decrypted.0 {
+            let path = self.dir.path().join(rel);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.write_all(plain).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            let mut hasher = Hasher::default();
+            hasher.update(plain);
+            if let Some(entry) = self.list.files.iter_mut().find(|f| &f.path == rel) {
+                entry.size = plain.len() as u64;
+                entry.digest = hasher.finish();
+            }
+        }
+        Ok(())
+    }
+
     /// The staged tree (what the policy hook inspects).
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -378,7 +465,10 @@ impl Target {
     /// Switches `DIR` to the staged version: carries unmanaged files over, renames the
     /// staged tree into place, then renames a new symlink over `DIR`. Returns the previous
     /// digest (for [`Target::prune`]) and warnings about files that could not be carried.
-    pub fn switch(&mut self, staged: Staged) -> Result<(Option<Digest>, Vec<String>), TargetError> {
+    pub fn switch(
+        &mut self,
+        mut staged: Staged,
+    ) -> Result<(Option<Digest>, Vec<String>), TargetError> {
         let digest = staged.list.artifact.clone();
         let version = self.version_dir(&digest);
         if self.current.as_ref() == Some(&digest) && version.is_dir() {
@@ -401,6 +491,7 @@ impl Target {
                 )),
             }
         }
+        staged.materialize()?;
         self.write_list(&staged.list)?;
         if version.exists() {
             fs::remove_dir_all(&version).map_err(io_err(&version))?;
@@ -501,12 +592,16 @@ impl Target {
 
     /// Restores drifted managed files (and the symlink) from the artifact's layer, which
     /// the caller read from the verified cache. Returns the restored paths.
+    ///
+    /// SOPS files are decrypted with `decryption` again (the restored copy is the plaintext,
+    /// mode 0600, never the encrypted file).
     pub fn repair(
         &self,
         drift: &Drift,
         layer: File,
         size: u64,
         limits: &Limits,
+        decryption: &Decryption,
     ) -> Result<Vec<String>, StepError> {
         let Some(current) = self.current.clone() else {
             return Ok(Vec::new());
@@ -514,15 +609,12 @@ impl Target {
         let version = self.version_dir(&current);
         let mut restored = Vec::new();
         if !drift.files.is_empty() || drift.list_missing {
-            let fresh = tempfile::Builder::new()
-                .prefix(RESTORE_PREFIX)
-                .tempdir_in(&self.state)
-                .map_err(io_err(&self.state))?;
-            archive::extract_to_dir(BufReader::new(layer), size, fresh.path(), limits)?;
+            let mut fresh = unpack(&self.state, RESTORE_PREFIX, &current, layer, size, limits)?;
+            fresh.decrypt(decryption, |_| true)?;
+            fresh.materialize()?;
             let files = if drift.list_missing {
-                let list = list_tree(fresh.path(), &current)?;
-                self.write_list(&list)?;
-                drifted(&version, &list)
+                self.write_list(&fresh.list)?;
+                drifted(&version, &fresh.list)
             } else {
                 drift.files.clone()
             };
@@ -591,13 +683,28 @@ pub fn stage_in(
     size: u64,
     limits: &Limits,
 ) -> Result<Staged, StepError> {
+    unpack(parent, STAGE_PREFIX, digest, layer, size, limits)
+}
+
+fn unpack(
+    parent: &Path,
+    prefix: &str,
+    digest: &Digest,
+    layer: File,
+    size: u64,
+    limits: &Limits,
+) -> Result<Staged, StepError> {
     let dir = tempfile::Builder::new()
-        .prefix(STAGE_PREFIX)
+        .prefix(prefix)
         .tempdir_in(parent)
         .map_err(io_err(parent))?;
     archive::extract_to_dir(BufReader::new(layer), size, dir.path(), limits)?;
     let list = list_tree(dir.path(), digest)?;
-    Ok(Staged { list, dir })
+    Ok(Staged {
+        list,
+        dir,
+        decrypted: Decrypted::default(),
+    })
 }
 
 impl super::Applier for Target {
@@ -638,6 +745,7 @@ impl super::Applier for Target {
         layer: File,
         size: u64,
         limits: &Limits,
+        decryption: &Decryption,
     ) -> Result<(Vec<String>, Vec<String>), StepError> {
         let Some(current) = self.current.clone() else {
             return Ok((Vec::new(), Vec::new()));
@@ -645,12 +753,13 @@ impl super::Applier for Target {
         if drift.version_missing {
             tracing::warn!(digest = %current, "the applied version's directory is gone; restoring it");
             self.forget_current();
-            let staged = Target::stage(self, &current, layer, size, limits)?;
+            let mut staged = Target::stage(self, &current, layer, size, limits)?;
+            staged.decrypt(decryption, |_| true)?;
             let restored = staged.files().iter().map(|f| f.path.clone()).collect();
             let (_, warnings) = self.switch(staged)?;
             return Ok((restored, warnings));
         }
-        let mut restored = Target::repair(self, &drift, layer, size, limits)?;
+        let mut restored = Target::repair(self, &drift, layer, size, limits, decryption)?;
         if drift.relink {
             restored.push(".".to_string());
         }
@@ -1009,7 +1118,15 @@ mod tests {
         let drift = target.check().unwrap();
         assert_eq!(drift.files, ["a.conf", "sub/b.conf"]);
         let (f, size) = layer(&files);
-        let restored = target.repair(&drift, f, size, &Limits::default()).unwrap();
+        let restored = target
+            .repair(
+                &drift,
+                f,
+                size,
+                &Limits::default(),
+                &Decryption::none("test"),
+            )
+            .unwrap();
         assert_eq!(restored, ["a.conf", "sub/b.conf"]);
         assert_eq!(fs::read_to_string(dir.join("a.conf")).unwrap(), "1");
         assert_eq!(fs::read_to_string(dir.join("sub/b.conf")).unwrap(), "b");
@@ -1021,7 +1138,15 @@ mod tests {
         let drift = target.check().unwrap();
         assert!(drift.relink && drift.files.is_empty());
         let (f, size) = layer(&files);
-        target.repair(&drift, f, size, &Limits::default()).unwrap();
+        target
+            .repair(
+                &drift,
+                f,
+                size,
+                &Limits::default(),
+                &Decryption::none("test"),
+            )
+            .unwrap();
         assert_eq!(fs::read_to_string(dir.join("a.conf")).unwrap(), "1");
     }
 

@@ -14,8 +14,11 @@
 //!   `ephemeralContainers`, each container's `image`) under `spec`, `spec.template.spec`,
 //!   `template.spec` and `spec.jobTemplate.spec.template.spec`;
 //! - `spec.chart`, `spec.chartRef`, `spec.ref`, `spec.source`, `spec.sources` (Flux, Argo CD);
-//! - whether `data` and `stringData` are filled (a non-empty mapping keeps its first key,
-//!   with a null value; a sequence is kept empty; a scalar as it is).
+//! - `sops` (the SOPS metadata of an encrypted Secret) as it is;
+//! - the keys of `data` and `stringData` with what the rules need of each value: a SOPS
+//!   `ENC[AES256_GCM,…]` value, an empty string, null and non-string scalars as they are,
+//!   any other string as `false` (plaintext: its text is not needed), a mapping or sequence
+//!   empty; a sequence or scalar in place of the mapping as it is.
 //!
 //! A kept field holds exactly the value of the full parse (tags included); a mapping on the
 //! way to one keeps only the entries on a kept path; a sequence that is not a document
@@ -68,8 +71,10 @@ enum Keep {
     Metadata,
     /// `items`: a sequence of documents.
     Items,
-    /// `data` / `stringData`: only whether they are filled.
-    Presence,
+    /// `data` / `stringData`: every key, each value as [`Keep::Leaf`].
+    Values,
+    /// A value of `data` / `stringData`: encrypted or not (see the module docs).
+    Leaf,
     /// `spec`: a pod spec (`Pod`), a workload spec, a Flux or Argo CD spec.
     Spec,
     /// `template` of a workload or `PodTemplate`: `{spec: pod spec}`.
@@ -101,7 +106,9 @@ impl Keep {
             (Keep::Document, "apiVersion" | "kind") => Keep::All,
             (Keep::Document, "metadata") => Keep::Metadata,
             (Keep::Document, "items") => Keep::Items,
-            (Keep::Document, "data" | "stringData") => Keep::Presence,
+            (Keep::Document, "data" | "stringData") => Keep::Values,
+            (Keep::Document, "sops") => Keep::All,
+            (Keep::Values, _) => Keep::Leaf,
             (Keep::Document, "spec") => Keep::Spec,
             (Keep::Document | Keep::Spec | Keep::JobSpec, "template") => Keep::Template,
             (Keep::Metadata, "name" | "namespace" | "labels") => Keep::All,
@@ -142,12 +149,12 @@ fn cut(value: &Value, keep: Keep) -> Value {
             tag: tagged.tag.clone(),
             value: cut(&tagged.value, keep),
         })),
-        (Keep::Presence, Value::Mapping(map)) => Value::Mapping(
-            map.keys()
-                .take(1)
-                .map(|k| (k.clone(), Value::Null))
+        (Keep::Values, Value::Mapping(map)) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| (k.clone(), cut(v, Keep::Leaf)))
                 .collect(),
         ),
+        (Keep::Leaf, Value::String(text)) => leaf(text),
         (_, Value::Mapping(map)) => Value::Mapping(
             map.iter()
                 .filter_map(|(k, v)| {
@@ -204,12 +211,16 @@ impl<'de> Visitor<'de> for Prune {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(match self.0 {
             Keep::Nothing => Value::Null,
+            Keep::Leaf => leaf(v),
             _ => Value::String(v.to_owned()),
         })
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+        Ok(match self.0 {
+            Keep::Leaf => leaf(&v),
+            _ => Value::String(v),
+        })
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
@@ -243,8 +254,8 @@ impl<'de> Visitor<'de> for Prune {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let keep = match (self.0, key.as_str()) {
                 (Keep::Nothing, _) => Keep::Nothing,
-                // A filled `data` keeps its first key, with a null value.
-                (Keep::Presence, _) if kept.is_empty() => Keep::Presence,
+                // Every key of `data`, whatever its type.
+                (Keep::Values, _) => Keep::Leaf,
                 (_, Some(name)) => self.0.entry(name),
                 (_, None) => Keep::Nothing,
             };
@@ -253,10 +264,6 @@ impl<'de> Visitor<'de> for Prune {
                 return Err(de::Error::custom(DuplicateKey(first)));
             }
             match (keep, kept_key) {
-                (Keep::Presence, Some(key)) if self.0 == Keep::Presence => {
-                    map.next_value_seed(Prune(Keep::Nothing))?;
-                    kept.insert(key, Value::Null);
-                }
                 (keep, Some(key)) => {
                     let value = map.next_value_seed(Prune(keep))?;
                     kept.insert(key, value);
@@ -273,6 +280,16 @@ impl<'de> Visitor<'de> for Prune {
         let (tag, contents) = data.variant_seed(TagString)?;
         let value = contents.newtype_variant_seed(Prune(self.0))?;
         Ok(Value::Tagged(Box::new(TaggedValue { tag, value })))
+    }
+}
+
+/// A string value of `data` / `stringData` in the view: SOPS values and empty strings as
+/// they are, any other (plaintext) string as `false`.
+fn leaf(text: &str) -> Value {
+    if text.is_empty() || text.starts_with(crate::secrets::sops::ENC_PREFIX) {
+        Value::String(text.to_owned())
+    } else {
+        Value::Bool(false)
     }
 }
 
@@ -532,7 +549,7 @@ mod tests {
         let text = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: c\n  labels: {a: b}\n  annotations: {x: y}\nspec:\n  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        metadata: {labels: {a: b}}\n        spec:\n          containers:\n          - name: c\n            image: !custom busybox\n            env: [{name: A, value: b}]\n          volumes: [{name: v}]\ndata: {a: 1, b: 2}\nstringData: ''\n";
         let kept = read(serde_norway::Deserializer::from_str(text)).unwrap();
         let expected: Value = serde_norway::from_str(
-            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: c\n  labels: {a: b}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n          - image: !custom busybox\ndata: {a: null}\nstringData: ''\n",
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: c\n  labels: {a: b}\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n          - image: !custom busybox\ndata: {a: 1, b: 2}\nstringData: ''\n",
         )
         .unwrap();
         assert_eq!(kept, expected);
@@ -646,6 +663,7 @@ mod tests {
         "ref",
         "source",
         "sources",
+        "sops",
         "env",
         "other",
     ];
@@ -674,6 +692,7 @@ mod tests {
         "&a anchored",
         "*a",
         "*missing",
+        "'ENC[AES256_GCM,data:a,iv:b,tag:c,type:str]'",
     ];
 
     impl Gen<'_> {
