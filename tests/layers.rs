@@ -29,6 +29,7 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
@@ -44,6 +45,7 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
@@ -58,6 +60,7 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
@@ -72,6 +75,7 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
@@ -85,6 +89,7 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
@@ -97,19 +102,42 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
             "puller",
             "cli",
+            "promote",
         ],
     ),
     (
         "src/signing",
+        &[
+            "policy",
+            "promote",
+            "reconcile",
+            "kube",
+            "api",
+            "puller",
+            "cli",
+        ],
+    ),
+    (
+        "src/policy",
+        &["promote", "reconcile", "kube", "api", "puller", "cli"],
+    ),
+    // Promotion uses signing and the registry; nothing but the CLI uses it.
+    (
+        "src/promote",
         &["policy", "reconcile", "kube", "api", "puller", "cli"],
     ),
-    ("src/policy", &["reconcile", "kube", "api", "puller", "cli"]),
     // The generic engine does not name Kubernetes.
-    ("src/reconcile", &["kube", "api", "puller", "cli"]),
+    (
+        "src/reconcile",
+        &["promote", "kube", "api", "puller", "cli"],
+    ),
     // The custom resource types do not import the engine or the cluster code.
-    ("src/api", &["reconcile", "kube", "puller", "cli"]),
-    ("src/kube", &["api", "puller", "cli"]),
-    ("src/puller", &["cli"]),
+    (
+        "src/api",
+        &["promote", "reconcile", "kube", "puller", "cli"],
+    ),
+    ("src/kube", &["promote", "api", "puller", "cli"]),
+    ("src/puller", &["promote", "cli"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {

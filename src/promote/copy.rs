@@ -17,8 +17,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::PromoteError;
-use crate::artifact::format::{Descriptor, ImageIndex, OCI_INDEX_MEDIA_TYPE};
 use crate::digest::Digest;
+use crate::oci::{Descriptor, ImageIndex, OCI_INDEX_MEDIA_TYPE};
 use crate::registry::{FetchedManifest, ManifestRef, RegistryError, Repository};
 use crate::signing::attestation::{self, DSSE_MEDIA_TYPE, MAX_ENVELOPE_BYTES};
 use crate::signing::legacy::{self, MAX_PAYLOAD_BYTES, MAX_SIGNATURE_LAYERS};
