@@ -1,5 +1,7 @@
 //! Diagnostics on stderr through `tracing`; results never go here.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the stderr subscriber: `TRESOR_LOG` (an env-filter directive) wins, otherwise
@@ -15,6 +17,8 @@ pub fn init(verbose: u8, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in files, pipes or CI logs.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
     let _ = if json {
         builder.json().try_init()
