@@ -16,6 +16,7 @@ mod artifact_sync;
 pub mod conditions;
 pub mod crdgen;
 mod decode;
+pub mod reference;
 mod trust;
 mod trust_policy;
 

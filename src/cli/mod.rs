@@ -13,6 +13,7 @@ mod list;
 pub mod printer;
 mod pull;
 mod push;
+pub mod reference;
 mod sign;
 pub mod status;
 mod sync;
@@ -77,6 +78,10 @@ pub enum Command {
     /// Wait until the ArtifactSyncs following an artifact applied its digest (exit 1 when
     /// refused or timed out): push, then wait, from CI.
     Wait(wait::WaitArgs),
+    /// Print a shell completion script for tresor to stdout.
+    Completions(reference::CompletionsArgs),
+    /// Write man pages for tresor and each subcommand into a directory.
+    Man(reference::ManArgs),
 }
 
 /// Why a command failed.
@@ -121,6 +126,14 @@ pub enum CliError {
     /// `tresor apply` could not reach or read the cluster (kubeconfig, inventory).
     #[error(transparent)]
     Kube(#[from] crate::kube::ApplyError),
+    /// Writing a local file failed (man pages).
+    #[error("{path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -140,6 +153,7 @@ impl CliError {
             Self::Agent(e) => e.reason(),
             Self::Status(e) => e.reason(),
             Self::Kube(e) => e.reason(),
+            Self::Write { .. } => "IoError",
         }
     }
 
@@ -170,6 +184,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Verify(a) => verify::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Wait(a) => wait::run(a).await,
+        Command::Completions(a) => reference::run_completions(a),
+        Command::Man(a) => reference::run_man(a),
     }
 }
 
