@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
 //! 2 an error (bad input, registry trouble, …).
 
+pub mod allocator;
 mod apply;
 mod args;
 mod diff;
