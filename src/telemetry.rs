@@ -7,9 +7,12 @@ use tracing_subscriber::EnvFilter;
 /// Installs the stderr subscriber: `TRESOR_LOG` (an env-filter directive) wins, otherwise
 /// `verbose` picks warn/info/debug/trace. `json` selects JSON lines (for the puller).
 pub fn init(verbose: u8, json: bool) {
+    // rustls logs a refused certificate at error level in its own words (`UnknownIssuer`);
+    // the registry error says the same thing with what to do about it, so below -vv rustls
+    // stays quiet.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,rustls=off",
+        1 => "info,rustls=off",
         2 => "debug",
         _ => "trace",
     };
