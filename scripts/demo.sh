@@ -7,7 +7,12 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-cargo build --release --quiet
+tresor_bin="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
+if [[ ! -x "$tresor_bin" ]]; then
+  echo "building tresor (release); the first build compiles ~400 crates and takes minutes" >&2
+fi
+# cargo's own progress stays visible: a silent first build looks like a hang.
+cargo build --release --bin tresor
 tresor="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
 work="$repo/.tmp/demo"
 rm -rf "$work"
