@@ -322,8 +322,8 @@ impl RegistryError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "RegistryUnreachable",
-            Self::PlainHttp { .. } => "RegistrySpeaksPlainHttp",
-            Self::UntrustedCertificate { .. } => "UntrustedCertificate",
+            // Kinds of "cannot reach": the reason stays the one alerts already match.
+            Self::PlainHttp { .. } | Self::UntrustedCertificate { .. } => "RegistryUnreachable",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Denied { .. } => "Denied",
             Self::ManifestNotFound { .. } => "ManifestNotFound",
@@ -348,7 +348,12 @@ impl RegistryError {
     /// Whether retrying later may succeed (network trouble, server errors).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            // A certificate or transport mix-up can be fixed on the registry's side (a renewed
+            // certificate): the engine keeps retrying with backoff, one attempt per cycle.
+            Self::Unreachable { .. }
+            | Self::Timeout { .. }
+            | Self::PlainHttp { .. }
+            | Self::UntrustedCertificate { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
