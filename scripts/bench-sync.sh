@@ -3,6 +3,8 @@
 #   - idle RSS (VmRSS from /proc/PID/status; target <= 16 MiB),
 #   - CPU time per idle cycle (utime+stime from /proc/PID/stat over N idle cycles),
 #   - time from `tresor push` returning to the directory switched, with --interval 1s.
+# Every version is signed with a fresh cosign key (`tresor keygen`) and the agent verifies it
+# with `--key`, as a real host agent does; UNSIGNED=1 measures `--allow-unsigned` instead.
 #
 # Usage: scripts/bench-sync.sh [IDLE_SECONDS (default 20)] [PUSHES (default 5)]
 # Uses $TRESOR_BIN, else target/release/tresor (built with `cargo build --release` if absent;
@@ -37,17 +39,23 @@ trap cleanup EXIT
 
 ref="oci://$host/tresor-bench/sync-$$:live"
 export DOCKER_CONFIG="$work/docker"; mkdir -p "$DOCKER_CONFIG"
+sign=() trust=(--allow-unsigned)
+if [[ "${UNSIGNED:-0}" != 1 ]]; then
+  export COSIGN_PASSWORD=bench
+  "$bin" keygen --output-dir "$work" >/dev/null
+  sign=(--sign-key "$work/cosign.key") trust=(--key "$work/cosign.pub")
+fi
 push_version() {
   local n="$1"
   local src="$work/src-$n"
   mkdir -p "$src/conf.d"
   for i in $(seq 1 20); do printf 'server%s { listen %s; version %s; }\n' "$i" "$((8000 + i))" "$n" >"$src/conf.d/site$i.conf"; done
-  "$bin" push "$src" "$ref" --content files --overwrite --plain-http \
-    --source https://example.com/bench --revision "main@sha1:$(printf '%040d' "$n")" >/dev/null
+  "$bin" push "$src" "$ref" --content files --overwrite --plain-http "${sign[@]}" \
+    --source https://example.com/bench --revision "main@sha1:$(printf '%040d' "$n")" >/dev/null 2>>"$work/push.err"
 }
 
 push_version 1
-"$bin" sync "$ref" --dir "$work/site" --interval 1s --allow-unsigned --plain-http \
+"$bin" sync "$ref" --dir "$work/site" --interval 1s "${trust[@]}" --plain-http \
   --cache-dir "$work/cache" --status-file "$work/status.json" >"$work/agent.out" 2>"$work/agent.err" &
 agent=$!
 for _ in $(seq 1 500); do [[ -L "$work/site" ]] && break; sleep 0.02; done
@@ -67,6 +75,7 @@ idle_cycles=$((c1 - c0))
 cpu_ms_per_cycle="$(awk -v t="$((t1 - t0))" -v hz="$clk_tck" -v n="$idle_cycles" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "n/a" }')"
 
 echo "binary:                 $bin"
+echo "trust:                  ${trust[*]}"
 echo "idle RSS (VmRSS):       $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB; peak VmHWM $hwm_kib KiB)"
 echo "idle cycles measured:   $idle_cycles in ${idle_secs}s"
 echo "CPU per idle cycle:     $cpu_ms_per_cycle ms (utime+stime, ${clk_tck} ticks/s resolution)"

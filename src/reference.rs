@@ -162,6 +162,18 @@ impl FromStr for Reference {
         if let Some(rest) = text.strip_prefix(LAYOUT_SCHEME) {
             return parse_layout(text, rest);
         }
+        // skopeo's and docker's transports, which users copy from their scripts.
+        if let Some(rest) = text.strip_prefix("oci:").filter(|r| !r.starts_with("//")) {
+            return Err(invalid(&format!(
+                "oci:PATH is skopeo's name for an OCI layout; tresor writes it \
+                 oci-layout:{rest}"
+            )));
+        }
+        if let Some(rest) = text.strip_prefix("docker://") {
+            return Err(invalid(&format!(
+                "docker:// is skopeo's name for a registry; tresor writes it oci://{rest}"
+            )));
+        }
         let (rest, explicit) = match text.strip_prefix(REGISTRY_SCHEME) {
             Some(rest) => (rest, true),
             None => (text, false),

@@ -615,6 +615,25 @@ fn keyless_legacy_signature_and_mixed_policy_through_the_cli() {
     assert_eq!(reason, "IssuerMismatch", "{stderr}");
     let (reason, stderr) = failure(keyless(IDENTITY, GHA_ISSUER, &other_root), 1);
     assert_eq!(reason, "CertificateChainInvalid", "{stderr}");
+    // Issue 16: a readable time and the flag that gave the root, not an epoch number and
+    // webpki's Debug variant.
+    assert!(
+        stderr.contains(&format!("--trusted-root {}", other_root.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("it was issued by none of the root's certificate authorities"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(
+        regex::Regex::new(
+            r"valid at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(when the signature was logged\)"
+        )
+        .unwrap()
+        .is_match(&stderr),
+        "{stderr}"
+    );
     let (_, stderr) = failure(
         keyless(IDENTITY, GHA_ISSUER, &work.path().join("missing.json")),
         2,

@@ -901,3 +901,55 @@ fn sync_verifies_signatures_and_the_policy_and_keeps_the_last_good_version() {
         "{s}"
     );
 }
+
+/// Issue 16: the host agent runs with mimalloc's lazy arena commit — it re-executes itself
+/// (same process, same arguments) with MIMALLOC_ARENA_EAGER_COMMIT=0, which took its idle
+/// RSS from 24 to about 14 MiB (`scripts/bench-sync.sh`) — and a user's own setting wins.
+#[test]
+fn the_agent_runs_with_lazy_arena_commit_unless_the_user_chose() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("site");
+    let cache = work.path().join("cache");
+    // Nothing listens on the discard port: the agent keeps retrying, alive.
+    let args = [
+        "oci://127.0.0.1:9/issue16/idle:v1",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--allow-unsigned",
+        "--plain-http",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let environ = |pid: u32| {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        raw.split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_"))
+            .collect::<Vec<_>>()
+    };
+    let mut agent = Agent::start(&args, &[]);
+    let pid = agent.child.id();
+    wait_until("the agent re-executed", Duration::from_secs(10), || {
+        environ(pid) == ["MIMALLOC_ARENA_EAGER_COMMIT=0"]
+    });
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline: Vec<_> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        cmdline.get(1..3),
+        Some(&["sync".to_string(), args[0].to_string()][..])
+    );
+    assert!(agent.alive(), "{}", agent.log());
+    drop(agent);
+
+    let mut agent = Agent::start(&args, &[("MIMALLOC_ARENA_EAGER_COMMIT", "1")]);
+    let pid = agent.child.id();
+    wait_until("the first cycle failed", Duration::from_secs(10), || {
+        agent.log().contains("127.0.0.1:9")
+    });
+    assert_eq!(environ(pid), ["MIMALLOC_ARENA_EAGER_COMMIT=1"]);
+    assert!(agent.alive(), "{}", agent.log());
+}

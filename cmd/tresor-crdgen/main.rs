@@ -1,8 +1,9 @@
 //! `tresor-crdgen`: prints tresor's CRDs as multi-document YAML, rendered from the Rust types.
 //!
 //! `tresor-crdgen > schemas/crds.yaml` regenerates the CRDs; `tresor-crdgen --write` (from the
-//! repository root) writes every generated file: `schemas/crds.yaml`, `deploy/crds/crds.yaml`
-//! and the JSON schemas. Exit codes: 0 ok, 2 error.
+//! repository root) writes every generated file: `schemas/crds.yaml`, `deploy/crds/crds.yaml`,
+//! the JSON schemas, `docs/crd-reference.md` and `docs/cli-reference.md`. Exit codes: 0 ok,
+//! 2 error.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,9 +28,9 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("writing stdout: {e}"))
         }
         [flag] if flag == "--write" => {
-            for (path, content) in
-                tresor::api::crdgen::generated_files().map_err(|e| e.to_string())?
-            {
+            let mut files = tresor::api::crdgen::generated_files().map_err(|e| e.to_string())?;
+            files.extend(tresor::cli::reference::generated_files());
+            for (path, content) in files {
                 std::fs::write(&path, content).map_err(|e| format!("writing {path}: {e}"))?;
                 eprintln!("wrote {path}");
             }

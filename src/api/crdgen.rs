@@ -1,7 +1,8 @@
 //! The generated files: CRD YAML and JSON schemas, rendered from the Rust types.
 //!
 //! `tresor-crdgen` prints [`crds_yaml`]; `tresor-crdgen --write` writes every
-//! [`generated_files`] entry. A test compares them with the committed copies.
+//! [`generated_files`] entry (CRDs, JSON schemas, `docs/crd-reference.md`) and the CLI
+//! reference. A test compares them with the committed copies.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -84,6 +85,10 @@ pub fn generated_files() -> Result<Vec<(String, String)>, ApiError> {
             json_schema(&crd)?,
         ));
     }
+    files.push((
+        super::reference::CRD_REFERENCE_PATH.to_string(),
+        super::reference::crd_reference(&crds())?,
+    ));
     Ok(files)
 }
 

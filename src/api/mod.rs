@@ -19,6 +19,7 @@ pub mod conditions;
 pub mod crdgen;
 mod decode;
 mod notification;
+pub mod reference;
 mod trust;
 mod trust_policy;
 

@@ -21,6 +21,12 @@ use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor apply`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # Apply once to the current kube context, prune what left the artifact, wait for health
+  tresor apply oci://ghcr.io/acme/shop:v1.4.0 --key cosign.pub --prune --wait
+
+  # Only one directory of the artifact, into a namespace
+  tresor apply oci://ghcr.io/acme/platform:v7 --key cosign.pub --path clusters/eu -n shop")]
 pub struct ApplyArgs {
     /// The artifact: oci://host/repo:tag, oci://host/repo@sha256:…, or oci-layout:PATH….
     pub reference: String,

@@ -95,8 +95,9 @@ pub(super) async fn run(args: LintArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-/// Turns a verdict into stderr output or a refusal (exit 1). `what` names the operation.
-fn enforce(verdict: Verdict, what: &str, printer: &Printer) -> Result<(), CliError> {
+/// Turns a verdict into stderr output or a refusal (exit 1). `what` names the operation;
+/// `advice` says what the user of that operation can do about the findings.
+fn enforce(verdict: Verdict, what: &str, advice: &str, printer: &Printer) -> Result<(), CliError> {
     match verdict {
         Verdict::Pass => Ok(()),
         Verdict::Warn(findings) => {
@@ -112,9 +113,9 @@ fn enforce(verdict: Verdict, what: &str, printer: &Printer) -> Result<(), CliErr
             };
             let lines: Vec<String> = report.findings.iter().map(|f| f.to_string()).collect();
             Err(CliError::PolicyRefused(format!(
-                "policy refused {what}: {} error finding(s) (mode enforce; --policy warn to \
-                 only report them, or fix them, e.g. with --pin-images):\n{}",
+                "policy refused {what}: {} error finding(s) (mode enforce; {}):\n{}",
                 report.errors(),
+                advice,
                 lines.join("\n")
             )))
         }
@@ -262,7 +263,12 @@ impl Prepared {
         .await
         .map_err(|e| CliError::Usage(format!("packaging failed unexpectedly: {e}")))??;
         if let Some(report) = report {
-            enforce(policy::gate(report, self.mode), "the push", printer)?;
+            enforce(
+                policy::gate(report, self.mode),
+                "the push",
+                "--policy warn to only report them, or fix them, e.g. with --pin-images",
+                printer,
+            )?;
         }
         Ok(package)
     }
@@ -281,5 +287,11 @@ pub(super) fn check_pulled(
         return Ok(());
     }
     let report = policy::lint_dir(staged, ContentMode::of_annotations(annotations), policy)?;
-    enforce(policy::gate(report, mode), "the pull", printer)
+    enforce(
+        policy::gate(report, mode),
+        "the pull",
+        "--policy warn to pull it anyway and only report them, --policy-file to allow \
+         specific images or rules; the artifact itself is fixed where it is pushed",
+        printer,
+    )
 }

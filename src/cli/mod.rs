@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
 //! 2 an error (bad input, registry trouble, …).
 
+pub mod allocator;
 mod apply;
 mod args;
 mod diff;
@@ -14,6 +15,7 @@ pub mod printer;
 mod promote;
 mod pull;
 mod push;
+pub mod reference;
 mod sign;
 pub mod status;
 mod sync;
@@ -81,6 +83,10 @@ pub enum Command {
     /// Wait until the ArtifactSyncs following an artifact applied its digest (exit 1 when
     /// refused or timed out): push, then wait, from CI.
     Wait(wait::WaitArgs),
+    /// Print a shell completion script for tresor to stdout.
+    Completions(reference::CompletionsArgs),
+    /// Write man pages for tresor and each subcommand into a directory.
+    Man(reference::ManArgs),
 }
 
 /// Why a command failed.
@@ -128,6 +134,14 @@ pub enum CliError {
     /// `tresor promote` refused or failed (exit code 1 when the source is not trusted).
     #[error(transparent)]
     Promote(#[from] crate::promote::PromoteError),
+    /// Writing a local file failed (man pages).
+    #[error("{path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -148,6 +162,7 @@ impl CliError {
             Self::Status(e) => e.reason(),
             Self::Kube(e) => e.reason(),
             Self::Promote(e) => e.reason(),
+            Self::Write { .. } => "IoError",
         }
     }
 
@@ -180,6 +195,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Promote(a) => promote::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Wait(a) => wait::run(a).await,
+        Command::Completions(a) => reference::run_completions(a),
+        Command::Man(a) => reference::run_man(a),
     }
 }
 

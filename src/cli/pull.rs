@@ -12,6 +12,12 @@ use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor pull`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # Verify with the CI key, then unpack into ./shop (nothing appears on failure)
+  tresor pull oci://ghcr.io/acme/shop:v1.4.0 --output shop --key cosign.pub
+
+  # Require two signers: CI and the security team
+  tresor pull oci://ghcr.io/acme/shop:v1.4.0 --output shop --key ci.pub --key security.pub --require all")]
 pub struct PullArgs {
     /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
     pub reference: String,

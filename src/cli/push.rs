@@ -25,6 +25,15 @@ pub enum Content {
 
 /// Arguments of `tresor push`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # From CI: package the rendered manifests, pin image tags to digests, sign
+  tresor push rendered/ oci://ghcr.io/acme/shop:v1.4.0 --pin-images --sign-key cosign.key
+
+  # Into a local OCI layout, byte-for-byte reproducible
+  tresor push rendered/ oci-layout:./out:v1 --reproducible
+
+  # Host content (not Kubernetes objects) for `tresor sync`
+  tresor push site/ oci://registry.example/acme/site:live --content files")]
 pub struct PushArgs {
     /// Directory with the rendered manifests.
     pub dir: PathBuf,

@@ -13,6 +13,11 @@ use super::{CliError, Format, Printer, RegistryArgs};
 
 /// Arguments of `tresor sign`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # Sign by digest (appends to existing signatures; COSIGN_PASSWORD or a prompt)
+  tresor sign oci://ghcr.io/acme/shop@sha256:3f1c… --key cosign.key
+
+  tresor sign oci-layout:./out:v1 --key cosign.key")]
 pub struct SignArgs {
     /// The artifact: oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.
     pub reference: String,

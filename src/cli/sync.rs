@@ -19,6 +19,13 @@ use super::{CliError, Format, LimitArgs, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor sync`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # Keep /etc/nginx/sites equal to the artifact, reload nginx after each change
+  tresor sync oci://registry.example/acme/site:live --dir /etc/nginx/sites \\
+    --key cosign.pub --interval 60s --exec 'systemctl reload nginx'
+
+  # Follow the highest 1.x release, one cycle only (exit 0 in sync)
+  tresor sync oci://registry.example/acme/site --semver '>=1 <2' --dir site --key cosign.pub --once")]
 pub struct SyncArgs {
     /// What to follow: oci://host/repo:tag, oci://host/repo@sha256:… (fixed), or
     /// oci://host/repo with --semver; oci-layout:PATH… works the same way.

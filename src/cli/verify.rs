@@ -16,6 +16,14 @@ use super::{CliError, Format, Printer, RegistryArgs, TrustArgs};
 
 /// Arguments of `tresor verify`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  tresor verify oci://ghcr.io/acme/shop:v1.4.0 --key cosign.pub
+
+  # Keyless (GitHub Actions), offline against a Sigstore trusted root
+  tresor verify oci://ghcr.io/acme/shop:v1.4.0 \\
+    --certificate-identity-regexp '^https://github.com/acme/shop/' \\
+    --certificate-oidc-issuer https://token.actions.githubusercontent.com \\
+    --trusted-root trusted_root.json")]
 pub struct VerifyArgs {
     /// What to verify: any manifest or index (artifact, container image, image index):
     /// oci://host/repo:tag, …@sha256:…, or oci-layout:PATH:tag.

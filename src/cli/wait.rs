@@ -31,6 +31,9 @@ pub enum WaitFor {
 
 /// Arguments of `tresor wait`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  # In CI after the push: exit 0 when every ArtifactSync following it applied the digest
+  tresor wait oci://ghcr.io/acme/shop:v1.4.0 --for applied -n shop --timeout 5m")]
 pub struct WaitArgs {
     /// The artifact pushed: oci://host/repo:tag or oci://host/repo@sha256:….
     pub reference: String,

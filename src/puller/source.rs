@@ -61,6 +61,7 @@ pub(super) async fn registry_for(
         .and_then(|t| humantime::parse_duration(t).ok());
     let mut options = RegistryOptions {
         plain_http: spec.insecure,
+        hints: crate::registry::Hints::Puller,
         timeout: cycle_limit.map_or(ctx.options.call_timeout, |limit| {
             limit.min(ctx.options.call_timeout)
         }),

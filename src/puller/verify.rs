@@ -216,7 +216,9 @@ pub fn keyless_authority(
     root_json: &[u8],
     origin: &str,
 ) -> Result<Authority, String> {
-    let root = TrustRoot::from_json(root_json).map_err(|e| format!("{origin}: {e}"))?;
+    let root = TrustRoot::from_json(root_json)
+        .map_err(|e| format!("{origin}: {e}"))?
+        .with_origin(format!("keyless.trustedRootRef ({origin})"));
     Authority::keyless(
         keyless.identity.clone(),
         keyless.identity_regexp.clone(),

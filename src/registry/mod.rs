@@ -44,6 +44,47 @@ pub struct RegistryOptions {
     pub retries: u32,
     /// Largest blob tresor downloads.
     pub max_blob_bytes: u64,
+    /// Whose settings error messages suggest: the CLI's flags or the ArtifactSync's fields.
+    pub hints: Hints,
+}
+
+/// Who configures the registry access, so that an error names a setting the reader can
+/// change: a flag of the `tresor` command line, or a field of the puller's ArtifactSync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Hints {
+    /// The `tresor` command line (`--plain-http`, `--ca-file`, `--creds`).
+    #[default]
+    Cli,
+    /// The puller's ArtifactSync (`spec.insecure`, `spec.caSecretRef`, `spec.pullSecretRef`).
+    Puller,
+}
+
+impl Hints {
+    /// How to talk plain HTTP.
+    pub fn plain_http(self) -> &'static str {
+        match self {
+            Self::Cli => "--plain-http",
+            Self::Puller => "spec.insecure: true",
+        }
+    }
+
+    /// How to trust another certificate authority.
+    pub fn ca(self) -> &'static str {
+        match self {
+            Self::Cli => "--ca-file CA.pem",
+            Self::Puller => "spec.caSecretRef (a Secret whose ca.crt holds the CA)",
+        }
+    }
+
+    /// How to give credentials.
+    pub fn credentials(self) -> &'static str {
+        match self {
+            Self::Cli => "pass --creds USER:PASSWORD or run `docker login HOST`",
+            Self::Puller => {
+                "set spec.pullSecretRef to a Secret of type kubernetes.io/dockerconfigjson"
+            }
+        }
+    }
 }
 
 impl Default for RegistryOptions {
@@ -57,6 +98,7 @@ impl Default for RegistryOptions {
             timeout: Duration::from_secs(30),
             retries: 3,
             max_blob_bytes: 1024 * 1024 * 1024,
+            hints: Hints::Cli,
         }
     }
 }
@@ -90,6 +132,30 @@ pub enum RegistryError {
         repository: String,
         /// What to do about it.
         detail: String,
+    },
+    /// The registry answered a TLS handshake in plain HTTP.
+    #[error(
+        "{host} speaks plain HTTP, not HTTPS; if that is intended and you trust the network \
+         path to it (a local or test registry), use {hint}"
+    )]
+    PlainHttp {
+        /// Registry host.
+        host: String,
+        /// The setting that makes tresor talk plain HTTP.
+        hint: &'static str,
+    },
+    /// The registry's TLS certificate was refused.
+    #[error(
+        "the TLS certificate of {host} is not trusted: {why}; if the registry uses a private \
+         certificate authority, trust it with {hint}"
+    )]
+    UntrustedCertificate {
+        /// Registry host.
+        host: String,
+        /// What is wrong with the certificate, in words.
+        why: String,
+        /// The setting that adds a CA.
+        hint: &'static str,
     },
     /// The credentials are valid but lack the permission.
     #[error(
@@ -256,6 +322,8 @@ impl RegistryError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "RegistryUnreachable",
+            // Kinds of "cannot reach": the reason stays the one alerts already match.
+            Self::PlainHttp { .. } | Self::UntrustedCertificate { .. } => "RegistryUnreachable",
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Denied { .. } => "Denied",
             Self::ManifestNotFound { .. } => "ManifestNotFound",
@@ -280,7 +348,12 @@ impl RegistryError {
     /// Whether retrying later may succeed (network trouble, server errors).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Timeout { .. } => true,
+            // A certificate or transport mix-up can be fixed on the registry's side (a renewed
+            // certificate): the engine keeps retrying with backoff, one attempt per cycle.
+            Self::Unreachable { .. }
+            | Self::Timeout { .. }
+            | Self::PlainHttp { .. }
+            | Self::UntrustedCertificate { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

@@ -26,7 +26,8 @@ use tokio::sync::Mutex;
 
 use super::auth::{self, CredentialSource, Credentials};
 use super::{
-    check_content, sniff_media_type, FetchedManifest, ManifestRef, RegistryError, RegistryOptions,
+    check_content, sniff_media_type, FetchedManifest, Hints, ManifestRef, RegistryError,
+    RegistryOptions,
 };
 use crate::digest::{Digest, DigestError, Hasher};
 use crate::oci::{
@@ -63,13 +64,9 @@ struct AuthState {
     creds: Option<Option<(Credentials, CredentialSource)>>,
 }
 
-/// How to give tresor credentials (command line, docker, the puller's ArtifactSync).
-const CREDENTIALS_HINT: &str =
-    "pass --creds user:password, run `docker login`, or set spec.pullSecretRef";
-
 /// The error detail when a registry wants credentials and none were found.
-fn needs_credentials() -> String {
-    format!("the registry requires credentials: {CREDENTIALS_HINT}")
+fn needs_credentials(hints: Hints) -> String {
+    format!("the registry requires credentials: {}", hints.credentials())
 }
 
 /// HTTP clients of this process by what configures them: the timeout and the extra CA
@@ -141,6 +138,7 @@ pub struct RemoteRepository {
     retries: u32,
     max_blob_bytes: u64,
     timeout: Duration,
+    hints: Hints,
 }
 
 impl RemoteRepository {
@@ -189,6 +187,7 @@ impl RemoteRepository {
             retries: options.retries,
             max_blob_bytes: options.max_blob_bytes,
             timeout: options.timeout,
+            hints: options.hints,
         })
     }
 
@@ -583,7 +582,7 @@ impl RemoteRepository {
                 tokio::time::sleep(backoff).await;
                 continue;
             }
-            let resp = result.map_err(|e| transport_error(&e, &target, &what, self.timeout))?;
+            let resp = result.map_err(|e| self.connect_error(&e, &target, &what))?;
             let own_origin = resp.url().origin() == self.origin.origin();
             let needs_auth = own_origin
                 && (resp.status() == StatusCode::UNAUTHORIZED
@@ -611,7 +610,7 @@ impl RemoteRepository {
                             "the registry rejected the credentials from {}; check user name and password",
                             describe(source)
                         ),
-                        None => needs_credentials(),
+                        None => needs_credentials(self.hints),
                     }
                 };
                 return Err(RegistryError::Unauthorized {
@@ -764,7 +763,7 @@ impl RemoteRepository {
                 let token_resp = self
                     .execute(request, basic.as_deref().map(|b| (&realm_url, b)))
                     .await?
-                    .map_err(|e| transport_error(&e, &realm_url, &what, self.timeout))?;
+                    .map_err(|e| self.connect_error(&e, &realm_url, &what))?;
                 if !token_resp.status().is_success() {
                     let status = token_resp.status().as_u16();
                     return Err(unauthorized(match &creds {
@@ -778,7 +777,10 @@ impl RemoteRepository {
                              the registry",
                             describe(source)
                         ),
-                        None => format!("the token service {realm} answered HTTP {status}; {CREDENTIALS_HINT}"),
+                        None => format!(
+                            "the token service {realm} answered HTTP {status}; {}",
+                            self.hints.credentials()
+                        ),
                     }));
                 }
                 let body = read_bounded(token_resp, MAX_TOKEN_BYTES, &what, self.timeout).await?;
@@ -800,7 +802,7 @@ impl RemoteRepository {
                 state.push_scope = action == Action::Push;
             }
             Some(Challenge::Basic) | None => {
-                let (c, _) = creds.ok_or_else(|| unauthorized(needs_credentials()))?;
+                let (c, _) = creds.ok_or_else(|| unauthorized(needs_credentials(self.hints)))?;
                 state.header = Some(basic_header(&c));
                 state.push_scope = true;
             }
@@ -839,6 +841,31 @@ impl RemoteRepository {
             status: status.as_u16(),
             body,
         })
+    }
+
+    /// Why a request got no answer: a plain-HTTP registry spoken to in TLS, a refused
+    /// certificate (each naming the setting that fixes it), else [`transport_error`].
+    fn connect_error(&self, error: &reqwest::Error, url: &Url, what: &str) -> RegistryError {
+        let chain = error_chain(error);
+        let host = url.host_str().unwrap_or(&self.host);
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        if chain.contains("InvalidContentType") {
+            return RegistryError::PlainHttp {
+                host,
+                hint: self.hints.plain_http(),
+            };
+        }
+        if let Some(why) = certificate_problem(&chain) {
+            return RegistryError::UntrustedCertificate {
+                host,
+                why,
+                hint: self.hints.ca(),
+            };
+        }
+        transport_error(error, url, what, self.timeout)
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> RegistryError {
@@ -1070,6 +1097,25 @@ fn is_tls_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
+}
+
+/// What rustls said about a refused certificate, in words (`None` when `chain` is not a
+/// certificate refusal). rustls names the problem by its Debug variant (`UnknownIssuer`).
+fn certificate_problem(chain: &str) -> Option<String> {
+    let (_, detail) = chain.split_once("invalid peer certificate: ")?;
+    let detail = detail.split(": ").next().unwrap_or(detail).trim();
+    let why = match detail {
+        "UnknownIssuer" => "it is signed by a certificate authority tresor does not know".into(),
+        "Expired" => "it has expired".into(),
+        "NotValidYet" => "it is not valid yet".into(),
+        "Revoked" => "it is revoked".into(),
+        "BadSignature" => "its signature is invalid".into(),
+        d if d.starts_with("NotValidForName") => "it is not valid for this host name".into(),
+        d if d.starts_with("ExpiredContext") => "it has expired".into(),
+        d if d.starts_with("NotValidYetContext") => "it is not valid yet".into(),
+        other => format!("the TLS library refused it ({other})"),
+    };
+    Some(why)
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -159,8 +159,12 @@ impl FulcioCertificate {
         at: i64,
     ) -> Result<(), KeylessError> {
         let leaf_der = CertificateDer::from(self.der.as_slice());
-        let leaf = EndEntityCert::try_from(&leaf_der)
-            .map_err(|e| KeylessError::chain(format!("leaf certificate is not usable: {e:?}")))?;
+        let leaf = EndEntityCert::try_from(&leaf_der).map_err(|e| {
+            KeylessError::chain(format!(
+                "leaf certificate is not usable: {}",
+                webpki_error(&e)
+            ))
+        })?;
         let time =
             UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(at).map_err(|_| {
                 KeylessError::chain(format!("verification time {at} is before 1970"))
@@ -174,7 +178,10 @@ impl FulcioCertificate {
             let anchor: TrustAnchor<'_> = match webpki::anchor_from_trusted_cert(&anchor_der) {
                 Ok(a) => a,
                 Err(e) => {
-                    last_error = format!("trusted root certificate is not usable: {e:?}");
+                    last_error = format!(
+                        "trusted root certificate is not usable: {}",
+                        webpki_error(&e)
+                    );
                     continue;
                 }
             };
@@ -193,11 +200,14 @@ impl FulcioCertificate {
                 None,
             ) {
                 Ok(_) => return Ok(()),
-                Err(e) => last_error = format!("{e:?}"),
+                Err(e) => last_error = webpki_error(&e),
             }
         }
         Err(KeylessError::chain(format!(
-            "certificate does not chain to a trusted fulcio ca at {at}: {last_error}"
+            "the signing certificate does not chain to a Fulcio CA of {} valid at {} (when the \
+             signature was logged): {last_error}; is that the right trusted root?",
+            root.origin(),
+            super::keyless::fmt_time(at)
         )))
     }
 
@@ -228,4 +238,25 @@ impl FulcioCertificate {
 
 fn unix_seconds(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A certificate path error in words; webpki names them by Debug variant (`UnknownIssuer`).
+fn webpki_error(error: &webpki::Error) -> String {
+    match error {
+        webpki::Error::UnknownIssuer => {
+            "it was issued by none of the root's certificate authorities".into()
+        }
+        webpki::Error::CertExpired { .. } => "a certificate of the chain had expired".into(),
+        webpki::Error::CertNotValidYet { .. } => {
+            "a certificate of the chain was not valid yet".into()
+        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "it is not a code-signing certificate".into()
+        }
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a signature in the chain does not verify".into()
+        }
+        webpki::Error::BadDer | webpki::Error::BadDerTime => "a certificate is malformed".into(),
+        other => format!("the chain is invalid ({other:?})"),
+    }
 }

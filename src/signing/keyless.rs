@@ -79,7 +79,7 @@ pub enum KeylessError {
         message: String,
     },
     /// The certificate does not chain to a Fulcio CA of the trusted root.
-    #[error("certificate chain is invalid: {message}; is --trusted-root the right one?")]
+    #[error("certificate chain is invalid: {message}")]
     CertificateChainInvalid {
         /// What was wrong.
         message: String,
@@ -227,7 +227,7 @@ impl KeylessError {
     }
 }
 
-fn fmt_time(secs: i64) -> String {
+pub(super) fn fmt_time(secs: i64) -> String {
     match u64::try_from(secs) {
         Ok(s) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string(),
         Err(_) => secs.to_string(),
@@ -300,10 +300,9 @@ pub fn verify_legacy_keyless(
         cert.check_valid_at(now)?;
         return Err(KeylessError::TlogEntryMissing);
     };
-    let bundle: sigstore::cosign::bundle::Bundle =
-        serde_json::from_str(bundle_json).map_err(|e| {
-            KeylessError::annotation(BUNDLE_ANNOTATION, format!("not a rekor bundle: {e}"))
-        })?;
+    let bundle: rekor::RekorBundle = serde_json::from_str(bundle_json).map_err(|e| {
+        KeylessError::annotation(BUNDLE_ANNOTATION, format!("not a rekor bundle: {e}"))
+    })?;
     let set = STANDARD
         .decode(bundle.signed_entry_timestamp.trim())
         .map_err(|e| KeylessError::tlog(format!("signed entry timestamp is not base64: {e}")))?;
@@ -645,9 +644,17 @@ mod tests {
         let rogue = ca("rogue fulcio", None);
         let leaf = leaf(&rogue, Some(ISSUER), None);
         let annotations = sign(&pki, &leaf, &payload(), T0 + 60);
+        let err = verify(&pki, &payload(), &annotations).unwrap_err();
+        assert_eq!(err.reason(), "CertificateChainInvalid");
         assert_eq!(
-            verify(&pki, &payload(), &annotations).unwrap_err().reason(),
-            "CertificateChainInvalid"
+            err.to_string(),
+            format!(
+                "certificate chain is invalid: the signing certificate does not chain to a \
+                 Fulcio CA of the trusted root valid at {} (when the signature was logged): it \
+                 was issued by none of the root's certificate authorities; is that the right \
+                 trusted root?",
+                fmt_time(T0 + 60)
+            )
         );
         // Shipping the rogue root in the chain annotation does not make it trusted.
         let mut annotations = annotations;

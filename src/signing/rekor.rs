@@ -10,6 +10,34 @@ use sigstore::crypto::Signature;
 use super::keyless::KeylessError;
 use super::trust_root::{TransparencyLog, TrustRoot};
 
+/// The Rekor bundle cosign puts into a `.sig` layer's `dev.sigstore.cosign/bundle`
+/// annotation: the signed entry timestamp and the entry it covers (the same JSON shape as
+/// sigstore-rs's `cosign::bundle::Bundle`, whose feature would add a second registry client;
+/// see docs/decisions/0006).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct RekorBundle {
+    /// Base64 of Rekor's signature over the canonical JSON of `payload`.
+    pub signed_entry_timestamp: String,
+    /// The log entry.
+    pub payload: RekorPayload,
+}
+
+/// The log entry a [`RekorBundle`] covers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RekorPayload {
+    /// Base64 of the entry body (a `hashedrekord`).
+    pub body: String,
+    /// When the entry was logged (Unix seconds).
+    pub integrated_time: i64,
+    /// The entry's index in the log.
+    pub log_index: i64,
+    /// Hex of the log's key ID.
+    #[serde(rename = "logID")]
+    pub log_id: String,
+}
+
 /// Tolerated clock difference between Rekor and this machine when checking that an entry was
 /// not integrated in the future.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;

@@ -58,9 +58,24 @@ pub(super) struct TransparencyLog {
 pub struct TrustRoot {
     fulcio: Vec<FulcioAuthority>,
     rekor: Vec<TransparencyLog>,
+    /// Where it came from, as errors name it (`--trusted-root FILE`, the puller's
+    /// `keyless.trustedRootRef`).
+    origin: String,
 }
 
 impl TrustRoot {
+    /// Names where the root came from, for errors that suggest checking it (e.g.
+    /// `--trusted-root trusted_root.json`, or `keyless.trustedRootRef (Secret ns/name)`).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = origin.into();
+        self
+    }
+
+    /// Where the root came from, as given to [`TrustRoot::with_origin`].
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Parses a `trusted_root.json` (`application/vnd.dev.sigstore.trustedroot+json`).
     ///
     /// Fails with [`KeylessError::TrustRootInvalid`] when the file is larger than
@@ -121,7 +136,11 @@ impl TrustRoot {
                 "no usable rekor transparency log key",
             ));
         }
-        Ok(TrustRoot { fulcio, rekor })
+        Ok(TrustRoot {
+            fulcio,
+            rekor,
+            origin: "the trusted root".into(),
+        })
     }
 
     /// Fulcio CAs whose validity window contains `at`.

@@ -156,7 +156,7 @@ fn read_trusted_root(path: &Path) -> Result<TrustRoot, KeylessError> {
         .map_err(|e| KeylessError::TrustRootInvalid {
             message: format!("cannot read it: {e}"),
         })?;
-    TrustRoot::from_json(&json)
+    Ok(TrustRoot::from_json(&json)?.with_origin(format!("--trusted-root {}", path.display())))
 }
 
 /// Who made a valid signature.

@@ -25,7 +25,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize as _;
 use serde_norway::Value;
 
-use super::{prune, Depth, Doc, Section};
+use super::parse::{Depth, Doc, Section};
+use super::prune;
 
 /// Deepest nesting read here; serde_norway's own limit is 128, deeper documents go to it.
 const MAX_DEPTH: usize = 64;
@@ -38,7 +39,7 @@ const MAX_KEY: usize = 1000;
 /// contain `<<`: merge keys are not applied here, and the only other way to spell one, an
 /// escape in a double-quoted scalar, is refused.
 pub(super) fn documents(text: &str, sections: &[Section<'_>], depth: Depth) -> Option<Vec<Doc>> {
-    if !plain_characters(text) || super::has_end_markers_or_directives(text) {
+    if !plain_characters(text) || super::parse::has_end_markers_or_directives(text) {
         return None;
     }
     let mut docs = Vec::with_capacity(sections.len());
@@ -968,7 +969,7 @@ impl<'de> SeqAccess<'de> for Entries<'_, '_, 'de> {
 /// reach this reader (see [`documents`]), so they are declined here too.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn compare_with_libyaml(text: &str) -> Result<bool, String> {
-    use super::{parse_sections, parse_whole, split_sections};
+    use super::parse::{parse_sections, parse_whole, split_sections};
 
     if text.contains("<<") {
         return Ok(false);
@@ -1000,7 +1001,7 @@ pub(super) fn compare_with_libyaml(text: &str) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::split_sections;
+    use super::super::parse::split_sections;
     use super::*;
 
     /// Reads `text` at every depth both ways (see [`compare_with_libyaml`]); panics on
