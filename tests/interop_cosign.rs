@@ -193,6 +193,30 @@ fn tresor_at(registry: &TestRegistry, args: &[&str]) -> assert_cmd::Command {
     cmd
 }
 
+/// `tresor promote oci://IMAGE --to TARGET:prod` signed with the approver's key, the source
+/// verified with the CI key (`keys`: approver key, CI public key), `extra` flags appended.
+fn promote(
+    registry: &TestRegistry,
+    image: &str,
+    target: &str,
+    keys: (&Path, &Path),
+    extra: &[&str],
+) -> assert_cmd::Command {
+    let (source, to) = (format!("oci://{image}"), format!("{target}:prod"));
+    let mut args = vec![
+        "promote",
+        source.as_str(),
+        "--to",
+        to.as_str(),
+        "--key",
+        s(keys.0),
+        "--verify-key",
+        s(keys.1),
+    ];
+    args.extend_from_slice(extra);
+    tresor_at(registry, &args)
+}
+
 /// Pushes the fixture tree to a new repository (extra flags appended); returns
 /// (`host/repo@sha256:…` as cosign names it, the digest).
 fn push(registry: &TestRegistry, prefix: &str, flags: &[&str]) -> (String, String) {
@@ -580,20 +604,12 @@ fn a_tresor_promotion_verifies_with_cosign_verify_and_verify_attestation() {
     v2.sign_legacy(&ci_key, &image);
     let target = registry.repo("promotion-dst");
     let prod = format!("{}:prod", target.trim_start_matches("oci://"));
-    stdout_of(tresor_at(
+    stdout_of(promote(
         &registry,
-        &[
-            "promote",
-            &format!("oci://{image}"),
-            "--to",
-            &format!("{target}:prod"),
-            "--key",
-            s(&approver_key),
-            "--verify-key",
-            s(&ci_pub),
-            "--reason",
-            "cosign interop",
-        ],
+        &image,
+        &target,
+        (&approver_key, &ci_pub),
+        &["--reason", "cosign interop"],
     ));
     for cosign in [&v2, &Cosign::v3()] {
         assert_cosign_verifies(cosign, &approver_pub, &prod, &digest);
@@ -776,20 +792,12 @@ fn a_cosign_v3_bundle_signature_is_copied_by_tresor_promote() {
     let (image, digest) = push(&registry, "promote-bundle-src", &[]);
     v3.sign_bundle(&ci_key, &image);
     let target = registry.repo("promote-bundle-dst");
-    let out = json_of(tresor_at(
+    let out = json_of(promote(
         &registry,
-        &[
-            "promote",
-            &format!("oci://{image}"),
-            "--to",
-            &format!("{target}:prod"),
-            "--key",
-            s(&approver_key),
-            "--verify-key",
-            s(&ci_pub),
-            "--format",
-            "json",
-        ],
+        &image,
+        &target,
+        (&approver_key, &ci_pub),
+        &["--format", "json"],
     ));
     assert_eq!(out["copied"]["referrers"], 1, "{out}");
     let copied = format!("{}@{digest}", target.trim_start_matches("oci://"));
