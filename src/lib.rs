@@ -14,7 +14,7 @@
 //! - [`promote`]: `tresor promote`: verify, sign, record and copy an artifact into an
 //!   environment, moving its tag last.
 //! - [`reconcile`]: the reconcile engine (resolve → verify → fetch → extract → policy →
-//!   apply → prune) and the host agent behind `tresor sync`.
+//!   apply → prune), the host agent's directory target, status file and metrics.
 //! - [`kube`]: the Kubernetes apply step: staged server-side apply, prune, health, drift
 //!   (the puller and `tresor apply`).
 //! - [`policy`]: the immutability policy: `tresor lint`, checks at push and pull, image
@@ -25,10 +25,13 @@
 //! - [`notify`]: events about reconciles for pipelines and people (webhooks, CloudEvents,
 //!   Slack, GitHub commit statuses).
 //! - [`secrets`]: SOPS files encrypted for age recipients, decrypted only where applied.
+//! - [`agent`]: the host agent behind `tresor sync`: the engine every interval, webhooks,
+//!   notifications, `--exec`.
 //! - [`cli`]: the `tresor` subcommands and how results are printed.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod artifact;
 pub mod cli;

@@ -124,7 +124,7 @@ pub enum CliError {
     Sync(#[from] crate::reconcile::StepError),
     /// The `tresor sync` agent could not start (metrics address, signals).
     #[error(transparent)]
-    Agent(#[from] crate::reconcile::agent::AgentError),
+    Agent(#[from] crate::agent::AgentError),
     /// `tresor status` could not reach the cluster or list the ArtifactSyncs.
     #[error(transparent)]
     Status(#[from] status::StatusError),

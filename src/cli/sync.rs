@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::{self, AgentOptions, WebhookOptions};
 use crate::notify::{Notifier, Provider};
-use crate::reconcile::agent::{self, AgentOptions, WebhookOptions};
 use crate::reconcile::source::Source;
 use crate::reconcile::target::Target;
 use crate::reconcile::{Engine, ImmutabilityPolicy, Outcome, Retry, Step, StepError, Summary};

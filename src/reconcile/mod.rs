@@ -31,10 +31,10 @@
 //! that was rejected is remembered and not fetched again. Nothing partial or unverified is
 //! ever applied; a failed new version leaves the last good one in place.
 //!
-//! [`agent`] is the host agent loop around the engine (`tresor sync`); the Kubernetes
-//! puller and `tresor apply` run the same [`Engine`] with a cluster [`Applier`].
+//! The host agent (`tresor sync`) runs the engine every interval over its directory
+//! [`target`]; the Kubernetes puller and `tresor apply` run the same [`Engine`] with a
+//! cluster [`Applier`].
 
-pub mod agent;
 mod applier;
 pub mod cache;
 mod engine;

@@ -5,7 +5,7 @@
 //! Credentials are only ever put into `Authorization` headers, and only on requests to the
 //! registry's own origin (scheme, host, port): a `Location`, `Link` or redirect to another
 //! origin is followed without them, one from https to plain http not at all (see
-//! [`check_follow`]). Errors name where credentials came from (`--creds`, docker's config
+//! `check_follow`). Errors name where credentials came from (`--creds`, docker's config
 //! file, a credential helper), never their value.
 //!
 //! The timeout bounds each HTTP exchange end to end, body included, so a registry that
@@ -482,8 +482,8 @@ impl RemoteRepository {
         format!("blob {digest} of oci://{}/{}", self.host, self.repository)
     }
 
-    /// All tags, following `Link` pagination: at most [`MAX_TAGS`] tags, [`MAX_TAG_PAGES`]
-    /// pages and [`MAX_TAG_LIST_BYTES`] bytes over all pages, each with its own error.
+    /// All tags, following `Link` pagination: at most `MAX_TAGS` tags, `MAX_TAG_PAGES`
+    /// pages and `MAX_TAG_LIST_BYTES` bytes over all pages, each with its own error.
     pub async fn list_tags(&self) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct TagList {

@@ -10,7 +10,7 @@
 //! - [`age`]: identities (`AGE-SECRET-KEY-1…`) and the unwrapping of the data key.
 //! - [`sops`]: the SOPS format: which values are encrypted, AES-256-GCM per value with
 //!   the value's path as additional data, the MAC over all values.
-//! - [`format`]: YAML, JSON, dotenv and binary files as sops writes them.
+//! - [`format`](mod@format): YAML, JSON, dotenv and binary files as sops writes them.
 //!
 //! Decision 0005 says why the format is implemented here rather than by running sops.
 

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-use super::metrics::{self, Metrics};
-use super::status::Status;
-use super::{Cancel, Engine, Failure, Outcome, Retry, Step, StepTiming, Summary};
+use crate::reconcile::metrics::{self, Metrics};
+use crate::reconcile::status::{self, Status};
+use crate::reconcile::{Cancel, Engine, Failure, Outcome, Retry, Step, StepTiming, Summary};
 
 /// How often the trigger file is looked at.
 const TRIGGER_POLL: Duration = Duration::from_millis(250);
@@ -224,7 +224,7 @@ pub async fn run(
         record(&summary, &mut status, &options, &metrics);
         if let Some(notifier) = &options.notifier {
             let origin = format!("tresor sync {}", dir.display());
-            let time = super::status::rfc3339(SystemTime::now());
+            let time = status::rfc3339(SystemTime::now());
             if let Some(event) = crate::notify::Event::from_summary(&summary, &origin, &time) {
                 deliveries.retain(|d| !d.is_finished());
                 deliveries.extend(notifier.notify(event));
