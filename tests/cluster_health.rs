@@ -106,6 +106,7 @@ async fn metrics_count_the_cycles_and_name_the_applied_sync() {
         "# TYPE tresor_reconciles_total counter",
         "# TYPE tresor_reconcile_failures_total counter",
         "# TYPE tresor_last_applied_timestamp_seconds gauge",
+        "# TYPE tresor_sync_failing gauge",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
@@ -123,4 +124,9 @@ async fn metrics_count_the_cycles_and_name_the_applied_sync() {
         applied_at > now - 300.0 && applied_at <= now + 1.0,
         "{applied_at}"
     );
+    let failing = value(&format!(
+        "tresor_sync_failing{{namespace=\"{}\",name=\"app\"}}",
+        tenant.ns
+    ));
+    assert_eq!(failing, 0.0);
 }

@@ -290,6 +290,7 @@ fn sync_follows_a_tag_runs_exec_once_per_change_and_restores_drift() {
         metrics.contains("tresor_reconcile_duration_seconds_count "),
         "{metrics}"
     );
+    assert!(metrics.contains("\ntresor_sync_failing 0\n"), "{metrics}");
 
     assert!(agent.alive(), "{}", agent.log());
     let exit = agent.terminate();

@@ -5,8 +5,8 @@
 //! and `pull`. On Linux mimalloc commits its arenas eagerly, which a command that runs for
 //! seconds never notices, but the host agent (`tresor sync`) runs for months and is idle
 //! almost all the time: eager commit was most of its resident memory (`scripts/bench-sync.sh`,
-//! see docs/cli.md). mimalloc reads its options from the environment once, when the process
-//! starts, so `sync` re-executes itself with [`EAGER_COMMIT_ENV`]`=0` before it does
+//! see docs/host-agent.md). mimalloc reads its options from the environment once, when the
+//! process starts, so `sync` re-executes itself with [`EAGER_COMMIT_ENV`]`=0` before it does
 //! anything; every other command keeps the fast default.
 
 use std::ffi::OsString;

@@ -32,6 +32,10 @@ struct Inner {
     /// By rendered label set (`namespace="a",name="b"`), for one metrics endpoint serving
     /// several syncs.
     last_applied_by: BTreeMap<String, f64>,
+    /// Whether the last cycle that got to an end failed or was refused (the host agent's, and
+    /// by label set the puller's syncs').
+    failing: Option<bool>,
+    failing_by: BTreeMap<String, bool>,
     failures: BTreeMap<String, u64>,
     outcomes: BTreeMap<&'static str, u64>,
     restored: u64,
@@ -57,8 +61,8 @@ impl Metrics {
     }
 
     /// Counts one cycle of the sync named by `labels` (e.g. `[("namespace", "a"), ("name",
-    /// "b")]`): the totals as [`Self::observe`], and the last apply time per label set.
-    /// Without labels the last apply time is the unlabelled series.
+    /// "b")]`): the totals as [`Self::observe`], and the last apply time and whether the sync
+    /// is failing per label set. Without labels those are the unlabelled series.
     pub fn observe_labelled(&self, summary: &Summary, now: SystemTime, labels: &[(&str, &str)]) {
         let mut m = self.lock();
         let seconds = summary.seconds;
@@ -85,13 +89,29 @@ impl Metrics {
                 (false, None) => {}
             }
         }
+        // A cycle abandoned at shutdown says nothing about the sync's health.
+        let failing = match summary.outcome {
+            Outcome::Rejected | Outcome::Failed => Some(true),
+            Outcome::Applied | Outcome::Unchanged | Outcome::DriftCorrected => Some(false),
+            Outcome::Abandoned => None,
+        };
+        if let Some(failing) = failing {
+            if labels.is_empty() {
+                m.failing = Some(failing);
+            } else {
+                m.failing_by.insert(label_set(labels), failing);
+            }
+        }
         m.restored += summary.restored.len() as u64;
         m.corrupted += summary.cache_corrupted.len() as u64;
     }
 
     /// Drops the per-sync series of `labels` (the sync is gone).
     pub fn forget(&self, labels: &[(&str, &str)]) {
-        self.lock().last_applied_by.remove(&label_set(labels));
+        let mut m = self.lock();
+        let labels = label_set(labels);
+        m.last_applied_by.remove(&labels);
+        m.failing_by.remove(&labels);
     }
 
     /// Counts one webhook request of receiver `kind` answered with `code` (401: not
@@ -156,6 +176,21 @@ impl Metrics {
         }
         for (labels, t) in &m.last_applied_by {
             let _ = writeln!(out, "tresor_last_applied_timestamp_seconds{{{labels}}} {t}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tresor_sync_failing 1 when the last cycle failed or refused a version (the \
+             last good one stays), else 0.\n# TYPE tresor_sync_failing gauge"
+        );
+        if let Some(failing) = m.failing {
+            let _ = writeln!(out, "tresor_sync_failing {}", u8::from(failing));
+        }
+        for (labels, failing) in &m.failing_by {
+            let _ = writeln!(
+                out,
+                "tresor_sync_failing{{{labels}}} {}",
+                u8::from(*failing)
+            );
         }
         let _ = writeln!(
             out,
@@ -251,6 +286,7 @@ async fn answer(mut socket: TcpStream, metrics: &Metrics) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::{Failure, Retry, Step};
 
     fn applied() -> Summary {
         Summary {
@@ -280,5 +316,57 @@ mod tests {
         assert!(!text.contains("tresor_last_applied_timestamp_seconds 1"));
         metrics.forget(&a);
         assert!(!metrics.render().contains("team-a"));
+    }
+
+    fn failure(step: Step, reason: &str, retry: Retry) -> Failure {
+        Failure {
+            step,
+            reason: reason.into(),
+            message: "test".into(),
+            retry,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn a_sync_is_failing_from_a_failed_or_refused_cycle_until_one_succeeds() {
+        let metrics = Metrics::default();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = [("namespace", "team-a"), ("name", "app")];
+        let b = [("namespace", "team-b"), ("name", "web")];
+        let failed = Summary::for_test(
+            Outcome::Failed,
+            Some(failure(
+                Step::Resolve,
+                "RegistryUnreachable",
+                Retry::Transient,
+            )),
+        );
+        let rejected = Summary::for_test(
+            Outcome::Rejected,
+            Some(failure(Step::Verify, "SignatureInvalid", Retry::Stalled)),
+        );
+        metrics.observe_labelled(&applied(), now, &a);
+        metrics.observe_labelled(&failed, now, &b);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE tresor_sync_failing gauge\n"));
+        assert!(text.contains("tresor_sync_failing{namespace=\"team-a\",name=\"app\"} 0\n"));
+        assert!(text.contains("tresor_sync_failing{namespace=\"team-b\",name=\"web\"} 1\n"));
+        // Shutting down changes nothing; a refused version fails; an unchanged cycle heals.
+        metrics.observe_labelled(&Summary::for_test(Outcome::Abandoned, None), now, &b);
+        metrics.observe_labelled(&rejected, now, &a);
+        let text = metrics.render();
+        assert!(text.contains("tresor_sync_failing{namespace=\"team-a\",name=\"app\"} 1\n"));
+        assert!(text.contains("tresor_sync_failing{namespace=\"team-b\",name=\"web\"} 1\n"));
+        metrics.observe_labelled(&Summary::for_test(Outcome::Unchanged, None), now, &b);
+        assert!(metrics
+            .render()
+            .contains("tresor_sync_failing{namespace=\"team-b\",name=\"web\"} 0\n"));
+        metrics.forget(&b);
+        assert!(!metrics.render().contains("team-b"));
+        // The host agent's series has no labels.
+        let host = Metrics::default();
+        host.observe(&failed, now);
+        assert!(host.render().contains("\ntresor_sync_failing 1\n"));
     }
 }
