@@ -467,3 +467,114 @@ fn the_webhooks_component_wires_args_secret_service_and_ingress() {
         .collect();
     assert_eq!(ingress, [8080, 9292]);
 }
+
+/// Every ArtifactSync and TrustPolicy resource written out in the README and docs/ is one the
+/// puller accepts as written: it decodes, validates, and no field of it is silently dropped (a
+/// misspelt field would be ignored by the API server's pruning and by the puller). Policy
+/// files for the CLI (the same kind, with keys by `path` or a `trustedRoot` file) are not
+/// resources.
+#[test]
+fn resources_shown_in_the_docs_decode_validate_and_keep_every_field() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        // The generated reference lists fields, not resources.
+        if path.extension().is_some_and(|e| e == "md") && !path.ends_with("crd-reference.md") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut checked = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let name = file.strip_prefix(root).unwrap().display().to_string();
+        for (line, document) in tresor_documents(&text) {
+            let at = format!("{name}:{line}");
+            let written: serde_json::Value = serde_norway::from_str(&document)
+                .unwrap_or_else(|e| panic!("{at}: not YAML: {e}\n{document}"));
+            if is_cli_policy_file(&written) {
+                continue;
+            }
+            let decoded = match written["kind"].as_str() {
+                Some("ArtifactSync") => {
+                    let sync: ArtifactSync = serde_json::from_value(written.clone())
+                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    sync.validate().unwrap_or_else(|e| panic!("{at}: {e}"));
+                    serde_json::to_value(&sync).unwrap()
+                }
+                Some("TrustPolicy") => {
+                    let policy: TrustPolicy = serde_json::from_value(written.clone())
+                        .unwrap_or_else(|e| panic!("{at}: {e}"));
+                    policy.validate().unwrap_or_else(|e| panic!("{at}: {e}"));
+                    serde_json::to_value(&policy).unwrap()
+                }
+                _ => continue,
+            };
+            if let Some(missing) = dropped_field(&written, &decoded, "") {
+                panic!("{at}: field {missing} is not part of the resource\n{document}");
+            }
+            checked.push(at);
+        }
+    }
+    assert!(checked.len() >= 6, "only {checked:?}");
+}
+
+/// The `apiVersion: tresor.dev/…` documents of a Markdown text, with the line each starts
+/// on: inside fenced blocks (also heredocs in shell blocks), up to `---`, `EOF` or the fence.
+fn tresor_documents(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (number, line) in text.lines().enumerate() {
+        let end = line.starts_with("```") || line == "---" || line == "EOF";
+        if end {
+            found.extend(current.take());
+            continue;
+        }
+        if line.starts_with("apiVersion: tresor.dev/") {
+            found.extend(current.take());
+            current = Some((number + 1, String::new()));
+        }
+        if let Some((_, document)) = &mut current {
+            document.push_str(line);
+            document.push('\n');
+        }
+    }
+    found.extend(current);
+    found
+}
+
+/// A TrustPolicy for `--policy FILE`: keys read from files, a trusted root from a file.
+fn is_cli_policy_file(document: &serde_json::Value) -> bool {
+    document["kind"] == "TrustPolicy"
+        && document["spec"]["authorities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["key"].get("path").is_some() || a["keyless"].get("trustedRoot").is_some())
+}
+
+/// The first key path of `written` that `decoded` lacks.
+fn dropped_field(
+    written: &serde_json::Value,
+    decoded: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    match (written, decoded) {
+        (serde_json::Value::Object(w), serde_json::Value::Object(d)) => {
+            w.iter().find_map(|(key, value)| {
+                let here = format!("{path}.{key}");
+                match d.get(key) {
+                    Some(inner) => dropped_field(value, inner, &here),
+                    None => Some(here),
+                }
+            })
+        }
+        (serde_json::Value::Array(w), serde_json::Value::Array(d)) => w
+            .iter()
+            .zip(d)
+            .enumerate()
+            .find_map(|(i, (w, d))| dropped_field(w, d, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
