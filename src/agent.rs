@@ -1,6 +1,8 @@
 //! The host agent loop behind `tresor sync`: run the engine every interval (jittered ±10%),
 //! back off on transient failures, run `--exec` after each applied change, and record each
-//! cycle's summary once — status file, metrics, log, and the caller's printer.
+//! cycle's summary once — status file, metrics, log, notifications (`--notify`,
+//! [`crate::notify`]) and the caller's printer. It sits above the engine, the notifications
+//! and the webhook receivers it ties together (tests/layers.rs).
 //!
 //! Signals: SIGTERM or SIGINT during a cycle lets it finish local work or abandons it before
 //! the switch (never a half switch), then the agent exits; SIGHUP, touching the
