@@ -71,7 +71,7 @@ for i in range(0, len(docs), 50):
 PY
   "$tresor" push "$work/tree" "oci-layout:$work/layout:v1" --reproducible >/dev/null 2>&1
   local api_pid t0 a0 start end
-  api_pid="$(cat .tmp/cluster/kube-apiserver.pid)"
+  api_pid="$(cat "${TRESOR_CLUSTER_DIR:-.tmp/cluster}/kube-apiserver.pid")"
   for round in create unchanged; do
     a0="$(ticks "$api_pid")"
     start="$(date +%s.%N)"
