@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{config_map, http_get, PullerProcess, Tenant};
+use common::cluster::{config_map, http_get, unsigned_spec, PullerProcess, Tenant};
 use common::TestRegistry;
 
 /// A kubeconfig whose server is a port nothing listens on.
@@ -85,14 +85,22 @@ async fn readyz_is_ready_once_the_watches_synced() {
 }
 
 /// After a sync applied, `/metrics` has the reconcile metric families with real values,
-/// and the last apply time of that sync under its namespace and name.
+/// and the last apply time of that sync under its namespace and name; a sync that fails
+/// before its engine runs (its pull Secret is missing) is counted as failing, by name.
 #[tokio::test]
 async fn metrics_count_the_cycles_and_name_the_applied_sync() {
     let registry = TestRegistry::plain();
     let tenant = Tenant::new("health-metrics").await;
-    let (_, _, puller) = tenant
+    let (repo, _, puller) = tenant
         .applied_unsigned(&registry, &[("cm.yaml", &config_map("m", "one"))], "1h")
         .await;
+    let mut spec = unsigned_spec(&repo, "v", "1h");
+    spec["pullSecretRef"] = serde_json::json!({"name": "missing"});
+    tenant.create_sync("broken", spec).await;
+    let (_, reason, _) = tenant
+        .wait_not_ready(&puller, "broken", Duration::from_secs(30), "refused")
+        .await;
+    assert_eq!(reason, "SecretNotFound");
     let (_, metrics) = puller.addrs();
     let (code, text) = http_get(&metrics, "/metrics");
     assert_eq!(code, 200, "{text}");
@@ -129,4 +137,10 @@ async fn metrics_count_the_cycles_and_name_the_applied_sync() {
         tenant.ns
     ));
     assert_eq!(failing, 0.0);
+    let failing = value(&format!(
+        "tresor_sync_failing{{namespace=\"{}\",name=\"broken\"}}",
+        tenant.ns
+    ));
+    assert_eq!(failing, 1.0);
+    assert!(value("tresor_reconcile_failures_total{reason=\"SecretNotFound\"}") >= 1.0);
 }

@@ -594,6 +594,8 @@ pub async fn reconcile(sync: Arc<ArtifactSync>, ctx: Arc<Context>) -> Result<Act
         }
         Err(e) => {
             tracing::warn!(namespace, name, reason = e.reason(), error = %e, "cannot reconcile");
+            ctx.metrics
+                .observe_failure(e.reason(), &[("namespace", &namespace), ("name", &name)]);
             let retry = if e.is_transient() {
                 Retry::Transient
             } else {

@@ -106,6 +106,20 @@ impl Metrics {
         m.corrupted += summary.cache_corrupted.len() as u64;
     }
 
+    /// Counts a cycle of the sync named by `labels` that failed before the engine ran (an
+    /// invalid spec, a missing Secret, trust that cannot be read): a failure with `reason`,
+    /// and the sync is failing. Its duration is not observed: no engine cycle ran.
+    pub fn observe_failure(&self, reason: &str, labels: &[(&str, &str)]) {
+        let mut m = self.lock();
+        *m.failures.entry(reason.to_string()).or_default() += 1;
+        *m.outcomes.entry(Outcome::Failed.name()).or_default() += 1;
+        if labels.is_empty() {
+            m.failing = Some(true);
+        } else {
+            m.failing_by.insert(label_set(labels), true);
+        }
+    }
+
     /// Drops the per-sync series of `labels` (the sync is gone).
     pub fn forget(&self, labels: &[(&str, &str)]) {
         let mut m = self.lock();
@@ -362,6 +376,12 @@ mod tests {
         assert!(metrics
             .render()
             .contains("tresor_sync_failing{namespace=\"team-b\",name=\"web\"} 0\n"));
+        // A cycle that failed before the engine ran (a missing Secret) counts too.
+        metrics.observe_failure("SecretNotFound", &b);
+        let text = metrics.render();
+        assert!(text.contains("tresor_sync_failing{namespace=\"team-b\",name=\"web\"} 1\n"));
+        assert!(text.contains("tresor_reconcile_failures_total{reason=\"SecretNotFound\"} 1\n"));
+        assert!(text.contains("tresor_reconciles_total{outcome=\"Failed\"} 2\n"));
         metrics.forget(&b);
         assert!(!metrics.render().contains("team-b"));
         // The host agent's series has no labels.
