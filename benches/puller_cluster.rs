@@ -28,7 +28,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{cpu_ticks, cycles, env_or, free_port, proc_status, push_tree, start_proxy, tally};
@@ -119,17 +120,30 @@ fn puller_resource(key: &str) -> bool {
 
 fn rss(pid: u32) -> String {
     let status = proc_status(pid);
+    let field = |name| status.get(name).map_or("?", String::as_str);
     format!(
-        "{} (peak {})",
-        status.get("VmRSS").map_or("?", String::as_str),
-        status.get("VmHWM").map_or("?", String::as_str)
+        "{} (peak {}; anonymous {}, file-backed {})",
+        field("VmRSS"),
+        field("VmHWM"),
+        field("RssAnon"),
+        field("RssFile")
     )
+}
+
+/// Stops the puller and whatever runs it (`PULLER_WRAPPER`): its whole process group, so a
+/// profiler's puller does not outlive the run and go on calling the next run's server.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 async fn wait_all_ready(
     api: &Api<ArtifactSync>,
     syncs: u64,
-    child: &mut std::process::Child,
+    child: &mut Child,
     log: &std::path::Path,
 ) {
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -154,7 +168,7 @@ async fn wait_all_ready(
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            let _ = child.kill();
+            stop(child);
             panic!("only {ready}/{syncs} Ready; puller log (newest first):\n{tail:#?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -244,6 +258,7 @@ async fn main() {
         .args(["--watch-label-selector", &format!("tresor.bench/run={run}")])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -342,8 +357,7 @@ async fn main() {
     }
 
     // Clean up: stop the puller, release the syncs, delete what they created.
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
     for i in 0..syncs {
         let _ = api
             .patch(

@@ -129,9 +129,9 @@ impl Cluster {
     fn api(&self, resource: &Resolved, namespace: Option<&str>) -> Api<DynamicObject> {
         match namespace {
             Some(ns) if resource.namespaced => {
-                Api::namespaced_with(self.client.clone(), ns, &resource.resource)
+                Api::namespaced_with(self.client.clone(), ns, resource.resource.as_ref())
             }
-            _ => Api::all_with(self.client.clone(), &resource.resource),
+            _ => Api::all_with(self.client.clone(), resource.resource.as_ref()),
         }
     }
 
@@ -960,7 +960,8 @@ mod tests {
             Resolved {
                 resource: kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(
                     &(),
-                ),
+                )
+                .into(),
                 namespaced: true,
             },
             &json!({"apiVersion": "v1", "kind": "ConfigMap",

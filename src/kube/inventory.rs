@@ -64,7 +64,8 @@ impl InventoryStore {
             resource: ApiResource::from_gvk_with_plural(
                 &GroupVersionKind::gvk("", "v1", "ConfigMap"),
                 "configmaps",
-            ),
+            )
+            .into(),
             namespaced: true,
         }
     }

@@ -20,8 +20,9 @@ use crate::reconcile::BoxFuture;
 /// What a kind resolves to.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// Group, version, kind and plural, for `kube::Api::*_with`.
-    pub resource: ApiResource,
+    /// Group, version, kind and plural, for `kube::Api::*_with`; shared by every object of
+    /// the kind (the puller keeps every applied object of every sync with its resource).
+    pub resource: Arc<ApiResource>,
     /// Namespaced or cluster-scoped.
     pub namespaced: bool,
 }
@@ -101,7 +102,7 @@ impl ResourceResolver for DiscoveryResolver {
                 Err(e) => return Err(ApplyError::from_kube(e, object, "discover", None, None)),
             };
             let resolved = Resolved {
-                resource,
+                resource: resource.into(),
                 namespaced: caps.scope == Scope::Namespaced,
             };
             self.cache
@@ -204,7 +205,7 @@ impl StaticResolver {
             .insert(
                 gvk.clone(),
                 Resolved {
-                    resource: ApiResource::from_gvk_with_plural(gvk, plural),
+                    resource: ApiResource::from_gvk_with_plural(gvk, plural).into(),
                     namespaced,
                 },
             );

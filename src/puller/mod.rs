@@ -56,7 +56,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -164,7 +164,7 @@ pub struct Context {
     client: Client,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    recorder: Recorder,
+    recorder: events::Events,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
     watches: Watches,
@@ -219,7 +219,7 @@ impl Context {
             ),
             watch_client,
             resolver: Arc::new(DiscoveryResolver::new(client.clone(), options.call_timeout)),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::Events::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
             health: Arc::new(Health::new(options.stall_timeout)),
             client,

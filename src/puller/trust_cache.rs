@@ -29,12 +29,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::events::Events;
 use crate::api::{TrustPolicy, UnreadablePolicy};
 
 /// What a cycle decides trust from: every TrustPolicy (those the puller can read and those
@@ -86,7 +87,7 @@ fn decode_policy(object: &DynamicObject) -> Result<TrustPolicy, UnreadablePolicy
 fn report_unreadable(
     object: &DynamicObject,
     resource: &ApiResource,
-    recorder: &Recorder,
+    recorder: &Events,
     reported: &Mutex<HashSet<(String, String)>>,
 ) {
     let Err(unreadable) = decode_policy(object) else {
@@ -135,7 +136,7 @@ pub(super) struct TrustCache {
 impl TrustCache {
     /// Starts both watches with `client` (the puller's own identity, with a read timeout
     /// fit for watches); a TrustPolicy that cannot be read is reported with `recorder`.
-    pub(super) fn start(client: &Client, recorder: Recorder) -> Self {
+    pub(super) fn start(client: &Client, recorder: Events) -> Self {
         let resource = policy_resource();
         let reported = Mutex::new(HashSet::new());
         let report = move |object: &DynamicObject| {

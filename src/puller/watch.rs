@@ -256,11 +256,8 @@ impl Watches {
         for object in objects {
             let kind = kind_key(object);
             if !inner.kinds.contains_key(&kind) {
-                let watch = self.start(
-                    &kind,
-                    object.resource.resource.clone(),
-                    object.resource.namespaced,
-                );
+                let watch =
+                    self.start(&kind, &object.resource.resource, object.resource.namespaced);
                 inner.kinds.insert(Arc::new(kind), watch);
             }
         }
@@ -330,11 +327,11 @@ impl Watches {
         }
     }
 
-    fn start(&self, kind: &KindKey, resource: ApiResource, namespaced: bool) -> KindWatch {
+    fn start(&self, kind: &KindKey, resource: &ApiResource, namespaced: bool) -> KindWatch {
         let store = Arc::new(RwLock::new(LiveStore::default()));
         let writer = store.clone();
         let synced = Arc::new(AtomicBool::new(false));
-        let api: Api<DynamicObject> = Api::all_with(self.shared.client.clone(), &resource);
+        let api: Api<DynamicObject> = Api::all_with(self.shared.client.clone(), resource);
         let config = watcher::Config::default().labels(LABEL_NAME);
         let shared = self.shared.clone();
         let flag = synced.clone();
