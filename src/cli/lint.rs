@@ -155,7 +155,7 @@ pub(super) struct PushInput<'a> {
 }
 
 /// The first policy step of `push`: load the policy, stage and pin images (`--pin-images`).
-/// [`Prepared::check`] is the second, after packaging.
+/// [`Prepared::package`] is the second: it packages and lints at once.
 pub(super) async fn prepare_push(
     input: PushInput<'_>,
     printer: &Printer,

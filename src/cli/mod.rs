@@ -2,6 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 a check failed (objects differ, content refused as unverified),
 //! 2 an error (bad input, registry trouble, …).
+//!
+//! The doc comments of the argument structs are clap's `--help` text, written for the
+//! terminal (`[NAMESPACE:]NAME`, `<kind>`), not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 pub mod allocator;
 mod apply;

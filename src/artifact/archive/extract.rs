@@ -66,7 +66,7 @@ pub struct ExtractedFile {
 ///
 /// Writes only regular files (mode 0644, created with `create_new`, never through a link)
 /// and directories (0755) below `dest`, and returns the files' relative paths in layer
-/// order (see [`super::pack`]). `compressed_size` is the layer's declared size: reading more
+/// order (see [`super::pack()`]). `compressed_size` is the layer's declared size: reading more
 /// than that is an error. On any error the files written so far stay in `dest`; extract into
 /// a staging directory and remove it on failure.
 pub fn extract_to_dir(

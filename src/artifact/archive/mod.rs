@@ -3,7 +3,7 @@
 //!
 //! # Format rules (part of artifact format v1)
 //!
-//! **The same tree gives the same layer digest on every machine.** To get there, [`pack`]
+//! **The same tree gives the same layer digest on every machine.** To get there, [`pack()`]
 //! writes:
 //!
 //! - only directories and regular files; directories are named with a trailing `/`, the root

@@ -25,7 +25,8 @@
 //! list or container list is kept empty, so types stay as parsed. Kept paths do not depend
 //! on `kind`, which may come after `spec` in a document. Documents with merge keys (`<<`)
 //! are not read this way: a merge can supply any field, so the caller parses those in full.
-//! [`view`] cuts a fully parsed value the same way; the tests check that both agree.
+//! `view` (test-only) cuts a fully parsed value the same way; the tests check that both
+//! agree.
 
 use std::fmt;
 
