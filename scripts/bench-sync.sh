@@ -71,12 +71,14 @@ sleep "$idle_secs"
 c1="$(cycles)"; t1="$(cpu_ticks)"
 rss_kib="$(awk '/^VmRSS:/ {print $2}' "/proc/$agent/status")"
 hwm_kib="$(awk '/^VmHWM:/ {print $2}' "/proc/$agent/status")"
+anon_kib="$(awk '/^RssAnon:/ {print $2}' "/proc/$agent/status")"
+file_kib="$(awk '/^RssFile:/ {print $2}' "/proc/$agent/status")"
 idle_cycles=$((c1 - c0))
 cpu_ms_per_cycle="$(awk -v t="$((t1 - t0))" -v hz="$clk_tck" -v n="$idle_cycles" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "n/a" }')"
 
 echo "binary:                 $bin"
 echo "trust:                  ${trust[*]}"
-echo "idle RSS (VmRSS):       $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB; peak VmHWM $hwm_kib KiB)"
+echo "idle RSS (VmRSS):       $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB; peak VmHWM $hwm_kib KiB; anonymous $anon_kib KiB, file-backed $file_kib KiB)"
 echo "idle cycles measured:   $idle_cycles in ${idle_secs}s"
 echo "CPU per idle cycle:     $cpu_ms_per_cycle ms (utime+stime, ${clk_tck} ticks/s resolution)"
 
