@@ -167,11 +167,14 @@ launch() { # name args...
 }
 
 # wait_for NAME COMMAND...: until COMMAND succeeds, failing with the log when NAME exits.
+# Only the pid is checked here, not its command line: right after the start, the child may
+# not have exec'd the server yet (its command line is still this script's).
 wait_for() {
-  local name="$1" deadline=$((SECONDS + wait_secs))
+  local name="$1" deadline=$((SECONDS + wait_secs)) pid
+  pid="$(<"$state/$name.pid")"
   shift
   until "$@" >/dev/null 2>&1; do
-    [[ -n "$(running_pid "$name")" ]] || { echo "cluster.sh: $name exited; last log lines:" >&2; tail -n 30 "$state/$name.log" >&2; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { echo "cluster.sh: $name exited; last log lines:" >&2; tail -n 30 "$state/$name.log" >&2; exit 1; }
     ((SECONDS < deadline)) || { echo "cluster.sh: $name not ready within ${wait_secs}s; last log lines:" >&2; tail -n 30 "$state/$name.log" >&2; exit 1; }
     sleep 0.3
   done
