@@ -5,6 +5,7 @@
 # the CPU time (user + sys) of each, which on a shared machine says more than wall time.
 #
 # usage: scripts/bench-pack.sh [SIZE_MB=100] [RUNS=5]
+# Uses $TRESOR_BIN, else target/release/tresor, built first (honours CARGO_TARGET_DIR).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,8 +15,8 @@ runs="${2:-5}"
 work="$repo/.tmp/bench-pack"
 tree="$work/tree-${size}mb"
 
-cargo build --release --quiet
-tresor="${CARGO_TARGET_DIR:-$repo/target}/release/tresor"
+tresor="${TRESOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/tresor}"
+[[ -n "${TRESOR_BIN:-}" ]] || cargo build --release --quiet --bin tresor
 mkdir -p "$work"
 [[ -d "$tree" ]] || python3 scripts/gen-tree.py "$tree" "$size"
 bytes="$(du -sb "$tree" | cut -f1)"
