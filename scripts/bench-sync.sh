@@ -69,10 +69,9 @@ sleep 3
 c0="$(cycles)"; t0="$(cpu_ticks)"
 sleep "$idle_secs"
 c1="$(cycles)"; t1="$(cpu_ticks)"
-rss_kib="$(awk '/^VmRSS:/ {print $2}' "/proc/$agent/status")"
-hwm_kib="$(awk '/^VmHWM:/ {print $2}' "/proc/$agent/status")"
-anon_kib="$(awk '/^RssAnon:/ {print $2}' "/proc/$agent/status")"
-file_kib="$(awk '/^RssFile:/ {print $2}' "/proc/$agent/status")"
+# One read of the status file, so the four figures are of the same moment.
+read -r rss_kib hwm_kib anon_kib file_kib < <(awk '{v[$1] = $2}
+  END {print v["VmRSS:"], v["VmHWM:"], v["RssAnon:"], v["RssFile:"]}' "/proc/$agent/status")
 idle_cycles=$((c1 - c0))
 cpu_ms_per_cycle="$(awk -v t="$((t1 - t0))" -v hz="$clk_tck" -v n="$idle_cycles" 'BEGIN { if (n > 0) printf "%.2f", t * 1000 / hz / n; else print "n/a" }')"
 

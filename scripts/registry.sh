@@ -181,15 +181,19 @@ start_one() {
   echo "registry $name starting on $host:$(port_of "$name") (pid $!)"
 }
 
+# wait_one NAME: until the registry answers, failing with the log when it exits. Only the pid
+# is checked, not its command line: right after the start, the child may not have exec'd the
+# registry yet (its command line is still this script's).
 wait_one() {
-  local name="$1" dir="$state/$1" deadline code
+  local name="$1" dir="$state/$1" deadline code pid
   deadline=$((SECONDS + wait_secs))
+  pid="$(<"$dir/registry.pid")"
   while true; do
     code="$(probe "$name")"
     if [[ "$code" == 200 || "$code" == 401 ]]; then
       return 0
     fi
-    if [[ -z "$(running_pid "$name")" ]]; then
+    if ! kill -0 "$pid" 2>/dev/null; then
       echo "registry.sh: registry $name exited during startup; last log lines:" >&2
       tail -n 20 "$dir/registry.log" >&2 || true
       exit 1

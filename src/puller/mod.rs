@@ -164,7 +164,7 @@ pub struct Context {
     client: Client,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    recorder: events::Events,
+    events: events::Events,
     options: PullerOptions,
     syncs: Mutex<HashMap<String, Arc<Mutex<SyncState>>>>,
     watches: Watches,
@@ -219,7 +219,7 @@ impl Context {
             ),
             watch_client,
             resolver: Arc::new(DiscoveryResolver::new(client.clone(), options.call_timeout)),
-            recorder: events::Events::new(client.clone(), reporter),
+            events: events::Events::new(client.clone(), reporter),
             metrics: Arc::new(Metrics::default()),
             health: Arc::new(Health::new(options.stall_timeout)),
             client,
@@ -264,7 +264,7 @@ impl Context {
     /// this. Without it every cycle lists TrustPolicies and GETs its Namespace. Idempotent.
     pub fn watch_trust_inputs(&self) {
         self.trust.get_or_init(|| {
-            trust_cache::TrustCache::start(&self.watch_client, self.recorder.clone())
+            trust_cache::TrustCache::start(&self.watch_client, self.events.clone())
         });
     }
 
@@ -726,7 +726,7 @@ async fn publish_transition(
     };
     let published = tokio::time::timeout(
         ctx.options.call_timeout,
-        ctx.recorder.publish(&event, reference),
+        ctx.events.publish(&event, reference),
     )
     .await;
     match published {

@@ -312,7 +312,7 @@ async fn warn(ctx: &Context, job: &Job, message: &str) {
     };
     let published = tokio::time::timeout(
         ctx.options.call_timeout,
-        ctx.recorder.publish(&event, &job.reference),
+        ctx.events.publish(&event, &job.reference),
     )
     .await;
     if !matches!(published, Ok(Ok(()))) {

@@ -87,7 +87,7 @@ fn decode_policy(object: &DynamicObject) -> Result<TrustPolicy, UnreadablePolicy
 fn report_unreadable(
     object: &DynamicObject,
     resource: &ApiResource,
-    recorder: &Events,
+    events: &Events,
     reported: &Mutex<HashSet<(String, String)>>,
 ) {
     let Err(unreadable) = decode_policy(object) else {
@@ -119,9 +119,9 @@ fn report_unreadable(
         secondary: None,
     };
     let reference = object.object_ref(resource);
-    let recorder = recorder.clone();
+    let events = events.clone();
     tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = events.publish(&event, &reference).await {
             tracing::warn!(error = %e, "cannot publish event");
         }
     });
@@ -135,12 +135,12 @@ pub(super) struct TrustCache {
 
 impl TrustCache {
     /// Starts both watches with `client` (the puller's own identity, with a read timeout
-    /// fit for watches); a TrustPolicy that cannot be read is reported with `recorder`.
-    pub(super) fn start(client: &Client, recorder: Events) -> Self {
+    /// fit for watches); a TrustPolicy that cannot be read is reported through `events`.
+    pub(super) fn start(client: &Client, events: Events) -> Self {
         let resource = policy_resource();
         let reported = Mutex::new(HashSet::new());
         let report = move |object: &DynamicObject| {
-            report_unreadable(object, &resource, &recorder, &reported);
+            report_unreadable(object, &resource, &events, &reported);
         };
         Self {
             policies: Cached::start(
